@@ -1,0 +1,50 @@
+"""One way for every console script to turn user errors into exit code 2 and a one-line message."""
+from __future__ import annotations
+
+import sys
+from typing import Callable, Sequence
+
+from .errors import UserError
+
+
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+    """Run ``main(argv)``; a UserError becomes one stderr line and exit code 2.
+
+    ``--debug`` anywhere in argv re-raises instead, so the traceback is visible.
+    """
+    args = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in args
+    try:
+        rc = main([a for a in args if a != "--debug"])
+        return int(rc or 0)
+    except UserError as e:
+        if debug:
+            raise
+        prog = _prog_name()
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{_prog_name()}: interrupted", file=sys.stderr)
+        return 130
+
+
+def _prog_name() -> str:
+    import os
+
+    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "skipnet"
+
+
+class ArgumentParser:
+    """argparse.ArgumentParser whose usage errors raise UserError (one line, exit 2) instead of printing usage."""
+
+    def __new__(cls, *args, **kwargs):
+        import argparse
+
+        class _Parser(argparse.ArgumentParser):
+            def error(self, message: str):  # noqa: D401 - argparse hook
+                raise UserError(f"{message} (see {self.prog} --help)")
+
+        kwargs.setdefault("allow_abbrev", False)
+        return _Parser(*args, **kwargs)
