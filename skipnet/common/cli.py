@@ -7,7 +7,8 @@ from typing import Callable, Sequence
 from .errors import UserError
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None) -> int:
+def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
+            prog: str = "skipnet") -> int:
     """Run ``main(argv)``; a UserError becomes one stderr line and exit code 2.
 
     ``--debug`` anywhere in argv re-raises instead, so the traceback is visible.
@@ -20,20 +21,13 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except UserError as e:
         if debug:
             raise
-        prog = _prog_name()
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         if debug:
             raise
-        print(f"{_prog_name()}: interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted", file=sys.stderr)
         return 130
-
-
-def _prog_name() -> str:
-    import os
-
-    return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "skipnet"
 
 
 class ArgumentParser:

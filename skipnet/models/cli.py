@@ -22,7 +22,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(_main, argv)
+    return run_cli(_main, argv, prog="skipnet-models")
 
 
 if __name__ == "__main__":

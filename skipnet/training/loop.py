@@ -1,0 +1,376 @@
+"""The training loop: one function, `train(cfg)`, that writes a run directory (design.md)."""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from .. import __version__
+from ..common import UserError, atomic_write_text, write_json
+from ..data import build_datasets, default_img_size, preprocess_config
+from ..models import CONFIG_FILE, WEIGHTS_FILE, create_model, save_weights
+from . import distributed
+from .bias_loss import BiasLoss
+from .config import TrainConfig
+from .sampler import ResumableSampler
+from .state import STATE_FILE, capture_rng, load_state, restore_rng, save_state
+from .taps import FeatureTap
+
+METRICS_FILE = "metrics.csv"
+METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "seconds"]
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    metrics: dict[str, float]
+    interrupted: bool = False
+    signal: int | None = None  # the signal that stopped the run early
+    is_main: bool = True  # rank 0 under torchrun: the process that reports and writes
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class _StopFlag:
+    """SIGINT/SIGTERM set a flag; the loop saves a checkpoint at the next step boundary and exits."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum is not None:  # second Ctrl-C: give up waiting for the step boundary
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def _device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda was requested but no CUDA GPU is available; use --device cpu")
+    if cfg.device != "cpu" and torch.cuda.is_available():
+        return torch.device("cuda", local_rank)
+    return torch.device("cpu")
+
+
+def _make_optimizer(cfg: TrainConfig, model: nn.Module) -> torch.optim.Optimizer:
+    # No weight decay on BN parameters and biases (standard for MobileNet-style nets).
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.momentum > 0)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(groups, lr=cfg.lr)
+    return torch.optim.RMSprop(groups, lr=cfg.lr, alpha=0.9, eps=0.0316, momentum=cfg.momentum)
+
+
+def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
+    total = cfg.epochs * steps_per_epoch
+    warmup = int(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.scheduler == "cosine":
+            t = (step - warmup) / max(1, total - warmup)
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+        if cfg.scheduler == "multistep":
+            return cfg.gamma ** sum(step >= m * steps_per_epoch for m in cfg.milestones)
+        return 1.0
+
+    return factor
+
+
+def _loader(dataset, sampler, batch_size: int, cfg: TrainConfig, device: torch.device, epoch: int) -> DataLoader:
+    # A dedicated generator: the DataLoader must not draw from the global RNG, or a resumed
+    # run's dropout masks would shift by one draw.
+    g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
+    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
+                      pin_memory=device.type == "cuda", generator=g, drop_last=False,
+                      persistent_workers=False)
+
+
+def _autocast(cfg: TrainConfig, device: torch.device):
+    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=cfg.amp)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device,
+             dist_info: distributed.DistInfo) -> tuple[float, float]:
+    """(mean cross-entropy, top-1) over the loader, summed across processes."""
+    model.eval()
+    loss_sum, correct, count = 0.0, 0.0, 0.0
+    for x, y in loader:
+        x, y = _to(x, cfg, device), y.to(device)
+        with _autocast(cfg, device):
+            logits = model(x)
+        loss_sum += F.cross_entropy(logits.float(), y, reduction="sum").item()
+        correct += (logits.argmax(1) == y).sum().item()
+        count += y.numel()
+    loss_sum, correct, count = distributed.all_reduce_sum([loss_sum, correct, count], dist_info, device)
+    return loss_sum / max(count, 1), correct / max(count, 1)
+
+
+def _to(x: torch.Tensor, cfg: TrainConfig, device: torch.device) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    return x.contiguous(memory_format=torch.channels_last) if cfg.channels_last else x
+
+
+def _subset(n: int, limit: int | None, seed: int, shuffle: bool) -> list[int]:
+    if limit is None or limit >= n:
+        return list(range(n))
+    if not shuffle:
+        return list(range(limit))
+    g = torch.Generator().manual_seed(seed)
+    return sorted(torch.randperm(n, generator=g)[:limit].tolist())
+
+
+def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    has_state = (out / STATE_FILE).exists()
+    if resume and not has_state:
+        raise UserError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume to start a new run")
+    if not resume and has_state and not overwrite:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a directory path")
+
+
+def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    for row in history:
+        w.writerow({k: (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]) for k in METRIC_COLUMNS})
+    atomic_write_text(out / METRICS_FILE, buf.getvalue())
+
+
+def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float]) -> dict[str, Any]:
+    pre = preprocess_config(info, img_size)
+    return {
+        "model": cfg.model,
+        "num_classes": info.num_classes,
+        "class_names": list(info.class_names),
+        "img_size": img_size,
+        "mean": list(pre["mean"]),
+        "std": list(pre["std"]),
+        "preprocess": pre,
+        "dataset": cfg.data,
+        "loss": {"name": cfg.loss, "alpha": cfg.alpha, "beta": cfg.beta, "normalization": cfg.normalization,
+                 "label_smoothing": cfg.label_smoothing},
+        "ema": cfg.ema,
+        "metrics": metrics,
+        "train": cfg.to_dict(),
+        "version": __version__,
+    }
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` and write the run directory ``cfg.out``.
+
+    With ``resume=True`` the run continues from ``out/trainer_state.pt`` with the saved
+    configuration; only ``epochs``, ``workers`` and ``save_every`` may be changed.
+    """
+    out = Path(cfg.out)
+    _check_out_dir(out, resume, overwrite)
+    state = None
+    if resume:
+        state = load_state(out / STATE_FILE)
+        saved = TrainConfig(**state["config"])
+        saved.epochs, saved.workers, saved.save_every, saved.out = cfg.epochs, cfg.workers, cfg.save_every, cfg.out
+        cfg = saved.validate()
+
+    device_kind = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
+    dist_info = distributed.setup(device_kind)
+    try:
+        return _train(cfg, out, state, dist_info, progress)
+    finally:
+        distributed.teardown(dist_info)
+
+
+def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distributed.DistInfo,
+           progress: bool) -> TrainResult:
+    device = _device(cfg, dist_info.local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True)
+        torch.backends.cudnn.benchmark = False
+    if cfg.batch_size % dist_info.world_size:
+        raise UserError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
+                        f"{dist_info.world_size} processes")
+    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+
+    train_ds, val_ds, info = build_datasets(cfg.data, cfg.data_dir, cfg.img_size, cfg.download, seed=cfg.seed)
+    img_size = cfg.img_size or default_img_size(cfg.data)
+    model = create_model(cfg.model, info.num_classes)
+    multiple = getattr(model, "input_multiple", 1)
+    if img_size % multiple:
+        raise UserError(f"--img-size {img_size} is not a multiple of {multiple}, which {cfg.model} needs; "
+                        f"use e.g. {max(multiple, img_size // multiple * multiple)}")
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+
+    train_idx = _subset(len(train_ds), cfg.limit_train, cfg.seed, shuffle=True)
+    val_idx = _subset(len(val_ds), cfg.limit_val, cfg.seed, shuffle=False)
+    if len(train_idx) < cfg.batch_size:
+        raise UserError(f"only {len(train_idx)} training images for --batch-size {cfg.batch_size}; "
+                        "lower --batch-size or raise --limit-train")
+    per_rank = cfg.batch_size // dist_info.world_size
+    train_sampler = ResumableSampler(train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                     rank=dist_info.rank, world_size=dist_info.world_size)
+    val_sampler = ResumableSampler(val_idx, cfg.batch_size, shuffle=False, rank=dist_info.rank,
+                                   world_size=dist_info.world_size, drop_last=False)
+    steps_per_epoch = train_sampler.batches_per_epoch
+
+    criterion: nn.Module = (BiasLoss(cfg.alpha, cfg.beta, cfg.normalization, cfg.label_smoothing)
+                            if cfg.loss == "bias" else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
+    criterion.to(device)
+    tap = FeatureTap(model) if cfg.loss == "bias" else None
+    net: nn.Module = model
+    if dist_info.enabled:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = _make_optimizer(cfg, model)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
+    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema else None
+    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+
+    epoch, start_batch, global_step = 0, 0, 0
+    history: list[dict[str, float]] = []
+    run_sums = [0.0, 0.0, 0.0]  # loss sum, correct, count of the current epoch so far
+    epoch_seconds = 0.0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        criterion.load_state_dict(state["loss"])
+        scaler.load_state_dict(state["scaler"])
+        epoch, start_batch, global_step = state["epoch"], state["batch"], state["global_step"]
+        history = list(state["history"])
+        run_sums = list(state["run_sums"])
+        epoch_seconds = float(state["epoch_seconds"])
+        restore_rng(state["rng"])
+
+    def checkpoint(next_epoch: int, next_batch: int, metrics: dict[str, float] | None) -> None:
+        if not dist_info.is_main:
+            return
+        out.mkdir(parents=True, exist_ok=True)
+        final = ema.module if ema is not None else model
+        meta = {"model": cfg.model, "num_classes": str(info.num_classes)}
+        save_weights(final, out / WEIGHTS_FILE, meta)
+        last = history[-1] if history else {}
+        write_json(out / CONFIG_FILE, _run_config(cfg, info, img_size, metrics or {
+            k: last[k] for k in ("val_top1", "val_loss", "train_top1", "train_loss") if k in last}))
+        _write_metrics(out, history)
+        save_state(out / STATE_FILE, {
+            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+            "ema": ema.state_dict() if ema is not None else {}, "loss": criterion.state_dict(),
+            "scaler": scaler.state_dict(), "epoch": next_epoch, "batch": next_batch, "global_step": global_step,
+            "history": history, "run_sums": run_sums, "epoch_seconds": epoch_seconds, "rng": capture_rng(),
+            "config": cfg.to_dict(), "version": __version__,
+        })
+
+    if dist_info.is_main and state is None:
+        checkpoint(0, 0, None)  # the run directory exists (and is resumable) from the start
+
+    interrupted = False
+    with _StopFlag() as stop:
+        while epoch < cfg.epochs and not interrupted:
+            train_sampler.set_epoch(epoch, start_batch)
+            train_ds.set_epoch(epoch)
+            loader = _loader(train_ds, train_sampler, per_rank, cfg, device, epoch)
+            net.train()
+            bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                       disable=not (progress and dist_info.is_main), dynamic_ncols=True, mininterval=1.0,
+                       file=sys.stderr)
+            t_last = time.perf_counter()
+            batch = start_batch
+            for x, y in loader:
+                x, y = _to(x, cfg, device), y.to(device, non_blocking=True)
+                with _autocast(cfg, device):
+                    logits = net(x)
+                    loss = (criterion(logits, y, features=tap.features) if tap is not None
+                            else criterion(logits.float(), y))
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                if ema is not None:
+                    ema.update_parameters(model)
+                batch += 1
+                global_step += 1
+                run_sums[0] += loss.item() * y.numel()
+                run_sums[1] += (logits.detach().argmax(1) == y).sum().item()
+                run_sums[2] += y.numel()
+                now = time.perf_counter()
+                epoch_seconds += now - t_last
+                if bar.n % 10 == 0 or batch == steps_per_epoch:
+                    bar.set_postfix(loss=f"{run_sums[0] / run_sums[2]:.3f}", acc=f"{run_sums[1] / run_sums[2]:.3f}",
+                                    img_s=f"{y.numel() * dist_info.world_size / max(now - t_last, 1e-9):.0f}",
+                                    refresh=False)
+                bar.update(1)
+                t_last = now
+                if distributed.any_rank(stop.signum is not None, dist_info, device):
+                    interrupted = True
+                    break
+                if cfg.save_every and global_step % cfg.save_every == 0 and batch < steps_per_epoch:
+                    checkpoint(epoch, batch, None)
+                    t_last = time.perf_counter()
+            bar.close()
+            if interrupted:
+                checkpoint(epoch, batch, None)
+                break
+            # End of epoch: evaluate (the EMA weights when EMA is on) and write everything.
+            tl, tc, tn = distributed.all_reduce_sum(run_sums, dist_info, device)
+            val_loss, val_top1 = evaluate(ema.module if ema is not None else model,
+                                          DataLoader(val_ds, batch_size=per_rank, sampler=val_sampler,
+                                                     num_workers=cfg.workers),
+                                          cfg, device, dist_info)
+            history.append({"epoch": epoch + 1, "train_loss": tl / tn, "train_top1": tc / tn, "val_loss": val_loss,
+                            "val_top1": val_top1, "lr": optimizer.param_groups[0]["lr"],
+                            "seconds": round(epoch_seconds, 3)})
+            if dist_info.is_main:
+                tqdm.write(f"epoch {epoch + 1}: train loss {tl / tn:.4f} top-1 {tc / tn:.4f} | "
+                           f"val loss {val_loss:.4f} top-1 {val_top1:.4f} | {epoch_seconds:.0f} s", file=sys.stderr)
+            epoch, start_batch, run_sums, epoch_seconds = epoch + 1, 0, [0.0, 0.0, 0.0], 0.0
+            checkpoint(epoch, 0, None)
+    if tap is not None:
+        tap.remove()
+    last = history[-1] if history else {}
+    metrics = {k: last[k] for k in ("val_top1", "val_loss", "train_top1", "train_loss") if k in last}
+    if interrupted and dist_info.is_main:
+        print(f"stopped at epoch {epoch + 1}, step {batch}; checkpoint saved. Continue with: "
+              f"skipnet-train --out {out} --resume", file=sys.stderr)
+    return TrainResult(out, metrics, interrupted, stop.signum if interrupted else None, dist_info.is_main, history)
