@@ -22,8 +22,13 @@ data:
 	fi
 	@test -f $(FMNIST) || echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); its tests will skip"
 
+# Run again, the demo continues (or just reports) the same run instead of starting over.
 demo: setup
-	$(VENV)/bin/skipnet-train --data fashion-mnist --out runs/demo
+	@if [ -f runs/demo/trainer_state.pt ]; then \
+		$(VENV)/bin/skipnet-train --out runs/demo --resume; \
+	else \
+		$(VENV)/bin/skipnet-train --data fashion-mnist --out runs/demo; \
+	fi
 
 test: setup
 	$(PY) -m pytest -q

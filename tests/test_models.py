@@ -43,11 +43,9 @@ def test_params_and_macs_match_paper(name, params, macs_m):
     assert round(count_macs(m, 224) / 1e6, 1) == macs_m
 
 
-@pytest.mark.parametrize("name", ["skipnet_xs", "skipnet_m", "skipnet_l", "mobilenet_v3_large"])
-@pytest.mark.parametrize("size", [32, 64, 96, 224])
+@pytest.mark.parametrize("name,size", [(n, s) for n in ("skipnet_xs", "skipnet_m", "skipnet_l", "mobilenet_v3_large")
+                                       for s in (32, 64, 96)] + [("skipnet_xs", 224), ("skipnet_s", 160)])
 def test_shapes_at_several_sizes(name, size):
-    if name != "skipnet_xs" and size == 224:
-        pytest.skip("one 224 run is enough")
     m = create_model(name, 7).eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():

@@ -99,6 +99,19 @@ def test_resume_of_finished_run_extends_it(trained_run, tmp_path):
     r = _cli("--out", out, "--resume", "--epochs", "4", "--quiet")
     assert r.returncode == 0, r.stderr
     assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 4
+    # Without --epochs, resuming a finished run keeps its own epoch count (not the recipe's) and only reports.
+    r = _cli("--out", out, "--resume", "--quiet")
+    assert r.returncode == 0 and "run saved to" in r.stdout, r.stderr
+    assert len(list(csv.DictReader((out / "metrics.csv").open()))) == 4
+
+
+def test_resume_refuses_to_change_what_is_trained(capsys, tmp_path):
+    from skipnet.training.state import save_state
+    from skipnet.training.config import TrainConfig
+
+    run = tmp_path / "run"
+    save_state(run / "trainer_state.pt", {"model": {}, "config": TrainConfig(out=str(run), lr=0.2).to_dict()})
+    _bad(capsys, ["--out", run, "--resume", "--lr", "0.5"], "--lr 0.5 differs from the run being resumed (0.2)")
 
 
 DETERMINISTIC = [*QUICK, "--epochs", "2", "--deterministic", "--save-every", "3", "--limit-train", "768",
@@ -221,7 +234,7 @@ def test_corrupt_and_malicious_trainer_state(capsys, tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     (run / "trainer_state.pt").write_bytes(b"PK\x03\x04 this is not a checkpoint")
-    _bad(capsys, ["--out", run, "--resume"], "is corrupt")
+    _bad(capsys, ["--out", run, "--resume"], "is not a readable PyTorch checkpoint")
     marker = tmp_path / "pwned"
     torch.save({"model": {}, "config": {}, "x": _Evil(marker)}, run / "trainer_state.pt")
     _bad(capsys, ["--out", run, "--resume"], "refusing to load")
@@ -261,3 +274,36 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     state = torch.load(out / "trainer_state.pt", weights_only=True)
     assert state["global_step"] == 4096 // 64  # the global batch is split, not duplicated
     assert r.stdout.count("run saved to") == 1  # only rank 0 reports and writes
+
+
+def test_bad_weights_for_fine_tuning(capsys, tmp_path):
+    from skipnet.models import save_weights
+
+    out = ["--out", tmp_path / "o", "--model", "skipnet_xs"]
+    _bad(capsys, [*out, "--weights", tmp_path / "none.pth"], "does not exist")
+    save_weights(create_model("skipnet_s", 10), tmp_path / "s.safetensors", {"model": "skipnet_s"})
+    _bad(capsys, [*out, "--weights", tmp_path / "s.safetensors"], "holds a skipnet_s model, not skipnet_xs")
+    torch.save(create_model("skipnet_xs", 1000).state_dict(), tmp_path / "in1k.pth")
+    _bad(capsys, [*out, "--weights", tmp_path / "in1k.pth"], "the checkpoint has 1000 classes")
+    (tmp_path / "junk.pth").write_bytes(os.urandom(4096))
+    _bad(capsys, [*out, "--weights", tmp_path / "junk.pth"], "not a readable PyTorch checkpoint")
+    marker = tmp_path / "pwned"
+    torch.save({"w": _Evil(marker)}, tmp_path / "evil.pth")
+    _bad(capsys, [*out, "--weights", tmp_path / "evil.pth"], "refusing to load")
+    assert not marker.exists()
+
+
+@needs_fmnist
+def test_fine_tune_from_imagenet_layout_checkpoint(tmp_path):
+    # A 1000-class state_dict (the authors' release has this form) fine-tuned on Fashion-MNIST's 10 classes.
+    torch.manual_seed(1)
+    src = create_model("skipnet_xs", 1000)
+    torch.save(src.state_dict(), tmp_path / "in1k.pth")
+    r = _cli(*QUICK, "--limit-train", "256", "--epochs", "1", "--lr", "1e-9", "--weights", tmp_path / "in1k.pth",
+             "--reset-head", "--out", tmp_path / "ft")
+    assert r.returncode == 0, r.stderr
+    state = torch.load(tmp_path / "ft" / "trainer_state.pt", weights_only=True)["model"]
+    # With a vanishing lr the backbone is still the checkpoint's (BN running stats aside).
+    w = "blocks.2.0.conv.0.weight"
+    torch.testing.assert_close(state[w], src.state_dict()[w], atol=1e-6, rtol=0)
+    assert state["classifier.3.weight"].shape == (10, 1280)

@@ -39,15 +39,19 @@ def create_model(
     name: str,
     num_classes: int | None = None,
     weights: str | os.PathLike | None = None,
+    reset_head: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """Build a registered model; ``weights`` is a run directory, a .safetensors file or a state_dict .pth.
 
     ``num_classes`` defaults to the run directory's class count, else 1000 (ImageNet).
+    ``reset_head=True`` loads everything but the final classifier (fine-tuning on other classes).
     """
     builder = get_builder(name)
     if num_classes is None:
         num_classes = int(read_run_config(weights)["num_classes"]) if weights and is_run_dir(weights) else 1000
+    if weights is not None and not os.path.exists(weights):
+        raise UserError(f"weights {weights} does not exist; pass a run directory, .safetensors or .pth file")
     if num_classes < 1:
         raise UserError(f"num_classes must be positive, got {num_classes}")
     if weights is not None and is_run_dir(weights):
@@ -58,7 +62,7 @@ def create_model(
     model.model_name = name
     model.num_classes = num_classes
     if weights is not None:
-        load_weights(model, weights, name=name)
+        load_weights(model, weights, name=name, reset_head=reset_head)
     return model
 
 

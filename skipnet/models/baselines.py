@@ -19,6 +19,9 @@ class Baseline(nn.Module):
         super().__init__()
         self.net = net
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
 
 class MobileNetV3(Baseline):
     # features[-1] is the last 1x1 conv + BN + h-swish, the same place as SkipNet's `conv`.
@@ -29,9 +32,6 @@ class MobileNetV3(Baseline):
 
     def forward_head(self, f):
         return self.net.classifier(torch.flatten(self.net.avgpool(f), 1))
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 class ResNet(Baseline):
@@ -45,9 +45,6 @@ class ResNet(Baseline):
     def forward_head(self, f):
         return self.net.fc(torch.flatten(self.net.avgpool(f), 1))
 
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
-
 
 class ShuffleNetV2(Baseline):
     # conv5 includes BN + ReLU, as in the reference.
@@ -59,9 +56,6 @@ class ShuffleNetV2(Baseline):
 
     def forward_head(self, f):
         return self.net.fc(f.mean([2, 3]))
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 class DenseNet(Baseline):
@@ -77,9 +71,6 @@ class DenseNet(Baseline):
 
     def forward_head(self, f):
         return self.net.classifier(torch.flatten(F.adaptive_avg_pool2d(f, 1), 1))
-
-    def forward(self, x):
-        return self.forward_head(self.forward_features(x))
 
 
 BASELINES: dict[str, tuple[type[Baseline], object]] = {

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
+import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -55,12 +57,16 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         path = path / WEIGHTS_FILE
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; check the path (a run directory needs {WEIGHTS_FILE})")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    # A safetensors file starts with a little-endian u64 header length; a torch zip or pickle does not.
-    if path.suffix == ".safetensors" or (len(head) == 8 and not head.startswith((b"PK", b"\x80"))):
+    if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):
+        return _read_pickle_state_dict(path), {}
+    if path.suffix == ".safetensors":
         return _read_safetensors(path)
-    return _read_pickle_state_dict(path), {}
+    # No telling extension: a torch file is a zip ("PK") or a bare pickle (0x80); else try safetensors.
+    with open(path, "rb") as f:
+        head = f.read(2)
+    if head.startswith((b"PK", b"\x80")):
+        return _read_pickle_state_dict(path), {}
+    return _read_safetensors(path)
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -74,18 +80,27 @@ def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, st
         raise UserError(f"{path} is not a valid safetensors file ({e}); re-export or re-train to recreate it") from None
 
 
-def _read_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
+def safe_torch_load(path: str | os.PathLike, fix: str = "check that the file is complete") -> Any:
+    """``torch.load(weights_only=True)``, with its failures turned into one-line UserErrors.
+
+    A pickle that would import a callable (the way a malicious checkpoint runs code) is refused
+    by torch before anything executes; say so, and never suggest weights_only=False.
+    """
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else "unsupported object"
-        raise UserError(
-            f"refusing to load {path}: it holds objects other than tensors and could run code ({first}); "
-            "only plain state_dicts or .safetensors files are accepted"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0]}); "
-                        "check the file is complete") from None
+        found = re.search(r"GLOBAL (\S+)", str(e))
+        if found:
+            raise UserError(f"refusing to load {path}: it would import {found.group(1)}, so it could run code; "
+                            "only plain tensors (state_dicts, .safetensors) are accepted") from None
+        raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt or another format); {fix}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0][:200]}); "
+                        f"{fix}") from None
+
+
+def _read_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    obj = safe_torch_load(path)
     # Unwrap the usual containers: {"state_dict": ...}, {"model": ...}.
     for key in ("state_dict", "model_state_dict", "model"):
         if isinstance(obj, dict) and isinstance(obj.get(key), dict):
@@ -110,8 +125,13 @@ def _match_keys(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str,
     return state
 
 
-def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], name: str | None = None) -> None:
-    """Load weights into ``model`` strictly; any mismatch is a UserError that says which and why."""
+def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], name: str | None = None,
+                 reset_head: bool = False) -> None:
+    """Load weights into ``model`` strictly; any mismatch is a UserError that says which and why.
+
+    ``reset_head=True`` keeps the model's own (freshly initialised) final classifier, for
+    fine-tuning a checkpoint on a dataset with other classes.
+    """
     meta: dict[str, str] = {}
     state = dict(source) if isinstance(source, Mapping) else None
     if state is None:
@@ -122,6 +142,10 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torc
                         f"use --model {meta['model']} or the right checkpoint")
     own = model.state_dict()
     state = _match_keys(state, set(own))
+    if reset_head:
+        head = _classifier_keys(own)
+        state = {k: v for k, v in state.items() if k not in head}
+        own = {k: v for k, v in own.items() if k not in head}
     missing = [k for k in own if k not in state]
     unexpected = [k for k in state if k not in own]
     if missing or unexpected:
@@ -134,10 +158,11 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torc
         if v.shape != own[k].shape:
             hint = ""
             if k in head:
-                hint = f" (the checkpoint has {v.shape[0]} classes: pass num_classes={v.shape[0]})"
+                hint = (f" (the checkpoint has {v.shape[0]} classes: pass num_classes={v.shape[0]}, "
+                        "or reset the classifier to fine-tune on other classes)")
             raise UserError(f"checkpoint does not fit {name}: {k} has shape {list(v.shape)} "
                             f"but the model expects {list(own[k].shape)}{hint}")
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not reset_head)
 
 
 def _classifier_keys(state: Mapping[str, torch.Tensor]) -> set[str]:

@@ -4,7 +4,7 @@
 """
 from .bias_loss import BiasLoss
 from .config import RECIPES, TrainConfig, resolve_config
-from .loop import TrainResult, evaluate, train
+from .loop import TrainResult, evaluate, resume, train
 from .taps import FeatureTap
 
-__all__ = ["RECIPES", "BiasLoss", "FeatureTap", "TrainConfig", "TrainResult", "evaluate", "resolve_config", "train"]
+__all__ = ["RECIPES", "BiasLoss", "FeatureTap", "TrainConfig", "TrainResult", "evaluate", "resolve_config", "resume", "train"]

@@ -5,17 +5,16 @@ import sys
 import argparse
 from typing import Sequence
 
+from ..common import UserError
 from ..common.cli import ArgumentParser, run_cli
-from .config import LOSSES, NORMALIZATIONS, OPTIMIZERS, SCHEDULERS, resolve_config
-from .loop import train
+from .config import LOSSES, NORMALIZATIONS, OPTIMIZERS, SCHEDULERS, load_yaml_config, resolve_config
+from .loop import resume, train
 
 
 def _milestones(text: str) -> list[int]:
     try:
         return [int(m) for m in text.split(",") if m.strip()]
     except ValueError:
-        from ..common import UserError
-
         raise UserError(f"--milestones must be comma-separated epochs, e.g. 80,122; got {text!r}") from None
 
 
@@ -32,6 +31,10 @@ def build_parser():
     a("--download", action="store_const", const=True, help="download CIFAR if missing")
     a("--out", help="run directory to write (required)")
     a("--config", help="YAML file with the same keys as these flags")
+    a("--weights", help="start from these weights: a run directory, .safetensors, or a state_dict .pth "
+                        "(e.g. the authors' skipblocknet-m.pth)")
+    a("--reset-head", action="store_const", const=True,
+      help="with --weights: re-initialise the final classifier (fine-tune on other classes)")
     a("--loss", choices=LOSSES, help="bias (Bias Loss, default) or ce (cross-entropy)")
     a("--alpha", type=float, help="Bias Loss alpha (0.3)")
     a("--beta", type=float, help="Bias Loss beta (0.3)")
@@ -67,15 +70,15 @@ def build_parser():
 
 def _main(argv: Sequence[str] | None) -> int:
     args = vars(build_parser().parse_args(argv))
-    resume, overwrite, quiet, config_file = (args.pop(k) for k in ("resume", "overwrite", "quiet", "config"))
-    cfg = resolve_config(args, config_file)
-    if not resume:
-        cfg.validate()
-    elif not cfg.out:
-        from ..common import UserError
-
-        raise UserError("--resume needs --out DIR, the run directory to continue")
-    result = train(cfg, resume=resume, overwrite=overwrite, progress=not quiet)
+    is_resume, overwrite, quiet, config_file = (args.pop(k) for k in ("resume", "overwrite", "quiet", "config"))
+    if is_resume:
+        if not args["out"]:
+            raise UserError("--resume needs --out DIR, the run directory to continue")
+        explicit = load_yaml_config(config_file) if config_file else {}
+        explicit.update({k: v for k, v in args.items() if v is not None})
+        result = resume(explicit.pop("out"), progress=not quiet, **explicit)
+    else:
+        result = train(resolve_config(args, config_file).validate(), progress=not quiet, overwrite=overwrite)
     if result.interrupted:
         return 128 + (result.signal or 2)  # the shell convention: 130 for Ctrl-C, 143 for SIGTERM
     m = result.metrics

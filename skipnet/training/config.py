@@ -22,6 +22,8 @@ class TrainConfig:
     data_dir: str | None = None
     download: bool = False
     out: str | None = None
+    weights: str | None = None  # initialise from a checkpoint (run dir, .safetensors, .pth)
+    reset_head: bool = False  # ... except its final classifier (fine-tuning on other classes)
     # loss
     loss: str = "bias"
     alpha: float = 0.3

@@ -108,13 +108,19 @@ def _lr_lambda(cfg: TrainConfig, steps_per_epoch: int):
     return factor
 
 
+def _ignore_sigint(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group; workers must outlive it so the main process
+    # can finish its step and save a checkpoint.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _loader(dataset, sampler, batch_size: int, cfg: TrainConfig, device: torch.device, epoch: int) -> DataLoader:
     # A dedicated generator: the DataLoader must not draw from the global RNG, or a resumed
     # run's dropout masks would shift by one draw.
     g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
                       pin_memory=device.type == "cuda", generator=g, drop_last=False,
-                      persistent_workers=False)
+                      persistent_workers=False, worker_init_fn=_ignore_sigint if cfg.workers else None)
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -154,6 +160,8 @@ def _subset(n: int, limit: int | None, seed: int, shuffle: bool) -> list[int]:
 
 
 def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
+    if os.environ.get("RANK", "0") != "0":
+        return  # rank 0 checks (and fails for all); others would race with its first checkpoint
     has_state = (out / STATE_FILE).exists()
     if resume and not has_state:
         raise UserError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume to start a new run")
@@ -161,6 +169,15 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out} is a file; give a directory path")
+
+
+def _tensorboard(log_dir: Path):
+    """A SummaryWriter when tensorboard is installed (it is optional), else None."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(log_dir))
 
 
 def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
@@ -192,20 +209,45 @@ def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float]
     }
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data`` and write the run directory ``cfg.out``.
+# What may differ between a run and its resumption; everything else is taken from the checkpoint.
+RESUME_CHANGEABLE = ("epochs", "workers", "save_every", "out")
 
-    With ``resume=True`` the run continues from ``out/trainer_state.pt`` with the saved
-    configuration; only ``epochs``, ``workers`` and ``save_every`` may be changed.
-    """
+
+def train(cfg: TrainConfig, progress: bool = True, overwrite: bool = False) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data`` and write the run directory ``cfg.out``."""
     out = Path(cfg.out)
-    _check_out_dir(out, resume, overwrite)
-    state = None
-    if resume:
-        state = load_state(out / STATE_FILE)
-        saved = TrainConfig(**state["config"])
-        saved.epochs, saved.workers, saved.save_every, saved.out = cfg.epochs, cfg.workers, cfg.save_every, cfg.out
-        cfg = saved.validate()
+    _check_out_dir(out, resume=False, overwrite=overwrite)
+    return _launch(cfg, out, None, progress)
+
+
+def resume(out: str | os.PathLike, progress: bool = True, **changes: Any) -> TrainResult:
+    """Continue the run in ``out`` from its last checkpoint, with its saved configuration.
+
+    ``changes`` may raise ``epochs`` or set ``workers`` / ``save_every``; any other key must
+    equal the saved value (a resumed run cannot change what it is training).
+    """
+    out = Path(out)
+    _check_out_dir(out, resume=True, overwrite=False)
+    state = load_state(out / STATE_FILE)
+    cfg = TrainConfig(**state["config"])
+    for key, value in changes.items():
+        if value is None or key in RESUME_CHANGEABLE:
+            continue
+        if getattr(cfg, key, value) != value:
+            flag = "--" + key.replace("_", "-")
+            raise UserError(f"{flag} {value} differs from the run being resumed ({getattr(cfg, key)}); "
+                            f"only --epochs, --workers and --save-every can change on --resume")
+    for key in RESUME_CHANGEABLE:
+        if changes.get(key) is not None:
+            setattr(cfg, key, changes[key])
+    cfg.out = str(out)
+    return _launch(cfg.validate(), out, state, progress)
+
+
+def _launch(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> TrainResult:
+    if os.environ.get("RANK", "0") == "0":
+        for stale in out.glob(".*.tmp"):  # temporary files of a process that was killed mid-write
+            stale.unlink(missing_ok=True)
 
     device_kind = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
     dist_info = distributed.setup(device_kind)
@@ -231,7 +273,10 @@ def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distribut
 
     train_ds, val_ds, info = build_datasets(cfg.data, cfg.data_dir, cfg.img_size, cfg.download, seed=cfg.seed)
     img_size = cfg.img_size or default_img_size(cfg.data)
-    model = create_model(cfg.model, info.num_classes)
+    if cfg.weights and state is None:
+        model = create_model(cfg.model, info.num_classes, weights=cfg.weights, reset_head=cfg.reset_head)
+    else:
+        model = create_model(cfg.model, info.num_classes)
     multiple = getattr(model, "input_multiple", 1)
     if img_size % multiple:
         raise UserError(f"--img-size {img_size} is not a multiple of {multiple}, which {cfg.model} needs; "
@@ -303,6 +348,7 @@ def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distribut
 
     if dist_info.is_main and state is None:
         checkpoint(0, 0, None)  # the run directory exists (and is resumable) from the start
+    board = _tensorboard(out / "tensorboard") if dist_info.is_main else None
 
     interrupted = False
     with _StopFlag() as stop:
@@ -364,10 +410,17 @@ def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distribut
             if dist_info.is_main:
                 tqdm.write(f"epoch {epoch + 1}: train loss {tl / tn:.4f} top-1 {tc / tn:.4f} | "
                            f"val loss {val_loss:.4f} top-1 {val_top1:.4f} | {epoch_seconds:.0f} s", file=sys.stderr)
+            if board is not None:
+                for key, value in history[-1].items():
+                    if key != "epoch":
+                        board.add_scalar(key, value, epoch + 1)
+                board.flush()
             epoch, start_batch, run_sums, epoch_seconds = epoch + 1, 0, [0.0, 0.0, 0.0], 0.0
             checkpoint(epoch, 0, None)
     if tap is not None:
         tap.remove()
+    if board is not None:
+        board.close()
     last = history[-1] if history else {}
     metrics = {k: last[k] for k in ("val_top1", "val_loss", "train_top1", "train_loss") if k in last}
     if interrupted and dist_info.is_main:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import pickle
 import random
 from pathlib import Path
 from typing import Any
@@ -11,6 +10,7 @@ import numpy as np
 import torch
 
 from ..common import UserError, atomic_path
+from ..models.checkpoint import safe_torch_load
 
 STATE_FILE = "trainer_state.pt"
 
@@ -45,13 +45,7 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise UserError(f"nothing to resume: {path} does not exist; start the run without --resume")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        raise UserError(f"refusing to load {path}: it holds objects that could run code; "
-                        "it was not written by skipnet-train") from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise UserError(f"{path} is corrupt ({str(e).splitlines()[0]}); delete it to start over") from None
+    state = safe_torch_load(path, fix="delete it to start the run over")
     if not isinstance(state, dict) or "model" not in state or "config" not in state:
         raise UserError(f"{path} is not a skipnet-train state file; delete it to start over")
     return state
