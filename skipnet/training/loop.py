@@ -171,6 +171,11 @@ def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
         raise UserError(f"--out {out} is a file; give a directory path")
 
 
+def _final_metrics(history: list[dict[str, float]]) -> dict[str, float]:
+    last = history[-1] if history else {}
+    return {k: last[k] for k in ("val_top1", "val_loss", "train_top1", "train_loss") if k in last}
+
+
 def _tensorboard(log_dir: Path):
     """A SummaryWriter when tensorboard is installed (it is optional), else None."""
     try:
@@ -327,16 +332,14 @@ def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distribut
         epoch_seconds = float(state["epoch_seconds"])
         restore_rng(state["rng"])
 
-    def checkpoint(next_epoch: int, next_batch: int, metrics: dict[str, float] | None) -> None:
+    def checkpoint(next_epoch: int, next_batch: int) -> None:
         if not dist_info.is_main:
             return
         out.mkdir(parents=True, exist_ok=True)
         final = ema.module if ema is not None else model
         meta = {"model": cfg.model, "num_classes": str(info.num_classes)}
         save_weights(final, out / WEIGHTS_FILE, meta)
-        last = history[-1] if history else {}
-        write_json(out / CONFIG_FILE, _run_config(cfg, info, img_size, metrics or {
-            k: last[k] for k in ("val_top1", "val_loss", "train_top1", "train_loss") if k in last}))
+        write_json(out / CONFIG_FILE, _run_config(cfg, info, img_size, _final_metrics(history)))
         _write_metrics(out, history)
         save_state(out / STATE_FILE, {
             "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
@@ -347,7 +350,7 @@ def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distribut
         })
 
     if dist_info.is_main and state is None:
-        checkpoint(0, 0, None)  # the run directory exists (and is resumable) from the start
+        checkpoint(0, 0)  # the run directory exists (and is resumable) from the start
     board = _tensorboard(out / "tensorboard") if dist_info.is_main else None
 
     interrupted = False
@@ -392,11 +395,11 @@ def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distribut
                     interrupted = True
                     break
                 if cfg.save_every and global_step % cfg.save_every == 0 and batch < steps_per_epoch:
-                    checkpoint(epoch, batch, None)
+                    checkpoint(epoch, batch)
                     t_last = time.perf_counter()
             bar.close()
             if interrupted:
-                checkpoint(epoch, batch, None)
+                checkpoint(epoch, batch)
                 break
             # End of epoch: evaluate (the EMA weights when EMA is on) and write everything.
             tl, tc, tn = distributed.all_reduce_sum(run_sums, dist_info, device)
@@ -416,13 +419,12 @@ def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distribut
                         board.add_scalar(key, value, epoch + 1)
                 board.flush()
             epoch, start_batch, run_sums, epoch_seconds = epoch + 1, 0, [0.0, 0.0, 0.0], 0.0
-            checkpoint(epoch, 0, None)
+            checkpoint(epoch, 0)
     if tap is not None:
         tap.remove()
     if board is not None:
         board.close()
-    last = history[-1] if history else {}
-    metrics = {k: last[k] for k in ("val_top1", "val_loss", "train_top1", "train_loss") if k in last}
+    metrics = _final_metrics(history)
     if interrupted and dist_info.is_main:
         print(f"stopped at epoch {epoch + 1}, step {batch}; checkpoint saved. Continue with: "
               f"skipnet-train --out {out} --resume", file=sys.stderr)
