@@ -3,7 +3,7 @@
 Public API (imported lazily so that `import skipnet` stays cheap):
     create_model, list_models, load_checkpoint  - skipnet.models
     BiasLoss                                     - skipnet.training
-    (skipnet.load, the predictor over every exported format, arrives with the runtime stage)
+    load                                         - skipnet.runtime (one predictor over run dirs and exported models)
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ _EXPORTS = {
     "list_models": "skipnet.models",
     "load_checkpoint": "skipnet.models",
     "BiasLoss": "skipnet.training",
+    "load": "skipnet.runtime",
 }
 
 __all__ = ["__version__", *_EXPORTS]

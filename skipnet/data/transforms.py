@@ -63,8 +63,12 @@ class ToRGB:
         return f"ToRGB(grayscale_to_rgb={self.grayscale_to_rgb})"
 
 
-def build_transform(preprocess: dict[str, Any], train: bool, dataset: str | None = None) -> Transform:
+def build_transform(preprocess: dict[str, Any], train: bool, dataset: str | None = None,
+                    normalize: bool = True) -> Transform:
     """Callable: PIL image (any mode) or uint8 array -> normalised float tensor 3 x crop x crop.
+
+    ``normalize=False`` stops before scaling: a uint8 tensor of raw RGB pixels, what exported
+    models take (they normalise inside).
 
     ``train=True`` adds the dataset's augmentation: random resized crop for ``imagefolder``,
     pad-and-random-crop for the small datasets. Without ``dataset`` the style follows the
@@ -80,7 +84,9 @@ def build_transform(preprocess: dict[str, Any], train: bool, dataset: str | None
                   v2.RandomHorizontalFlip()]
     else:
         steps += [resize, v2.RandomCrop(p["crop"], padding=p["crop"] // 8), v2.RandomHorizontalFlip()]
-    steps += [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(p["mean"], p["std"])]
+    steps.append(v2.PILToTensor())
+    if normalize:
+        steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(p["mean"], p["std"])]
     return v2.Compose(steps)
 
 

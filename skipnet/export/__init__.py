@@ -1,0 +1,100 @@
+"""Export stage: a run directory -> a mobile model file + NAME.json sidecar, checked for parity.
+
+    result = skipnet.export.export("runs/s", "onnx")    # exports/...onnx and .json beside it
+    result.parity["passed"]
+
+Formats so far: ONNX float32. TFLite, CoreML and int8 (PTQ/QAT) are being added.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..common import UserError, write_json
+from ..data import build_datasets
+from ..models import PixelModel, load_checkpoint
+from .parity import parity_report
+
+FORMATS = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
+READY = {"onnx"}
+
+
+@dataclass
+class ExportResult:
+    path: Path
+    sidecar: Path
+    parity: dict[str, Any] | None
+    seconds: float
+
+
+def _validation_pixels(config: dict[str, Any], data_dir: str | None, n: int, img_size: int):
+    """``n`` real validation images as raw uint8 NHWC pixels, with the run's own preprocessing."""
+    from ..data import build_transform
+
+    _, val, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"), img_size,
+                               augment=False)
+    pre = dict(config["preprocess"], img_size=img_size, crop=img_size,
+               resize=round(img_size * config["preprocess"]["resize"] / config["preprocess"]["crop"]))
+    tf = build_transform(pre, train=False, normalize=False)
+    n = min(n, len(val))
+    pixels = torch.stack([tf(val.source[i][0]) for i in range(n)]).permute(0, 2, 3, 1).contiguous().numpy()
+    labels = np.asarray([int(val.source[i][1]) for i in range(n)])
+    return pixels, labels, pre
+
+
+def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | None = None, int8: bool = False,
+           img_size: int | None = None, verify: bool = True, verify_samples: int = 256,
+           data_dir: str | None = None, dynamic_batch: bool = True) -> ExportResult:
+    if format not in FORMATS:
+        raise UserError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
+    if format not in READY:
+        raise UserError(f"--format {format} is not available in this version yet; use --format onnx")
+    if int8:
+        raise UserError("--int8 is not available in this version yet; export float32 (drop --int8)")
+    t0 = time.perf_counter()
+    model, config = load_checkpoint(run_dir)
+    img_size = img_size or int(config["img_size"])
+    multiple = getattr(model, "input_multiple", 1)
+    if img_size < multiple or img_size % multiple:
+        raise UserError(f"--img-size {img_size} does not fit {config['model']}: use a multiple of {multiple}")
+    run_dir = Path(run_dir)
+    path = Path(out) if out else Path("exports") / f"{run_dir.name}{FORMATS[format]}"
+    if path.suffix != FORMATS[format]:
+        raise UserError(f"--out {path} should end in {FORMATS[format]} for --format {format}")
+
+    pixels = labels = None
+    pre = config["preprocess"]
+    if verify:
+        pixels, labels, pre = _validation_pixels(config, data_dir, verify_samples, img_size)
+    elif img_size != config["img_size"]:
+        pre = dict(pre, img_size=img_size, crop=img_size, resize=round(img_size * pre["resize"] / pre["crop"]))
+    exported = dict(config, img_size=img_size, preprocess=pre, format=format, precision="float32",
+                    input={"name": "pixels", "layout": "NCHW", "dtype": "float32", "shape": [-1, 3, img_size, img_size],
+                           "range": [0, 255], "quantization": None},
+                    output={"name": "logits", "dtype": "float32"}, exporter_version=__version__)
+
+    from .onnx_export import export_onnx
+
+    export_onnx(PixelModel(model, config["mean"], config["std"], "nchw"), img_size, path, exported, dynamic_batch)
+
+    parity = None
+    if verify:
+        from ..runtime import load
+
+        predictor = load(path)
+        parity = parity_report(PixelModel(model, config["mean"], config["std"], "nhwc"), predictor.backend,
+                               pixels, labels, "float32")
+    exported["parity"] = parity
+    sidecar = path.with_suffix(".json")
+    write_json(sidecar, exported)
+    return ExportResult(path, sidecar, parity, time.perf_counter() - t0)
+
+
+__all__ = ["FORMATS", "ExportResult", "export"]

@@ -25,6 +25,7 @@ from .checkpoint import (
 )
 from .complexity import count_macs, count_params
 from .registry import get_builder, list_models, register_model
+from .pixels import PixelModel
 from .skipnet import SkipNet, make_divisible
 
 SKIPNET_WIDTHS = {"skipnet_xs": 0.5, "skipnet_s": 0.75, "skipnet_m": 1.0, "skipnet_l": 1.25}
@@ -74,7 +75,7 @@ def load_checkpoint(run_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, An
 
 
 __all__ = [
-    "CONFIG_FILE", "WEIGHTS_FILE", "SkipNet", "count_macs", "count_params", "create_model", "list_models",
+    "CONFIG_FILE", "WEIGHTS_FILE", "PixelModel", "SkipNet", "count_macs", "count_params", "create_model", "list_models",
     "load_checkpoint", "load_weights", "make_divisible", "read_run_config", "read_state_dict",
     "register_model", "save_weights",
 ]

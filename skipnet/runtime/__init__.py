@@ -1,0 +1,33 @@
+"""Runtime stage: one predictor over every format.
+
+    predictor = skipnet.load("exports/s.onnx")      # or a run directory
+    predictor.predict("shirt.png")[0].top1
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .predictor import ModelLoadError, Prediction, Predictor
+
+FORMATS = {".onnx": "onnx"}
+
+
+def load(path: str | os.PathLike, threads: int | None = None) -> Predictor:
+    """A Predictor for a run directory (PyTorch) or an exported model file."""
+    from .backends import OnnxBackend, TorchBackend
+
+    path = Path(path)
+    if path.is_dir():
+        backend = TorchBackend(path, threads)
+        return Predictor(backend, backend.config)
+    if not path.exists():
+        raise ModelLoadError(f"model {path} does not exist; pass a run directory or an exported model file")
+    if path.suffix == ".onnx":
+        backend = OnnxBackend(path, threads)
+        return Predictor(backend, backend.config)
+    raise ModelLoadError(f"cannot run {path}: unknown model format {path.suffix or '(no extension)'}; "
+                         f"pass a run directory or one of: {', '.join(FORMATS)}")
+
+
+__all__ = ["ModelLoadError", "Prediction", "Predictor", "load"]

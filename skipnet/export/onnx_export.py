@@ -1,0 +1,44 @@
+"""ONNX: torch.onnx (dynamo) -> onnxsim -> SkipNet metadata. Input NCHW float32 raw pixels 0..255."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..common import UserError, atomic_path
+
+OPSET = 18
+
+
+def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[str, Any],
+                dynamic_batch: bool = True) -> None:
+    try:
+        import onnx
+        import onnxsim
+    except ImportError:
+        raise UserError("ONNX export needs onnx and onnxsim: pip install 'skipnet-deploy[export]'") from None
+    x = torch.rand(2, 3, img_size, img_size) * 255
+    dynamic = {"pixels": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
+    program = torch.onnx.export(pixel_model.eval(), (x,), dynamo=True, opset_version=OPSET, input_names=["pixels"],
+                                output_names=["logits"], dynamic_shapes=dynamic, verbose=False)
+    proto = program.model_proto
+    simplified, ok = onnxsim.simplify(proto)
+    if ok:  # onnxsim checks its result numerically; keep the original if it could not
+        proto = simplified
+    del proto.metadata_props[:]
+    meta = {
+        "skipnet_config": json.dumps(config),
+        "labels": json.dumps(config["class_names"]),
+        "preprocess": json.dumps(config["preprocess"]),
+        "model": config["model"],
+    }
+    for key, value in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    proto.doc_string = f"SkipNet Deploy {config['model']}: raw RGB pixels 0..255 NCHW float32 -> logits"
+    onnx.checker.check_model(proto)
+    with atomic_path(path) as tmp:
+        onnx.save(proto, str(tmp))

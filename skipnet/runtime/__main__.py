@@ -1,0 +1,3 @@
+from .cli import predict_main
+
+raise SystemExit(predict_main())

@@ -1,0 +1,119 @@
+"""ONNX export and the runtime predictor, with the real converter and onnxruntime on real Fashion-MNIST images."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import needs_fmnist
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from skipnet.export import export  # noqa: E402
+from skipnet.export.cli import main as export_main  # noqa: E402
+from skipnet.runtime import ModelLoadError, load  # noqa: E402
+from skipnet.runtime.cli import predict_main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    from skipnet.training import resolve_config, train
+
+    out = tmp_path_factory.mktemp("runs") / "xs"
+    cfg = resolve_config({"model": "skipnet_xs", "limit_train": 1024, "limit_val": 200, "batch_size": 64,
+                          "epochs": 1, "out": str(out)})
+    train(cfg.validate(), progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def onnx_export(small_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("exports") / "xs.onnx"
+    return export(small_run, "onnx", path, verify_samples=128)
+
+
+@needs_fmnist
+def test_onnx_export_parity_and_metadata(onnx_export, small_run):
+    r = onnx_export
+    assert r.parity["passed"] and r.parity["images"] == 128
+    assert r.parity["max_abs_logit_diff"] <= 1e-3 and r.parity["top1_agreement"] == 1.0
+    model = onnx.load(str(r.path))
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    meta = {p.key: p.value for p in model.metadata_props}
+    cfg = json.loads((small_run / "config.json").read_text())
+    assert json.loads(meta["labels"]) == cfg["class_names"]
+    assert json.loads(meta["preprocess"]) == cfg["preprocess"]
+    side = json.loads(r.sidecar.read_text())
+    assert side["format"] == "onnx" and side["precision"] == "float32" and side["parity"]["passed"]
+    assert side["input"]["layout"] == "NCHW" and side["input"]["range"] == [0, 255]
+    assert not [p for p in r.path.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+@needs_fmnist
+def test_predictor_same_top1_as_pytorch_on_real_images(onnx_export, small_run):
+    from skipnet.data import build_datasets
+
+    _, val, _ = build_datasets("fashion-mnist")
+    images = [np.asarray(val.source[i][0]) for i in range(40)]  # raw 28x28 uint8, as an app would pass
+    torch_pred = load(small_run).predict(images, top_k=3)
+    onnx_pred = load(onnx_export.path).predict(images, top_k=3)
+    assert [p.indices[0] for p in torch_pred] == [p.indices[0] for p in onnx_pred]
+    assert all(abs(a.probs[0] - b.probs[0]) < 1e-4 for a, b in zip(torch_pred, onnx_pred))
+    assert onnx_pred[0].labels[0] in load(onnx_export.path).labels
+    # dynamic batch: any batch size runs
+    pixels = load(onnx_export.path).prepare(images[:3])
+    assert pixels.shape == (3, 32, 32, 3) and pixels.dtype == np.uint8
+    assert load(onnx_export.path).logits(pixels).shape == (3, 10)
+
+
+@needs_fmnist
+def test_predict_cli_prints_top5(onnx_export, tmp_path):
+    from PIL import Image
+
+    img = tmp_path / "x.png"
+    Image.fromarray((np.arange(28 * 28) % 255).astype(np.uint8).reshape(28, 28)).save(img)
+    r = subprocess.run([sys.executable, "-m", "skipnet.runtime", str(onnx_export.path), str(img)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.strip().splitlines()
+    assert lines[0] == str(img) and len(lines) == 6 and lines[1].strip().endswith(tuple(load(onnx_export.path).labels))
+
+
+def _bad(capsys, main, args, match):
+    rc = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and match in err, err
+
+
+def test_export_bad_input(capsys, tmp_path):
+    _bad(capsys, export_main, [tmp_path / "nope", "--format", "onnx"], "does not exist")
+    _bad(capsys, export_main, [tmp_path, "--format", "pdf"], "invalid choice")
+
+
+@needs_fmnist
+def test_export_bad_input_on_a_run(capsys, small_run, tmp_path):
+    _bad(capsys, export_main, [small_run, "--format", "onnx", "--img-size", "30", "--no-verify"], "multiple of 32")
+    _bad(capsys, export_main, [small_run, "--format", "onnx", "--out", tmp_path / "m.tflite"], "should end in .onnx")
+    assert not list(tmp_path.iterdir())
+
+
+@needs_fmnist
+def test_load_refuses_corrupt_models(tmp_path, onnx_export, capsys):
+    data = onnx_export.path.read_bytes()
+    (tmp_path / "trunc.onnx").write_bytes(data[: len(data) // 3])
+    with pytest.raises(ModelLoadError, match="not a loadable ONNX model"):
+        load(tmp_path / "trunc.onnx")
+    (tmp_path / "text.onnx").write_text("hello")
+    with pytest.raises(ModelLoadError):
+        load(tmp_path / "text.onnx")
+    (tmp_path / "m.xyz").write_text("x")
+    with pytest.raises(ModelLoadError, match="unknown model format"):
+        load(tmp_path / "m.xyz")
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        load(tmp_path / "missing.onnx")
+    _bad(capsys, predict_main, [onnx_export.path, tmp_path / "missing.png"], "does not exist")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    _bad(capsys, predict_main, [onnx_export.path, tmp_path / "bad.png"], "not a readable image")
