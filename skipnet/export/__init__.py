@@ -3,7 +3,7 @@
     result = skipnet.export.export("runs/s", "onnx")    # exports/...onnx and .json beside it
     result.parity["passed"]
 
-Formats so far: ONNX float32. TFLite, CoreML and int8 (PTQ/QAT) are being added.
+Formats so far: ONNX and TFLite float32. CoreML and int8 (PTQ/QAT) are being added.
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from ..models import PixelModel, load_checkpoint
 from .parity import parity_report
 
 FORMATS = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
-READY = {"onnx"}
+READY = {"onnx", "tflite"}
 
 
 @dataclass
@@ -55,7 +55,7 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
     if format not in READY:
-        raise UserError(f"--format {format} is not available in this version yet; use --format onnx")
+        raise UserError(f"--format {format} is not available in this version yet; use --format onnx or tflite")
     if int8:
         raise UserError("--int8 is not available in this version yet; export float32 (drop --int8)")
     t0 = time.perf_counter()
@@ -75,20 +75,29 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
         pixels, labels, pre = _validation_pixels(config, data_dir, verify_samples, img_size)
     elif img_size != config["img_size"]:
         pre = dict(pre, img_size=img_size, crop=img_size, resize=round(img_size * pre["resize"] / pre["crop"]))
+    if format == "onnx":
+        shape, layout = [-1 if dynamic_batch else 1, 3, img_size, img_size], "NCHW"
+    else:
+        shape, layout = [1, img_size, img_size, 3], "NHWC"
     exported = dict(config, img_size=img_size, preprocess=pre, format=format, precision="float32",
-                    input={"name": "pixels", "layout": "NCHW", "dtype": "float32", "shape": [-1, 3, img_size, img_size],
+                    input={"name": "pixels", "layout": layout, "dtype": "float32", "shape": shape,
                            "range": [0, 255], "quantization": None},
                     output={"name": "logits", "dtype": "float32"}, exporter_version=__version__)
+    if format == "onnx":
+        from .onnx_export import export_onnx
 
-    from .onnx_export import export_onnx
+        export_onnx(PixelModel(model, config["mean"], config["std"], "nchw"), img_size, path, exported,
+                    dynamic_batch)
+    else:
+        from .tflite_export import export_tflite
 
-    export_onnx(PixelModel(model, config["mean"], config["std"], "nchw"), img_size, path, exported, dynamic_batch)
+        export_tflite(PixelModel(model, config["mean"], config["std"], "nhwc"), img_size, path)
 
     parity = None
     if verify:
         from ..runtime import load
 
-        predictor = load(path)
+        predictor = load(path, config=exported)
         parity = parity_report(PixelModel(model, config["mean"], config["std"], "nhwc"), predictor.backend,
                                pixels, labels, "float32")
     exported["parity"] = parity

@@ -10,12 +10,15 @@ from pathlib import Path
 
 from .predictor import ModelLoadError, Prediction, Predictor
 
-FORMATS = {".onnx": "onnx"}
+FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 
 
-def load(path: str | os.PathLike, threads: int | None = None) -> Predictor:
-    """A Predictor for a run directory (PyTorch) or an exported model file."""
-    from .backends import OnnxBackend, TorchBackend
+def load(path: str | os.PathLike, threads: int | None = None, config: dict | None = None) -> Predictor:
+    """A Predictor for a run directory (PyTorch) or an exported model file.
+
+    ``config`` overrides the metadata read from the file or its NAME.json sidecar.
+    """
+    from .backends import OnnxBackend, TFLiteBackend, TorchBackend
 
     path = Path(path)
     if path.is_dir():
@@ -23,8 +26,9 @@ def load(path: str | os.PathLike, threads: int | None = None) -> Predictor:
         return Predictor(backend, backend.config)
     if not path.exists():
         raise ModelLoadError(f"model {path} does not exist; pass a run directory or an exported model file")
-    if path.suffix == ".onnx":
-        backend = OnnxBackend(path, threads)
+    backends = {".onnx": OnnxBackend, ".tflite": TFLiteBackend}
+    if path.suffix in backends:
+        backend = backends[path.suffix](path, threads, config)
         return Predictor(backend, backend.config)
     raise ModelLoadError(f"cannot run {path}: unknown model format {path.suffix or '(no extension)'}; "
                          f"pass a run directory or one of: {', '.join(FORMATS)}")

@@ -1,4 +1,4 @@
-"""Runtime backends: PyTorch run directories and ONNX files (more formats arrive with the export stage)."""
+"""Runtime backends: PyTorch run directories, ONNX (onnxruntime) and TFLite (LiteRT) files."""
 from __future__ import annotations
 
 import json
@@ -29,7 +29,7 @@ class TorchBackend:
 class OnnxBackend:
     format = "onnx"
 
-    def __init__(self, path: Path, threads: int | None = None):
+    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -44,7 +44,7 @@ class OnnxBackend:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"{path} is not a loadable ONNX model ({first}); re-export it") from None
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.config = _config_from(meta.get("skipnet_config"), path)
+        self.config = config or _config_from(meta.get("skipnet_config"), path)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.precision = self.config.get("precision", "float32")
@@ -66,3 +66,49 @@ def _config_from(embedded: str | None, path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path} has no SkipNet metadata and no {path.with_suffix('.json').name} beside it; "
                              "export it with skipnet-export")
     return side
+
+
+class TFLiteBackend:
+    """LiteRT interpreter (ai-edge-litert, else tflite-runtime); quantised inputs/outputs are handled here."""
+
+    format = "tflite"
+
+    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None):
+        try:
+            from ai_edge_litert.interpreter import Interpreter
+        except ImportError:
+            try:
+                from tflite_runtime.interpreter import Interpreter
+            except ImportError:
+                raise ModelLoadError("running .tflite models needs ai-edge-litert (pip install "
+                                     "'skipnet-deploy[export]') or tflite-runtime") from None
+        with open(path, "rb") as f:
+            head = f.read(8)
+        if head[4:8] != b"TFL3":  # the flatbuffer file identifier; never hand the interpreter random bytes
+            raise ModelLoadError(f"{path} is not a TFLite model (no TFL3 identifier); re-export it")
+        try:
+            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as e:
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"{path} is not a loadable TFLite model ({first}); re-export it") from None
+        self.config = config or _config_from(None, path)
+        self.precision = self.config.get("precision", "float32")
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        # Converted at batch 1 (XNNPACK cannot always reshape), so images go one at a time.
+        return np.concatenate([self._one(pixels[i:i + 1]) for i in range(len(pixels))])
+
+    def _one(self, x: np.ndarray) -> np.ndarray:
+        inp, out = self.input, self.output
+        scale, zero = inp["quantization"]
+        if scale:
+            info = np.iinfo(inp["dtype"])
+            x = np.clip(np.round(x.astype(np.float32) / scale + zero), info.min, info.max)
+        self.interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        self.interpreter.invoke()
+        y = self.interpreter.get_tensor(out["index"])
+        scale, zero = out["quantization"]
+        return (y.astype(np.float32) - zero) * scale if scale else y.astype(np.float32)

@@ -1,4 +1,4 @@
-"""ONNX export and the runtime predictor, with the real converter and onnxruntime on real Fashion-MNIST images."""
+"""ONNX and TFLite export and the runtime predictor, with the real converter and onnxruntime on real Fashion-MNIST images."""
 import json
 import subprocess
 import sys
@@ -117,3 +117,37 @@ def test_load_refuses_corrupt_models(tmp_path, onnx_export, capsys):
     _bad(capsys, predict_main, [onnx_export.path, tmp_path / "missing.png"], "does not exist")
     (tmp_path / "bad.png").write_bytes(b"not a png")
     _bad(capsys, predict_main, [onnx_export.path, tmp_path / "bad.png"], "not a readable image")
+
+
+# ---- TFLite (litert-torch converter, LiteRT interpreter) -------------------------------------
+
+@pytest.fixture(scope="module")
+def tflite_export(small_run, tmp_path_factory):
+    pytest.importorskip("litert_torch")
+    return export(small_run, "tflite", tmp_path_factory.mktemp("tfl") / "xs.tflite", verify_samples=64)
+
+
+@needs_fmnist
+def test_tflite_float_export_parity_layout_and_ops(tflite_export, onnx_export):
+    r = tflite_export
+    assert r.parity["passed"] and r.parity["max_abs_logit_diff"] <= 1e-3 and r.parity["top1_agreement"] == 1.0
+    side = json.loads(r.sidecar.read_text())
+    assert side["input"]["layout"] == "NHWC" and side["input"]["shape"] == [1, 32, 32, 3]
+    predictor = load(r.path)
+    ops = [op["op_name"] for op in predictor.backend.interpreter._get_ops_details()]
+    assert "TRANSPOSE" not in ops and "CONV_2D" in ops  # the NHWC input needs no layout op
+    pixels = load(onnx_export.path).prepare([np.full((28, 28), v, np.uint8) for v in (0, 90, 200)])
+    np.testing.assert_allclose(predictor.logits(pixels), load(onnx_export.path).logits(pixels), atol=1e-3)
+
+
+@needs_fmnist
+def test_load_refuses_corrupt_tflite(tflite_export, tmp_path):
+    data = tflite_export.path.read_bytes()
+    (tmp_path / "trunc.tflite").write_bytes(data[: len(data) // 2])
+    (tmp_path / "trunc.json").write_text(tflite_export.sidecar.read_text())
+    with pytest.raises(ModelLoadError, match="not a loadable TFLite model"):
+        load(tmp_path / "trunc.tflite")
+    (tmp_path / "junk.tflite").write_bytes(b"\x00" * 64)
+    (tmp_path / "junk.json").write_text(tflite_export.sidecar.read_text())
+    with pytest.raises(ModelLoadError, match="not a TFLite model"):
+        load(tmp_path / "junk.tflite")
