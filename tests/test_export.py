@@ -151,3 +151,26 @@ def test_load_refuses_corrupt_tflite(tflite_export, tmp_path):
     (tmp_path / "junk.json").write_text(tflite_export.sidecar.read_text())
     with pytest.raises(ModelLoadError, match="not a TFLite model"):
         load(tmp_path / "junk.tflite")
+
+
+@needs_fmnist
+def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tmp_path):
+    pytest.importorskip("ai_edge_quantizer")
+    r = export(small_run, "tflite", tmp_path / "xs_int8.tflite", int8=True, verify_samples=200,
+               calibration_samples=64)
+    assert r.parity["precision"] == "int8" and r.parity["passed"] and r.parity["top1_agreement"] >= 0.97
+    side = json.loads(r.sidecar.read_text())
+    # Raw pixels map exactly onto int8: scale 1, zero point -128.
+    assert side["input"]["quantization"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
+    assert side["output"]["dtype"] == "int8" and side["calibration"]["images"] == 64
+    predictor = load(r.path)
+    assert predictor.precision == "int8"
+    ops = [op["op_name"] for op in predictor.backend.interpreter._get_ops_details()]
+    assert "TRANSPOSE" not in ops
+    # The only float islands are the h-swish ones (int8 -> DEQUANTIZE -> HARD_SWISH -> QUANTIZE -> int8).
+    assert ops.count("QUANTIZE") == ops.count("DEQUANTIZE") == ops.count("HARD_SWISH") > 0
+    assert r.path.stat().st_size < 0.4 * (small_run / "model.safetensors").stat().st_size  # int8 weights
+
+
+def test_int8_for_a_format_without_it_is_user_error(capsys, tmp_path):
+    _bad(capsys, export_main, [tmp_path, "--format", "onnx", "--int8"], "--int8 is available for --format tflite")

@@ -3,7 +3,7 @@
     result = skipnet.export.export("runs/s", "onnx")    # exports/...onnx and .json beside it
     result.parity["passed"]
 
-Formats so far: ONNX and TFLite float32. CoreML and int8 (PTQ/QAT) are being added.
+Formats so far: ONNX and TFLite float32, TFLite int8 (post-training). CoreML, ONNX int8 and QAT are being added.
 """
 from __future__ import annotations
 
@@ -34,30 +34,42 @@ class ExportResult:
     seconds: float
 
 
-def _validation_pixels(config: dict[str, Any], data_dir: str | None, n: int, img_size: int):
-    """``n`` real validation images as raw uint8 NHWC pixels, with the run's own preprocessing."""
+def _dataset_pixels(config: dict[str, Any], data_dir: str | None, n: int, img_size: int, split: str):
+    """``n`` real images of ``split`` ("train" or "val") as raw uint8 NHWC pixels, with the run's preprocessing.
+
+    Images are spread evenly over the split (every k-th), so all classes are represented.
+    """
     from ..data import build_transform
 
-    _, val, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"), img_size,
-                               augment=False)
-    pre = dict(config["preprocess"], img_size=img_size, crop=img_size,
-               resize=round(img_size * config["preprocess"]["resize"] / config["preprocess"]["crop"]))
+    train, val, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"), img_size,
+                                   augment=False)
+    source = (train if split == "train" else val).source
+    pre = _preprocess_at(config["preprocess"], img_size)
     tf = build_transform(pre, train=False, normalize=False)
-    n = min(n, len(val))
-    pixels = torch.stack([tf(val.source[i][0]) for i in range(n)]).permute(0, 2, 3, 1).contiguous().numpy()
-    labels = np.asarray([int(val.source[i][1]) for i in range(n)])
-    return pixels, labels, pre
+    n = min(n, len(source))
+    idx = [i * len(source) // n for i in range(n)]
+    pixels = torch.stack([tf(source[i][0]) for i in idx]).permute(0, 2, 3, 1).contiguous().numpy()
+    labels = np.asarray([int(source[i][1]) for i in idx])
+    return pixels, labels
+
+
+def _preprocess_at(pre: dict[str, Any], img_size: int) -> dict[str, Any]:
+    """The run's preprocessing at another input size (same resize-to-crop ratio)."""
+    if img_size == pre["crop"]:
+        return pre
+    return dict(pre, img_size=img_size, crop=img_size, resize=round(img_size * pre["resize"] / pre["crop"]))
 
 
 def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | None = None, int8: bool = False,
            img_size: int | None = None, verify: bool = True, verify_samples: int = 256,
-           data_dir: str | None = None, dynamic_batch: bool = True) -> ExportResult:
+           data_dir: str | None = None, dynamic_batch: bool = True, calibration_samples: int = 256) -> ExportResult:
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
     if format not in READY:
         raise UserError(f"--format {format} is not available in this version yet; use --format onnx or tflite")
-    if int8:
-        raise UserError("--int8 is not available in this version yet; export float32 (drop --int8)")
+    if int8 and format != "tflite":
+        raise UserError(f"--int8 is available for --format tflite in this version; export {format} in float32 "
+                        "(drop --int8)")
     t0 = time.perf_counter()
     model, config = load_checkpoint(run_dir)
     img_size = img_size or int(config["img_size"])
@@ -65,33 +77,46 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     if img_size < multiple or img_size % multiple:
         raise UserError(f"--img-size {img_size} does not fit {config['model']}: use a multiple of {multiple}")
     run_dir = Path(run_dir)
-    path = Path(out) if out else Path("exports") / f"{run_dir.name}{FORMATS[format]}"
+    path = Path(out) if out else Path("exports") / f"{run_dir.name}{'_int8' if int8 else ''}{FORMATS[format]}"
     if path.suffix != FORMATS[format]:
         raise UserError(f"--out {path} should end in {FORMATS[format]} for --format {format}")
 
-    pixels = labels = None
-    pre = config["preprocess"]
-    if verify:
-        pixels, labels, pre = _validation_pixels(config, data_dir, verify_samples, img_size)
-    elif img_size != config["img_size"]:
-        pre = dict(pre, img_size=img_size, crop=img_size, resize=round(img_size * pre["resize"] / pre["crop"]))
+    pre = _preprocess_at(config["preprocess"], img_size)
+    # Read the data first: missing calibration or parity images must fail before anything is written.
+    calibration = _dataset_pixels(config, data_dir, calibration_samples, img_size, "train")[0] if int8 else None
+    pixels, labels = _dataset_pixels(config, data_dir, verify_samples, img_size, "val") if verify else (None, None)
+
     if format == "onnx":
         shape, layout = [-1 if dynamic_batch else 1, 3, img_size, img_size], "NCHW"
     else:
         shape, layout = [1, img_size, img_size, 3], "NHWC"
-    exported = dict(config, img_size=img_size, preprocess=pre, format=format, precision="float32",
+    exported = dict(config, img_size=img_size, preprocess=pre, format=format,
+                    precision="int8" if int8 else "float32",
                     input={"name": "pixels", "layout": layout, "dtype": "float32", "shape": shape,
                            "range": [0, 255], "quantization": None},
-                    output={"name": "logits", "dtype": "float32"}, exporter_version=__version__)
+                    output={"name": "logits", "dtype": "float32", "quantization": None},
+                    exporter_version=__version__)
     if format == "onnx":
         from .onnx_export import export_onnx
 
         export_onnx(PixelModel(model, config["mean"], config["std"], "nchw"), img_size, path, exported,
                     dynamic_batch)
-    else:
+    elif not int8:
         from .tflite_export import export_tflite
 
         export_tflite(PixelModel(model, config["mean"], config["std"], "nhwc"), img_size, path)
+    else:
+        import tempfile
+
+        from .tflite_export import export_tflite, quantize_tflite_int8
+
+        with tempfile.TemporaryDirectory() as tmp:
+            float_path = Path(tmp) / "float.tflite"
+            export_tflite(PixelModel(model, config["mean"], config["std"], "nhwc"), img_size, float_path)
+            q = quantize_tflite_int8(float_path, calibration, path)
+        exported["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
+        exported["output"].update(dtype=q["output"]["dtype"], quantization=q["output"])
+        exported["calibration"] = {"images": int(len(calibration)), "split": "train", "dataset": config["dataset"]}
 
     parity = None
     if verify:
@@ -99,7 +124,7 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
 
         predictor = load(path, config=exported)
         parity = parity_report(PixelModel(model, config["mean"], config["std"], "nhwc"), predictor.backend,
-                               pixels, labels, "float32")
+                               pixels, labels, exported["precision"])
     exported["parity"] = parity
     sidecar = path.with_suffix(".json")
     write_json(sidecar, exported)
