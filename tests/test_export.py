@@ -46,6 +46,7 @@ def test_onnx_export_parity_and_metadata(onnx_export, small_run):
     assert json.loads(meta["labels"]) == cfg["class_names"]
     assert json.loads(meta["preprocess"]) == cfg["preprocess"]
     side = json.loads(r.sidecar.read_text())
+    assert r.sidecar.name == "xs.onnx.json"  # NAME.tflite and NAME.onnx of one run keep separate sidecars
     assert side["format"] == "onnx" and side["precision"] == "float32" and side["parity"]["passed"]
     assert side["input"]["layout"] == "NCHW" and side["input"]["range"] == [0, 255]
     assert not [p for p in r.path.parent.iterdir() if p.name.endswith(".tmp")]
@@ -144,11 +145,11 @@ def test_tflite_float_export_parity_layout_and_ops(tflite_export, onnx_export):
 def test_load_refuses_corrupt_tflite(tflite_export, tmp_path):
     data = tflite_export.path.read_bytes()
     (tmp_path / "trunc.tflite").write_bytes(data[: len(data) // 2])
-    (tmp_path / "trunc.json").write_text(tflite_export.sidecar.read_text())
+    (tmp_path / "trunc.tflite.json").write_text(tflite_export.sidecar.read_text())
     with pytest.raises(ModelLoadError, match="not a loadable TFLite model"):
         load(tmp_path / "trunc.tflite")
     (tmp_path / "junk.tflite").write_bytes(b"\x00" * 64)
-    (tmp_path / "junk.json").write_text(tflite_export.sidecar.read_text())
+    (tmp_path / "junk.tflite.json").write_text(tflite_export.sidecar.read_text())
     with pytest.raises(ModelLoadError, match="not a TFLite model"):
         load(tmp_path / "junk.tflite")
 

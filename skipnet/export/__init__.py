@@ -1,6 +1,6 @@
-"""Export stage: a run directory -> a mobile model file + NAME.json sidecar, checked for parity.
+"""Export stage: a run directory -> a mobile model file + NAME.EXT.json sidecar, checked for parity.
 
-    result = skipnet.export.export("runs/s", "onnx")    # exports/...onnx and .json beside it
+    result = skipnet.export.export("runs/s", "onnx")    # exports/s.onnx and exports/s.onnx.json
     result.parity["passed"]
 
 Formats so far: ONNX and TFLite float32, TFLite int8 (post-training). CoreML, ONNX int8 and QAT are being added.
@@ -20,6 +20,7 @@ from .. import __version__
 from ..common import UserError, write_json
 from ..data import build_datasets
 from ..models import PixelModel, load_checkpoint
+from ..runtime.predictor import sidecar_path
 from .parity import parity_report
 
 FORMATS = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
@@ -126,7 +127,7 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
         parity = parity_report(PixelModel(model, config["mean"], config["std"], "nhwc"), predictor.backend,
                                pixels, labels, exported["precision"])
     exported["parity"] = parity
-    sidecar = path.with_suffix(".json")
+    sidecar = sidecar_path(path)
     write_json(sidecar, exported)
     return ExportResult(path, sidecar, parity, time.perf_counter() - t0)
 

@@ -21,7 +21,8 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path) -> Non
         edge.export(str(tmp))
 
 
-def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path) -> dict:
+def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path,
+                         float_ops: tuple[str, ...] = ("HARD_SWISH",)) -> dict:
     """Full-integer int8 (weights per channel, activations per tensor), calibrated on real images.
 
     HARD_SWISH stays float: XNNPACK runs int8 HARD_SWISH only on the slow builtin kernel, which
@@ -41,8 +42,9 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path) -> di
     qt = quantizer.Quantizer(str(float_path))
     qt.add_static_config(regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                          activation_num_bits=8, weight_num_bits=8)
-    qt.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName.HARD_SWISH,
-                                  algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    for op in float_ops:  # benchmarks/int8_latency.py measures what keeping each in float buys
+        qt.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName[op],
+                                      algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     samples = [{input_name: calibration_pixels[i:i + 1].astype(np.float32)} for i in range(len(calibration_pixels))]
     calibration = qt.calibrate({signature: samples}, num_threads=1)
     # Raw pixels: fix the input range to 0..255 so every pixel value is representable (scale 1, zero point -128).

@@ -16,7 +16,7 @@ FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
 def load(path: str | os.PathLike, threads: int | None = None, config: dict | None = None) -> Predictor:
     """A Predictor for a run directory (PyTorch) or an exported model file.
 
-    ``config`` overrides the metadata read from the file or its NAME.json sidecar.
+    ``config`` overrides the metadata read from the file or its NAME.EXT.json sidecar.
     """
     from .backends import OnnxBackend, TFLiteBackend, TorchBackend
 

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..models import PixelModel, load_checkpoint
-from .predictor import ModelLoadError, read_sidecar
+from .predictor import ModelLoadError, read_sidecar, sidecar_path
 
 
 class TorchBackend:
@@ -63,7 +63,7 @@ def _config_from(embedded: str | None, path: Path) -> dict[str, Any]:
             pass
     side = read_sidecar(path)
     if side is None:
-        raise ModelLoadError(f"{path} has no SkipNet metadata and no {path.with_suffix('.json').name} beside it; "
+        raise ModelLoadError(f"{path} has no SkipNet metadata and no {sidecar_path(path).name} beside it; "
                              "export it with skipnet-export")
     return side
 

@@ -96,9 +96,14 @@ def _open(img: ImageLike) -> Image.Image | np.ndarray:
         raise UserError(f"{path} is not a readable image ({e}); pass a PNG or JPEG file") from None
 
 
+def sidecar_path(model_path: Path) -> Path:
+    """``NAME.EXT.json`` beside ``NAME.EXT``: NAME.tflite and NAME.onnx of one run must not share a sidecar."""
+    return model_path.with_name(model_path.name + ".json")
+
+
 def read_sidecar(model_path: Path) -> dict[str, Any] | None:
-    """The NAME.json written beside an exported model, if present."""
-    side = model_path.with_suffix(".json")
+    """The sidecar written beside an exported model, if present."""
+    side = sidecar_path(model_path)
     if not side.is_file():
         return None
     try:
