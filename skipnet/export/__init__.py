@@ -3,7 +3,7 @@
     result = skipnet.export.export("runs/s", "onnx")    # exports/s.onnx and exports/s.onnx.json
     result.parity["passed"]
 
-Formats so far: ONNX and TFLite float32, TFLite int8 (post-training). CoreML, ONNX int8 and QAT are being added.
+Formats so far: ONNX and TFLite, float32 and int8 (post-training). CoreML and QAT are being added.
 """
 from __future__ import annotations
 
@@ -68,9 +68,9 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
         raise UserError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
     if format not in READY:
         raise UserError(f"--format {format} is not available in this version yet; use --format onnx or tflite")
-    if int8 and format != "tflite":
-        raise UserError(f"--int8 is available for --format tflite in this version; export {format} in float32 "
-                        "(drop --int8)")
+    if int8 and format not in ("tflite", "onnx"):
+        raise UserError(f"--int8 is available for --format tflite and onnx in this version; export {format} "
+                        "in float32 (drop --int8)")
     t0 = time.perf_counter()
     model, config = load_checkpoint(run_dir)
     img_size = img_size or int(config["img_size"])
@@ -98,10 +98,20 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
                     output={"name": "logits", "dtype": "float32", "quantization": None},
                     exporter_version=__version__)
     if format == "onnx":
-        from .onnx_export import export_onnx
+        from .onnx_export import export_onnx, quantize_onnx_int8
 
-        export_onnx(PixelModel(model, config["mean"], config["std"], "nchw"), img_size, path, exported,
-                    dynamic_batch)
+        nchw_model = PixelModel(model, config["mean"], config["std"], "nchw")
+        if int8:
+            import tempfile
+
+            with tempfile.TemporaryDirectory() as tmp:
+                float_path = Path(tmp) / "float.onnx"
+                export_onnx(nchw_model, img_size, float_path, exported, dynamic_batch)
+                quantize_onnx_int8(float_path, calibration, path)
+            exported["calibration"] = {"images": int(len(calibration)), "split": "train",
+                                       "dataset": config["dataset"]}
+        else:
+            export_onnx(nchw_model, img_size, path, exported, dynamic_batch)
     elif not int8:
         from .tflite_export import export_tflite
 

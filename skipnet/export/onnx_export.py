@@ -42,3 +42,36 @@ def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[
     onnx.checker.check_model(proto)
     with atomic_path(path) as tmp:
         onnx.save(proto, str(tmp))
+
+
+def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path) -> None:
+    """QDQ int8 (per-channel weights, per-tensor activations) with onnxruntime's static quantiser.
+
+    Input and output stay float32 (raw pixels in, logits out), so the model is fed like the float one.
+    """
+    import tempfile
+
+    import numpy as np
+
+    try:
+        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
+                                              quantize_static)
+    except ImportError:
+        raise UserError("ONNX int8 needs onnxruntime: pip install 'skipnet-deploy[export]'") from None
+
+    nchw = np.ascontiguousarray(calibration_pixels.transpose(0, 3, 1, 2), dtype=np.float32)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.batches = iter(nchw[i:i + 1] for i in range(len(nchw)))
+
+        def get_next(self):
+            batch = next(self.batches, None)
+            return None if batch is None else {"pixels": batch}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        prepared = Path(tmp) / "prepared.onnx"
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        with atomic_path(path) as out:
+            quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
