@@ -173,8 +173,31 @@ def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tmp_pa
     assert r.path.stat().st_size < 0.4 * (small_run / "model.safetensors").stat().st_size  # int8 weights
 
 
-def test_format_not_available_yet_is_user_error(capsys, tmp_path):
-    _bad(capsys, export_main, [tmp_path, "--format", "coreml", "--int8"], "not available in this version yet")
+@needs_fmnist
+def test_coreml_export_spec_labels_and_int8_weights(small_run, tmp_path):
+    pytest.importorskip("coremltools")
+    r = export(small_run, "coreml", tmp_path / "xs.mlpackage", verify=False)
+    q = export(small_run, "coreml", tmp_path / "xs_int8.mlpackage", int8=True, verify=False)
+    assert r.path.is_dir() and r.parity["passed"] and all(r.parity["spec_checks"].values())
+    if sys.platform != "darwin":
+        assert "macOS" in r.parity["numeric"]
+        with pytest.raises(ModelLoadError, match="only on macOS"):
+            load(r.path)
+    size = lambda p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+    assert size(q.path) < 0.7 * size(r.path)
+    side = json.loads(r.sidecar.read_text())
+    assert side["input"]["name"] == "image" and side["weights"] == "float16" and q.parity["passed"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directories left
+
+
+def test_coreml_scale_bias_reproduce_the_normalisation():
+    # ImageType computes x * scale + bias_c; the model multiplies channel c by gain_c (ImageNet stds differ).
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+    s0 = std[0]
+    scale, bias, gain = 1 / (255 * s0), [-m / s0 for m in mean], [s0 / s for s in std]
+    x = np.arange(256, dtype=np.float64)
+    for c in range(3):
+        np.testing.assert_allclose((x * scale + bias[c]) * gain[c], (x / 255 - mean[c]) / std[c], atol=1e-12)
 
 
 @needs_fmnist

@@ -56,3 +56,24 @@ def read_json(path: str | os.PathLike) -> Any:
         raise UserError(f"{path} does not exist; check the path") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e}); re-create it or fix the file") from None
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Like atomic_path for a directory output (e.g. a CoreML .mlpackage): build beside it, then swap in."""
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent))
+    old = path.with_name(f".{path.name}.old")
+    try:
+        shutil.rmtree(tmp)  # the writer creates it
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)

@@ -3,11 +3,12 @@
     result = skipnet.export.export("runs/s", "onnx")    # exports/s.onnx and exports/s.onnx.json
     result.parity["passed"]
 
-Formats so far: ONNX and TFLite, float32 and int8 (post-training). CoreML and QAT are being added.
+Formats: ONNX and TFLite (float32, int8 post-training), CoreML (float16 / int8 weights). QAT is being added.
 """
 from __future__ import annotations
 
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,10 +22,10 @@ from ..common import UserError, write_json
 from ..data import build_datasets
 from ..models import PixelModel, load_checkpoint
 from ..runtime.predictor import sidecar_path
-from .parity import parity_report
+from .parity import INT8_MIN_AGREEMENT, parity_report
 
 FORMATS = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
-READY = {"onnx", "tflite"}
+READY = {"onnx", "tflite", "coreml"}
 
 
 @dataclass
@@ -68,9 +69,6 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
         raise UserError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
     if format not in READY:
         raise UserError(f"--format {format} is not available in this version yet; use --format onnx or tflite")
-    if int8 and format not in ("tflite", "onnx"):
-        raise UserError(f"--int8 is available for --format tflite and onnx in this version; export {format} "
-                        "in float32 (drop --int8)")
     t0 = time.perf_counter()
     model, config = load_checkpoint(run_dir)
     img_size = img_size or int(config["img_size"])
@@ -84,13 +82,17 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
 
     pre = _preprocess_at(config["preprocess"], img_size)
     # Read the data first: missing calibration or parity images must fail before anything is written.
-    calibration = _dataset_pixels(config, data_dir, calibration_samples, img_size, "train")[0] if int8 else None
+    needs_calibration = int8 and format != "coreml"  # CoreML int8 here is weight-only
+    calibration = (_dataset_pixels(config, data_dir, calibration_samples, img_size, "train")[0]
+                   if needs_calibration else None)
     pixels, labels = _dataset_pixels(config, data_dir, verify_samples, img_size, "val") if verify else (None, None)
 
     if format == "onnx":
         shape, layout = [-1 if dynamic_batch else 1, 3, img_size, img_size], "NCHW"
-    else:
+    elif format == "tflite":
         shape, layout = [1, img_size, img_size, 3], "NHWC"
+    else:
+        shape, layout = [1, 3, img_size, img_size], "image (RGB)"
     exported = dict(config, img_size=img_size, preprocess=pre, format=format,
                     precision="int8" if int8 else "float32",
                     input={"name": "pixels", "layout": layout, "dtype": "float32", "shape": shape,
@@ -112,6 +114,13 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
                                        "dataset": config["dataset"]}
         else:
             export_onnx(nchw_model, img_size, path, exported, dynamic_batch)
+    elif format == "coreml":
+        from .coreml_export import export_coreml, validate_coreml
+
+        norm = export_coreml(model, exported, img_size, path, int8)
+        exported["input"].update(name="image", dtype="image", normalization=norm)
+        exported["output"] = {"name": "classLabel", "probabilities": "classLabel_probs"}
+        exported["weights"] = "int8" if int8 else "float16"
     elif not int8:
         from .tflite_export import export_tflite
 
@@ -130,7 +139,12 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
         exported["calibration"] = {"images": int(len(calibration)), "split": "train", "dataset": config["dataset"]}
 
     parity = None
-    if verify:
+    if format == "coreml":
+        parity = validate_coreml(path, img_size, exported["class_names"])
+        if verify and sys.platform == "darwin":
+            parity.update(_coreml_numeric(path, model, config, pixels, labels))
+            parity["passed"] = parity["passed"] and parity["top1_agreement"] >= INT8_MIN_AGREEMENT
+    elif verify:
         from ..runtime import load
 
         predictor = load(path, config=exported)
@@ -140,6 +154,20 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     sidecar = sidecar_path(path)
     write_json(sidecar, exported)
     return ExportResult(path, sidecar, parity, time.perf_counter() - t0)
+
+
+def _coreml_numeric(path: Path, model, config, pixels, labels) -> dict[str, Any]:
+    """macOS only: CoreML's top-1 against PyTorch's on the same images."""
+    import coremltools as ct
+    from PIL import Image
+
+    mlmodel = ct.models.MLModel(str(path))
+    names = list(config["class_names"])
+    with torch.inference_mode():
+        ref = PixelModel(model, config["mean"], config["std"], "nhwc")(torch.from_numpy(pixels)).argmax(1).numpy()
+    got = np.asarray([names.index(mlmodel.predict({"image": Image.fromarray(p)})["classLabel"]) for p in pixels])
+    return {"images": int(len(pixels)), "top1_agreement": float((ref == got).mean()),
+            "torch_top1": float((ref == labels).mean()), "exported_top1": float((got == labels).mean())}
 
 
 __all__ = ["FORMATS", "ExportResult", "export"]

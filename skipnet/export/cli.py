@@ -31,6 +31,12 @@ def _main(argv: Sequence[str] | None) -> int:
     if r.parity is None:
         return 0
     q = r.parity
+    if "spec_checks" in q:
+        failed = [k for k, ok in q["spec_checks"].items() if not ok]
+        print(f"CoreML spec checks: {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}"
+              + (f"; numeric check {q['numeric']}" if "numeric" in q else ""))
+        if "top1_agreement" not in q:
+            return 0 if q["passed"] else 1
     print(f"parity on {q['images']} validation images: max |logit diff| {q['max_abs_logit_diff']:.2e}, "
           f"top-1 agreement {q['top1_agreement']:.2%}, top-1 torch {q['torch_top1']:.2%} / "
           f"exported {q['exported_top1']:.2%}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .predictor import ModelLoadError, Prediction, Predictor
 
-FORMATS = {".onnx": "onnx", ".tflite": "tflite"}
+FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
 
 
 def load(path: str | os.PathLike, threads: int | None = None, config: dict | None = None) -> Predictor:
@@ -21,11 +21,19 @@ def load(path: str | os.PathLike, threads: int | None = None, config: dict | Non
     from .backends import OnnxBackend, TFLiteBackend, TorchBackend
 
     path = Path(path)
-    if path.is_dir():
-        backend = TorchBackend(path, threads)
-        return Predictor(backend, backend.config)
     if not path.exists():
         raise ModelLoadError(f"model {path} does not exist; pass a run directory or an exported model file")
+    if path.is_dir() and path.suffix != ".mlpackage":  # a CoreML package is a directory too
+        backend = TorchBackend(path, threads)
+        return Predictor(backend, backend.config)
+    if path.suffix == ".mlpackage":
+        import sys
+
+        if sys.platform != "darwin":
+            raise ModelLoadError(f"{path}: CoreML models run only on macOS; on this machine use the .tflite or "
+                                 ".onnx export of the same run")
+        raise ModelLoadError(f"{path}: running CoreML models through skipnet.load is not supported yet; "
+                             "use coremltools.models.MLModel directly")
     backends = {".onnx": OnnxBackend, ".tflite": TFLiteBackend}
     if path.suffix in backends:
         backend = backends[path.suffix](path, threads, config)
