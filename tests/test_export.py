@@ -207,3 +207,35 @@ def test_onnx_int8_qdq_parity(small_run, tmp_path):
     ops = {n.op_type for n in onnx.load(str(r.path)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # a QDQ model that onnxruntime ran above
     assert load(r.path).precision == "int8"
+
+
+@pytest.fixture(scope="module")
+def mobilenet_run(tmp_path_factory):
+    from skipnet.training import resolve_config, train
+
+    out = tmp_path_factory.mktemp("runs") / "mbv3"
+    cfg = resolve_config({"model": "mobilenet_v3_small", "limit_train": 1024, "limit_val": 200, "batch_size": 64,
+                          "epochs": 1, "optimizer": "adamw", "lr": 0.002, "out": str(out)})
+    train(cfg.validate(), progress=False)
+    return out
+
+
+@needs_fmnist
+@pytest.mark.parametrize("run", ["small_run", "mobilenet_run"])
+def test_qat_int8_tflite_for_skipnet_and_mobilenetv3(run, request, tmp_path):
+    pytest.importorskip("torchao")
+    run_dir = request.getfixturevalue(run)
+    before = (run_dir / "model.safetensors").read_bytes()
+    r = export(run_dir, "tflite", tmp_path / "qat.tflite", int8=True, qat_epochs=1, qat_limit=256,
+               verify_samples=200)
+    side = json.loads(r.sidecar.read_text())
+    assert side["qat"]["epochs"] == 1 and side["qat"]["loss"]["name"] == "bias"  # the run's own loss
+    assert side["input"]["dtype"] == "int8" and r.parity["precision"] == "int8"
+    assert r.parity["top1_agreement"] >= 0.9, r.parity  # 4 QAT steps: close to the float model already
+    assert (run_dir / "model.safetensors").read_bytes() == before  # the run itself is untouched
+    ops = [op["op_name"] for op in load(r.path).backend.interpreter._get_ops_details()]
+    assert "TRANSPOSE" not in ops
+
+
+def test_qat_needs_int8_tflite(capsys, tmp_path):
+    _bad(capsys, export_main, [tmp_path, "--format", "onnx", "--qat-epochs", "1"], "--qat-epochs fine-tunes")

@@ -64,11 +64,16 @@ def _preprocess_at(pre: dict[str, Any], img_size: int) -> dict[str, Any]:
 
 def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | None = None, int8: bool = False,
            img_size: int | None = None, verify: bool = True, verify_samples: int = 256,
-           data_dir: str | None = None, dynamic_batch: bool = True, calibration_samples: int = 256) -> ExportResult:
+           data_dir: str | None = None, dynamic_batch: bool = True, calibration_samples: int = 256,
+           qat_epochs: int = 0, qat_limit: int | None = None) -> ExportResult:
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
     if format not in READY:
         raise UserError(f"--format {format} is not available in this version yet; use --format onnx or tflite")
+    if qat_epochs and not (int8 and format == "tflite"):
+        raise UserError("--qat-epochs fine-tunes for int8 TFLite: add --int8 and use --format tflite")
+    if qat_epochs < 0 or (qat_limit is not None and qat_limit < 1):
+        raise UserError("--qat-epochs must be >= 0 and --qat-limit positive")
     t0 = time.perf_counter()
     model, config = load_checkpoint(run_dir)
     img_size = img_size or int(config["img_size"])
@@ -82,7 +87,7 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
 
     pre = _preprocess_at(config["preprocess"], img_size)
     # Read the data first: missing calibration or parity images must fail before anything is written.
-    needs_calibration = int8 and format != "coreml"  # CoreML int8 here is weight-only
+    needs_calibration = int8 and format != "coreml" and not qat_epochs  # CoreML int8 is weight-only
     calibration = (_dataset_pixels(config, data_dir, calibration_samples, img_size, "train")[0]
                    if needs_calibration else None)
     pixels, labels = _dataset_pixels(config, data_dir, verify_samples, img_size, "val") if verify else (None, None)
@@ -128,15 +133,23 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     else:
         import tempfile
 
-        from .tflite_export import export_tflite, quantize_tflite_int8
+        from .tflite_export import export_tflite, quantization_of, quantize_tflite_int8
 
-        with tempfile.TemporaryDirectory() as tmp:
-            float_path = Path(tmp) / "float.tflite"
-            export_tflite(PixelModel(model, config["mean"], config["std"], "nhwc"), img_size, float_path)
-            q = quantize_tflite_int8(float_path, calibration, path)
+        if qat_epochs:
+            from .qat import qat_tflite_int8
+
+            qat_tflite_int8(model, exported, img_size, path, qat_epochs, data_dir, qat_limit)
+            exported["qat"] = {"epochs": qat_epochs, "images_per_epoch": qat_limit, "loss": config.get("loss")}
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                float_path = Path(tmp) / "float.tflite"
+                export_tflite(PixelModel(model, config["mean"], config["std"], "nhwc"), img_size, float_path)
+                quantize_tflite_int8(float_path, calibration, path)
+            exported["calibration"] = {"images": int(len(calibration)), "split": "train",
+                                       "dataset": config["dataset"]}
+        q = quantization_of(path)
         exported["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
         exported["output"].update(dtype=q["output"]["dtype"], quantization=q["output"])
-        exported["calibration"] = {"images": int(len(calibration)), "split": "train", "dataset": config["dataset"]}
 
     parity = None
     if format == "coreml":

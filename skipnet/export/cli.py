@@ -20,13 +20,16 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--data-dir", help="dataset directory for the parity images (default: the run's)")
     p.add_argument("--verify-samples", type=int, default=256, help="validation images for the parity check")
     p.add_argument("--calibration-samples", type=int, default=256, help="training images to calibrate int8 with")
+    p.add_argument("--qat-epochs", type=int, default=0,
+                   help="quantisation-aware fine-tuning epochs with the run's loss before int8 conversion")
+    p.add_argument("--qat-limit", type=int, help="training images per QAT epoch (default: all)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
     a = p.parse_args(argv)
     if a.verify_samples < 1 or a.calibration_samples < 1:
         p.error("--verify-samples and --calibration-samples must be positive")
     r = export(a.run_dir, a.format, a.out, a.int8, a.img_size, not a.no_verify, a.verify_samples, a.data_dir,
-               a.dynamic_batch, a.calibration_samples)
+               a.dynamic_batch, a.calibration_samples, a.qat_epochs, a.qat_limit)
     print(f"wrote {r.path} and {r.sidecar} in {r.seconds:.1f} s")
     if r.parity is None:
         return 0

@@ -22,7 +22,7 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path) -> Non
 
 
 def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path,
-                         float_ops: tuple[str, ...] = ("HARD_SWISH",)) -> dict:
+                         float_ops: tuple[str, ...] = ("HARD_SWISH",)) -> None:
     """Full-integer int8 (weights per channel, activations per tensor), calibrated on real images.
 
     HARD_SWISH stays float: XNNPACK runs int8 HARD_SWISH only on the slow builtin kernel, which
@@ -55,9 +55,17 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path,
     result = qt.quantize(calibration, enable_progress_report=False)
     with atomic_path(path) as tmp:
         tmp.write_bytes(bytes(result.quantized_model))
+
+
+def quantization_of(path: Path) -> dict:
+    """dtype, scale and zero point of a .tflite model's input and output (scale 0: not quantised)."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
     it = Interpreter(model_path=str(path))
-    q_in, q_out = it.get_input_details()[0], it.get_output_details()[0]
-    return {"input": {"dtype": np.dtype(q_in["dtype"]).name, "scale": float(q_in["quantization"][0]),
-                      "zero_point": int(q_in["quantization"][1])},
-            "output": {"dtype": np.dtype(q_out["dtype"]).name, "scale": float(q_out["quantization"][0]),
-                       "zero_point": int(q_out["quantization"][1])}}
+
+    def spec(d) -> dict:
+        return {"dtype": np.dtype(d["dtype"]).name, "scale": float(d["quantization"][0]),
+                "zero_point": int(d["quantization"][1])}
+
+    return {"input": spec(it.get_input_details()[0]), "output": spec(it.get_output_details()[0])}

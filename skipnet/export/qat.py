@@ -1,0 +1,133 @@
+"""Quantisation-aware fine-tuning (PT2E) before int8 TFLite conversion.
+
+torchao 0.18's QAT preparation hands plain functions to torch.export, which torch 2.14 refuses
+("Expected mod to be an instance of torch.nn.Module"); `_pattern_modules` wraps them in a
+Module for the duration of the preparation only.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from ..common import UserError, atomic_path
+from ..data import build_datasets, build_transform
+from ..models import PixelModel
+
+
+class _Call(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _pattern_modules() -> Iterator[None]:
+    import litert_torch.quantize.pt2e_quantizer_utils as litert_utils
+    import torchao.quantization.pt2e.utils as ao_utils
+
+    original = ao_utils._get_aten_graph_module_for_pattern
+
+    def wrapped(pattern, example_inputs, is_cuda=False, **kwargs):
+        return original(pattern if isinstance(pattern, nn.Module) else _Call(pattern), example_inputs, is_cuda,
+                        **kwargs)
+
+    patched = [(m, getattr(m, "_get_aten_graph_module_for_pattern")) for m in (ao_utils, litert_utils)]
+    try:
+        for module, _ in patched:
+            module._get_aten_graph_module_for_pattern = wrapped
+        yield
+    finally:
+        for module, fn in patched:
+            module._get_aten_graph_module_for_pattern = fn
+
+
+class _LogitsAndFeatures(nn.Module):
+    """Raw NHWC pixels -> (logits, Bias Loss features): the exported QAT graph keeps both for the loss."""
+
+    def __init__(self, pixel_model: PixelModel):
+        super().__init__()
+        self.pixel_model = pixel_model
+
+    def forward(self, pixels: torch.Tensor):
+        p = self.pixel_model
+        x = pixels.float().permute(0, 3, 1, 2) * p.scale + p.shift
+        features = p.model.forward_features(x)
+        return p.model.forward_head(features), features
+
+
+def _keep_first_output(graph_module) -> None:
+    """Drop the features output of the trained graph: the phone model returns logits only."""
+    import torch.utils._pytree as pytree
+
+    graph = graph_module.graph
+    out = next(n for n in graph.nodes if n.op == "output")
+    out.args = ((out.args[0][0],),)
+    info = graph._codegen.pytree_info
+    graph._codegen.pytree_info = info._replace(out_spec=pytree.tree_structure((0,)))
+    graph.eliminate_dead_code()
+    graph_module.recompile()
+
+
+def qat_tflite_int8(model: nn.Module, config: dict[str, Any], img_size: int, path: Path, epochs: int,
+                    data_dir: str | None, limit: int | None = None, batch_size: int = 64, lr: float = 1e-3,
+                    progress: bool = True) -> None:
+    """Fine-tune ``model`` with fake quantisation for ``epochs`` on the run's training data and loss,
+    then convert to a full-integer int8 TFLite file at ``path``."""
+    try:
+        import litert_torch
+        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
+        from litert_torch.quantize.quant_config import QuantConfig
+        from torchao.quantization.pt2e import move_exported_model_to_eval
+        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+    except ImportError:
+        raise UserError("--qat-epochs needs litert-torch and torchao: pip install 'skipnet-deploy[export]'") from None
+    # The run's own loss: the training stage comes before export, so this import keeps the one-way flow.
+    from ..training import BiasLoss
+
+    train, _, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"), img_size)
+    pre = dict(config["preprocess"])
+    augment = build_transform(pre, train=True, dataset=config["dataset"], normalize=False)
+    n = min(limit or len(train.source), len(train.source))
+    loss_cfg = config.get("loss", {})
+    criterion = (BiasLoss(loss_cfg.get("alpha", 0.3), loss_cfg.get("beta", 0.3), loss_cfg.get("normalization", "global"),
+                          loss_cfg.get("label_smoothing", 0.0)) if loss_cfg.get("name") == "bias" else None)
+
+    # A copy: the exported graph shares its parameters, and the run's own model must stay as trained
+    # (the parity check compares the int8 result against it).
+    net = _LogitsAndFeatures(PixelModel(copy.deepcopy(model), config["mean"], config["std"], "nhwc")).train()
+    example = torch.rand(batch_size, img_size, img_size, 3) * 255
+    # A dynamic batch: the graph is traced at the training batch and converted at batch 1.
+    graph = torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)).module()
+    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
+    with _pattern_modules():
+        prepared = prepare_qat_pt2e(graph, quantizer)
+    optimizer = torch.optim.SGD(prepared.parameters(), lr=lr, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    for epoch in range(epochs):
+        order = torch.randperm(len(train.source), generator=g)[:n].tolist()
+        steps = range(0, n - batch_size + 1, batch_size)
+        for start in tqdm(steps, desc=f"QAT epoch {epoch + 1}/{epochs}", disable=not progress):
+            idx = order[start:start + batch_size]
+            x = torch.stack([augment(train.source[i][0]) for i in idx]).permute(0, 2, 3, 1).float()
+            y = torch.tensor([int(train.source[i][1]) for i in idx])
+            logits, features = prepared(x)
+            loss = criterion(logits, y, features=features) if criterion else F.cross_entropy(logits, y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    move_exported_model_to_eval(prepared)  # or dropout stays in training mode
+    quantized = convert_pt2e(prepared, fold_quantize=False)
+    _keep_first_output(quantized)
+    edge = litert_torch.convert(quantized, (example[:1],), quant_config=QuantConfig(pt2e_quantizer=quantizer))
+    with atomic_path(path) as tmp:
+        edge.export(str(tmp))
