@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skipnet.data import build_datasets, build_transform
+from skipnet.data import build_datasets, build_transform, pixel_batch
 from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
 from skipnet.models import PixelModel, count_macs, create_model
 
@@ -35,7 +35,7 @@ def calibration_pixels(n: int, size: int) -> np.ndarray:
            "mean": list(info.mean), "std": list(info.std)}
     tf = build_transform(pre, train=False, normalize=False)
     idx = [i * len(train) // n for i in range(n)]
-    return torch.stack([tf(train.source[i][0]) for i in idx]).permute(0, 2, 3, 1).contiguous().numpy()
+    return pixel_batch(tf, [train.source[i][0] for i in idx])
 
 
 def main() -> None:

@@ -90,6 +90,11 @@ def build_transform(preprocess: dict[str, Any], train: bool, dataset: str | None
     return v2.Compose(steps)
 
 
+def pixel_batch(transform: Transform, images) -> np.ndarray:
+    """Images through a ``normalize=False`` transform -> one uint8 N x S x S x 3 array (the exported models' input)."""
+    return torch.stack([transform(img) for img in images]).permute(0, 2, 3, 1).contiguous().numpy()
+
+
 def _imagenet_style(p: dict[str, Any], dataset: str | None) -> bool:
     if dataset is None:
         return p["resize"] != p["crop"]

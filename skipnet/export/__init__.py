@@ -3,7 +3,8 @@
     result = skipnet.export.export("runs/s", "onnx")    # exports/s.onnx and exports/s.onnx.json
     result.parity["passed"]
 
-Formats: ONNX and TFLite (float32, int8 post-training), CoreML (float16 / int8 weights). QAT is being added.
+Formats: ONNX and TFLite (float32, int8 post-training; TFLite also quantisation-aware),
+CoreML (float16 / int8 weights).
 """
 from __future__ import annotations
 
@@ -19,13 +20,12 @@ import torch
 
 from .. import __version__
 from ..common import UserError, write_json
-from ..data import build_datasets
+from ..data import build_datasets, build_transform, pixel_batch
 from ..models import PixelModel, load_checkpoint
 from ..runtime.predictor import sidecar_path
 from .parity import INT8_MIN_AGREEMENT, parity_report
 
 FORMATS = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
-READY = {"onnx", "tflite", "coreml"}
 
 
 @dataclass
@@ -36,23 +36,15 @@ class ExportResult:
     seconds: float
 
 
-def _dataset_pixels(config: dict[str, Any], data_dir: str | None, n: int, img_size: int, split: str):
-    """``n`` real images of ``split`` ("train" or "val") as raw uint8 NHWC pixels, with the run's preprocessing.
+def _sample_pixels(source, preprocess: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` real images of a split as raw uint8 NHWC pixels (and labels), with the run's preprocessing.
 
     Images are spread evenly over the split (every k-th), so all classes are represented.
     """
-    from ..data import build_transform
-
-    train, val, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"), img_size,
-                                   augment=False)
-    source = (train if split == "train" else val).source
-    pre = _preprocess_at(config["preprocess"], img_size)
-    tf = build_transform(pre, train=False, normalize=False)
+    tf = build_transform(preprocess, train=False, normalize=False)
     n = min(n, len(source))
     idx = [i * len(source) // n for i in range(n)]
-    pixels = torch.stack([tf(source[i][0]) for i in idx]).permute(0, 2, 3, 1).contiguous().numpy()
-    labels = np.asarray([int(source[i][1]) for i in idx])
-    return pixels, labels
+    return pixel_batch(tf, [source[i][0] for i in idx]), np.asarray([int(source[i][1]) for i in idx])
 
 
 def _preprocess_at(pre: dict[str, Any], img_size: int) -> dict[str, Any]:
@@ -68,8 +60,6 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
            qat_epochs: int = 0, qat_limit: int | None = None) -> ExportResult:
     if format not in FORMATS:
         raise UserError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
-    if format not in READY:
-        raise UserError(f"--format {format} is not available in this version yet; use --format onnx or tflite")
     if qat_epochs and not (int8 and format == "tflite"):
         raise UserError("--qat-epochs fine-tunes for int8 TFLite: add --int8 and use --format tflite")
     if qat_epochs < 0 or (qat_limit is not None and qat_limit < 1):
@@ -88,9 +78,16 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     pre = _preprocess_at(config["preprocess"], img_size)
     # Read the data first: missing calibration or parity images must fail before anything is written.
     needs_calibration = int8 and format != "coreml" and not qat_epochs  # CoreML int8 is weight-only
-    calibration = (_dataset_pixels(config, data_dir, calibration_samples, img_size, "train")[0]
-                   if needs_calibration else None)
-    pixels, labels = _dataset_pixels(config, data_dir, verify_samples, img_size, "val") if verify else (None, None)
+    needs_parity_images = verify and (format != "coreml" or sys.platform == "darwin")  # CoreML runs on macOS only
+    calibration = pixels = labels = None
+    if needs_calibration or needs_parity_images:
+        train, val, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"),
+                                       img_size, augment=False)
+        if needs_calibration:
+            calibration = _sample_pixels(train.source, pre, calibration_samples)[0]
+        if needs_parity_images:
+            pixels, labels = _sample_pixels(val.source, pre, verify_samples)
+    nhwc_model = PixelModel(model, config["mean"], config["std"], "nhwc")
 
     if format == "onnx":
         shape, layout = [-1 if dynamic_batch else 1, 3, img_size, img_size], "NCHW"
@@ -115,8 +112,6 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
                 float_path = Path(tmp) / "float.onnx"
                 export_onnx(nchw_model, img_size, float_path, exported, dynamic_batch)
                 quantize_onnx_int8(float_path, calibration, path)
-            exported["calibration"] = {"images": int(len(calibration)), "split": "train",
-                                       "dataset": config["dataset"]}
         else:
             export_onnx(nchw_model, img_size, path, exported, dynamic_batch)
     elif format == "coreml":
@@ -129,7 +124,7 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     elif not int8:
         from .tflite_export import export_tflite
 
-        export_tflite(PixelModel(model, config["mean"], config["std"], "nhwc"), img_size, path)
+        export_tflite(nhwc_model, img_size, path)
     else:
         import tempfile
 
@@ -143,33 +138,33 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 float_path = Path(tmp) / "float.tflite"
-                export_tflite(PixelModel(model, config["mean"], config["std"], "nhwc"), img_size, float_path)
+                export_tflite(nhwc_model, img_size, float_path)
                 quantize_tflite_int8(float_path, calibration, path)
-            exported["calibration"] = {"images": int(len(calibration)), "split": "train",
-                                       "dataset": config["dataset"]}
         q = quantization_of(path)
         exported["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
         exported["output"].update(dtype=q["output"]["dtype"], quantization=q["output"])
 
+    if calibration is not None:
+        exported["calibration"] = {"images": int(len(calibration)), "split": "train", "dataset": config["dataset"]}
+
     parity = None
     if format == "coreml":
         parity = validate_coreml(path, img_size, exported["class_names"])
-        if verify and sys.platform == "darwin":
-            parity.update(_coreml_numeric(path, model, config, pixels, labels))
+        if needs_parity_images:
+            parity.update(_coreml_numeric(path, nhwc_model, config, pixels, labels))
             parity["passed"] = parity["passed"] and parity["top1_agreement"] >= INT8_MIN_AGREEMENT
     elif verify:
         from ..runtime import load
 
         predictor = load(path, config=exported)
-        parity = parity_report(PixelModel(model, config["mean"], config["std"], "nhwc"), predictor.backend,
-                               pixels, labels, exported["precision"])
+        parity = parity_report(nhwc_model, predictor.backend, pixels, labels, exported["precision"])
     exported["parity"] = parity
     sidecar = sidecar_path(path)
     write_json(sidecar, exported)
     return ExportResult(path, sidecar, parity, time.perf_counter() - t0)
 
 
-def _coreml_numeric(path: Path, model, config, pixels, labels) -> dict[str, Any]:
+def _coreml_numeric(path: Path, nhwc_model, config, pixels, labels) -> dict[str, Any]:
     """macOS only: CoreML's top-1 against PyTorch's on the same images."""
     import coremltools as ct
     from PIL import Image
@@ -177,7 +172,7 @@ def _coreml_numeric(path: Path, model, config, pixels, labels) -> dict[str, Any]
     mlmodel = ct.models.MLModel(str(path))
     names = list(config["class_names"])
     with torch.inference_mode():
-        ref = PixelModel(model, config["mean"], config["std"], "nhwc")(torch.from_numpy(pixels)).argmax(1).numpy()
+        ref = nhwc_model(torch.from_numpy(pixels)).argmax(1).numpy()
     got = np.asarray([names.index(mlmodel.predict({"image": Image.fromarray(p)})["classLabel"]) for p in pixels])
     return {"images": int(len(pixels)), "top1_agreement": float((ref == got).mean()),
             "torch_top1": float((ref == labels).mean()), "exported_top1": float((got == labels).mean())}

@@ -12,12 +12,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from ..common import UserError, atomic_path
-from ..data import build_datasets, build_transform
+from ..data import build_datasets, build_transform, pixel_batch
 from ..models import PixelModel
 
 
@@ -59,10 +58,9 @@ class _LogitsAndFeatures(nn.Module):
         self.pixel_model = pixel_model
 
     def forward(self, pixels: torch.Tensor):
-        p = self.pixel_model
-        x = pixels.float().permute(0, 3, 1, 2) * p.scale + p.shift
-        features = p.model.forward_features(x)
-        return p.model.forward_head(features), features
+        model = self.pixel_model.model
+        features = model.forward_features(self.pixel_model.normalize(pixels))
+        return model.forward_head(features), features
 
 
 def _keep_first_output(graph_module) -> None:
@@ -92,15 +90,12 @@ def qat_tflite_int8(model: nn.Module, config: dict[str, Any], img_size: int, pat
     except ImportError:
         raise UserError("--qat-epochs needs litert-torch and torchao: pip install 'skipnet-deploy[export]'") from None
     # The run's own loss: the training stage comes before export, so this import keeps the one-way flow.
-    from ..training import BiasLoss
+    from ..training import BiasLoss, build_loss
 
     train, _, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"), img_size)
-    pre = dict(config["preprocess"])
-    augment = build_transform(pre, train=True, dataset=config["dataset"], normalize=False)
+    augment = build_transform(config["preprocess"], train=True, dataset=config["dataset"], normalize=False)
     n = min(limit or len(train.source), len(train.source))
-    loss_cfg = config.get("loss", {})
-    criterion = (BiasLoss(loss_cfg.get("alpha", 0.3), loss_cfg.get("beta", 0.3), loss_cfg.get("normalization", "global"),
-                          loss_cfg.get("label_smoothing", 0.0)) if loss_cfg.get("name") == "bias" else None)
+    criterion = build_loss(config["loss"])
 
     # A copy: the exported graph shares its parameters, and the run's own model must stay as trained
     # (the parity check compares the int8 result against it).
@@ -118,10 +113,11 @@ def qat_tflite_int8(model: nn.Module, config: dict[str, Any], img_size: int, pat
         steps = range(0, n - batch_size + 1, batch_size)
         for start in tqdm(steps, desc=f"QAT epoch {epoch + 1}/{epochs}", disable=not progress):
             idx = order[start:start + batch_size]
-            x = torch.stack([augment(train.source[i][0]) for i in idx]).permute(0, 2, 3, 1).float()
+            x = torch.from_numpy(pixel_batch(augment, [train.source[i][0] for i in idx])).float()
             y = torch.tensor([int(train.source[i][1]) for i in idx])
             logits, features = prepared(x)
-            loss = criterion(logits, y, features=features) if criterion else F.cross_entropy(logits, y)
+            bias = isinstance(criterion, BiasLoss)
+            loss = criterion(logits, y, features=features) if bias else criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

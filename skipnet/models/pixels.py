@@ -28,8 +28,12 @@ class PixelModel(nn.Module):
         self.register_buffer("scale", 1.0 / (255.0 * std_t))
         self.register_buffer("shift", -mean_t / std_t)
 
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+    def normalize(self, pixels: torch.Tensor) -> torch.Tensor:
+        """Raw pixels in this model's layout -> the normalised NCHW tensor the wrapped model takes."""
         x = pixels.float()
         if self.layout == "nhwc":
             x = x.permute(0, 3, 1, 2)
-        return self.model(x * self.scale + self.shift)
+        return x * self.scale + self.shift
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.model(self.normalize(pixels))

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..common import UserError
-from ..data import build_transform
+from ..data import build_transform, pixel_batch
 
 
 class ModelLoadError(UserError):
@@ -64,10 +64,10 @@ class Predictor:
 
     def prepare(self, images: Iterable[ImageLike]) -> np.ndarray:
         """Images -> uint8 N x S x S x 3 raw pixels, with the model's own resize/crop/colour handling."""
-        batch = [self._transform(_open(img)) for img in images]
-        if not batch:
+        images = [_open(img) for img in images]
+        if not images:
             raise UserError("no images given")
-        return torch.stack(batch).permute(0, 2, 3, 1).contiguous().numpy()
+        return pixel_batch(self._transform, images)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         return self.backend.logits(pixels)

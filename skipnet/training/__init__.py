@@ -4,7 +4,7 @@
 """
 from .bias_loss import BiasLoss
 from .config import RECIPES, TrainConfig, resolve_config
-from .loop import TrainResult, evaluate, resume, train
+from .loop import TrainResult, build_loss, evaluate, resume, train
 from .taps import FeatureTap
 
-__all__ = ["RECIPES", "BiasLoss", "FeatureTap", "TrainConfig", "TrainResult", "evaluate", "resolve_config", "resume", "train"]
+__all__ = ["RECIPES", "BiasLoss", "FeatureTap", "TrainConfig", "TrainResult", "build_loss", "evaluate", "resolve_config", "resume", "train"]

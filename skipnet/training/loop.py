@@ -194,6 +194,19 @@ def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
     atomic_write_text(out / METRICS_FILE, buf.getvalue())
 
 
+def loss_section(cfg: TrainConfig) -> dict[str, Any]:
+    """The "loss" section of config.json."""
+    return {"name": cfg.loss, "alpha": cfg.alpha, "beta": cfg.beta, "normalization": cfg.normalization,
+            "label_smoothing": cfg.label_smoothing}
+
+
+def build_loss(loss: dict[str, Any]) -> nn.Module:
+    """A run's loss from its "loss" section: BiasLoss (called with features=) or label-smoothed cross-entropy."""
+    if loss["name"] == "bias":
+        return BiasLoss(loss["alpha"], loss["beta"], loss["normalization"], loss["label_smoothing"])
+    return nn.CrossEntropyLoss(label_smoothing=loss["label_smoothing"])
+
+
 def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float]) -> dict[str, Any]:
     pre = preprocess_config(info, img_size)
     return {
@@ -205,8 +218,7 @@ def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float]
         "std": list(pre["std"]),
         "preprocess": pre,
         "dataset": cfg.data,
-        "loss": {"name": cfg.loss, "alpha": cfg.alpha, "beta": cfg.beta, "normalization": cfg.normalization,
-                 "label_smoothing": cfg.label_smoothing},
+        "loss": loss_section(cfg),
         "ema": cfg.ema,
         "metrics": metrics,
         "train": cfg.to_dict(),
@@ -302,8 +314,7 @@ def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distribut
                                    world_size=dist_info.world_size, drop_last=False)
     steps_per_epoch = train_sampler.batches_per_epoch
 
-    criterion: nn.Module = (BiasLoss(cfg.alpha, cfg.beta, cfg.normalization, cfg.label_smoothing)
-                            if cfg.loss == "bias" else nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing))
+    criterion = build_loss(loss_section(cfg))
     criterion.to(device)
     tap = FeatureTap(model) if cfg.loss == "bias" else None
     net: nn.Module = model
