@@ -289,6 +289,9 @@ def test_bad_weights_for_fine_tuning(capsys, tmp_path):
     _bad(capsys, [*out, "--weights", tmp_path / "in1k.pth"], "the checkpoint has 1000 classes")
     (tmp_path / "junk.pth").write_bytes(os.urandom(4096))
     _bad(capsys, [*out, "--weights", tmp_path / "junk.pth"], "not a readable PyTorch checkpoint")
+    # A bare pickle that refers to a memo entry it never stored: the unpickler raises KeyError (seen in CI).
+    (tmp_path / "memo.pth").write_bytes(b"\x80\x02h\xee" + os.urandom(64))
+    _bad(capsys, [*out, "--weights", tmp_path / "memo.pth"], "not a readable PyTorch checkpoint")
     marker = tmp_path / "pwned"
     torch.save({"w": _Evil(marker)}, tmp_path / "evil.pth")
     _bad(capsys, [*out, "--weights", tmp_path / "evil.pth"], "refusing to load")

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import pickle
 import re
-import zipfile
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -94,9 +93,9 @@ def safe_torch_load(path: str | os.PathLike, fix: str = "check that the file is 
             raise UserError(f"refusing to load {path}: it would import {found.group(1)}, so it could run code; "
                             "only plain tensors (state_dicts, .safetensors) are accepted") from None
         raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt or another format); {fix}") from None
-    except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as e:
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({str(e).splitlines()[0][:200]}); "
-                        f"{fix}") from None
+    except Exception as e:  # noqa: BLE001 - corrupt bytes surface as KeyError, IndexError, ... from the unpickler
+        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({detail}); {fix}") from None
 
 
 def _read_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
