@@ -3,17 +3,28 @@
     python benchmarks/int8_latency.py                      # skipnet_m and mobilenet_v3_large
     python benchmarks/int8_latency.py --models skipnet_s --img-size 160
 
-Variants per model: float32; int8 with every op quantised ("int8-all", h-swish included);
-int8 with HARD_SWISH kept in float ("int8", what skipnet-export --int8 writes). Calibration
-uses real Fashion-MNIST training images, resized like a 224 model's input (latency does not
-depend on the weights, so the models are freshly initialised). Invocations of all variants are
-interleaved round-robin, and each figure is the median.
+Variants per model; the int8 ones are cumulative steps of the graph work (tflite_graph.py):
+  float-converter   litert-torch's float graph as it is
+  float             + the input normalisation as one depthwise conv (what skipnet-export writes)
+  int8-stock-all    the converter's graph, every op int8 (int8 HARD_SWISH splits the XNNPACK graph)
+  int8-stock        the converter's graph, HARD_SWISH kept float (the first skipnet-export int8)
+  int8-hswish       every op int8, HARD_SWISH rewritten as ADD(+3, relu6), MUL, MUL(1/6)
+  int8-pools        + average pools as depthwise convs, 8x8 split into 4x4 then 2x2
+  int8-all-integer  + the input normalisation as one depthwise conv
+  int8              + the layers at >= 1/4 of the input resolution (and pools of them) kept float
+                    (what skipnet-export --int8 writes)
+Calibration uses real Fashion-MNIST training images resized to the input size. The models are
+freshly initialised (latency does not depend on the weights) with BatchNorm statistics estimated
+on those images, so activation ranges, and with them the int8 scales, look like a trained
+network's (with untouched initial statistics some int8 ADDs fall outside XNNPACK's supported
+scale ratios and split the graph, which a trained model would not do). Invocations of all
+variants are interleaved round-robin, and each figure is the median.
 """
 from __future__ import annotations
 
 import argparse
-import collections
 import json
+import os
 import platform
 import statistics
 import sys
@@ -26,6 +37,7 @@ import torch
 
 from skipnet.data import build_datasets, build_transform, pixel_batch
 from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
+from skipnet.export.tflite_graph import float_ops, op_census, rewrite_graph
 from skipnet.models import PixelModel, count_macs, create_model
 
 
@@ -38,12 +50,33 @@ def calibration_pixels(n: int, size: int) -> np.ndarray:
     return pixel_batch(tf, [train.source[i][0] for i in idx])
 
 
+VARIANTS = ("float-converter", "float", "int8-stock-all", "int8-stock", "int8-hswish", "int8-pools",
+            "int8-all-integer", "int8")
+# The rewritten all-integer steps: rewrite_graph arguments applied to the converter's float graph.
+INTEGER_STEPS = {"int8-hswish": {"ops": ("HARD_SWISH",), "fold_affine": False},
+                 "int8-pools": {"ops": ("HARD_SWISH", "AVERAGE_POOL_2D"), "fold_affine": False},
+                 "int8-all-integer": {}}
+
+
+def estimate_bn_statistics(pixel_model: PixelModel, pixels: np.ndarray, batch: int = 8) -> None:
+    """BatchNorm running statistics from real images (cumulative average), then eval mode."""
+    for m in pixel_model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None
+    pixel_model.train()
+    with torch.no_grad():
+        for i in range(0, len(pixels), batch):
+            pixel_model(torch.from_numpy(pixels[i:i + batch]).float())
+    pixel_model.eval()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="skipnet_m,mobilenet_v3_large")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=60, help="timed invocations per variant (interleaved)")
+    p.add_argument("--runs", type=int, default=150, help="timed invocations per variant (interleaved)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--calibration", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results/int8_latency")
@@ -52,20 +85,25 @@ def main() -> None:
 
     calib = calibration_pixels(args.calibration, args.img_size)
     work = Path(tempfile.mkdtemp())
-    interpreters, census, sizes, macs = {}, {}, {}, {}
+    interpreters, census, sizes, macs, islands = {}, {}, {}, {}, {}
+    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     for name in args.models.split(","):
         torch.manual_seed(0)
         model = create_model(name, 1000).eval()
         macs[name] = count_macs(model, args.img_size)
-        pm = PixelModel(model, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225], "nhwc")
-        fp = work / f"{name}_float.tflite"
-        export_tflite(pm, args.img_size, fp)
-        paths = {"float": fp}
-        paths["int8-all"] = work / f"{name}_int8_all.tflite"
-        quantize_tflite_int8(fp, calib, paths["int8-all"], float_ops=())
-        paths["int8"] = work / f"{name}_int8.tflite"
-        quantize_tflite_int8(fp, calib, paths["int8"])
-        for variant, path in paths.items():
+        pm = PixelModel(model, mean, std, "nhwc")
+        estimate_bn_statistics(pm, calib)
+        p = {v: work / f"{name}_{v}.tflite" for v in VARIANTS}
+        export_tflite(pm, args.img_size, p["float-converter"], optimize=False)
+        export_tflite(pm, args.img_size, p["float"])
+        quantize_tflite_int8(p["float-converter"], calib, p["int8-stock-all"], graph="stock")
+        quantize_tflite_int8(p["float-converter"], calib, p["int8-stock"], graph="stock", float_ops=("HARD_SWISH",))
+        for variant, kwargs in INTEGER_STEPS.items():
+            rewritten = work / f"{name}_{variant}_float.tflite"
+            rewrite_graph(p["float-converter"], rewritten, **kwargs)
+            quantize_tflite_int8(rewritten, calib, p[variant], graph="stock")
+        quantize_tflite_int8(p["float"], calib, p["int8"])
+        for variant, path in p.items():
             it = Interpreter(model_path=str(path), num_threads=args.threads)
             it.allocate_tensors()
             inp = it.get_input_details()[0]
@@ -74,8 +112,10 @@ def main() -> None:
                 x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), -128, 127)
             it.set_tensor(inp["index"], x.astype(inp["dtype"]))
             interpreters[(name, variant)] = it
-            ops = collections.Counter(o["op_name"] for o in it._get_ops_details())
-            census[(name, variant)] = dict(sorted(ops.items()))
+            ops = op_census(path)
+            ops["XNNPACK_PARTITIONS"] = sum(o["op_name"] == "DELEGATE" for o in it._get_ops_details())
+            census[(name, variant)] = ops
+            islands[(name, variant)] = [] if variant.startswith("float") else float_ops(path)
             sizes[(name, variant)] = path.stat().st_size
 
     for it in interpreters.values():
@@ -95,20 +135,30 @@ def main() -> None:
         flt = statistics.median(times[(name, "float")]) * 1e3
         rows.append({"model": name, "variant": variant, "median_ms": round(med, 2),
                      "speedup_vs_float": round(flt / med, 2), "size_mb": round(sizes[(name, variant)] / 1e6, 2),
-                     "MACs_M": round(macs[name] / 1e6, 1),
-                     "QUANTIZE": ops.get("QUANTIZE", 0), "DEQUANTIZE": ops.get("DEQUANTIZE", 0),
-                     "TRANSPOSE": ops.get("TRANSPOSE", 0), "DELEGATE": ops.get("DELEGATE", 0), "ops": ops})
+                     "MACs_M": round(macs[name] / 1e6, 1), "ops_total": sum(v for k, v in ops.items() if k.isupper()
+                                                                             and k != "XNNPACK_PARTITIONS"),
+                     "float_ops": islands[(name, variant)], "census": ops})
     cmd = "python " + " ".join(sys.argv)
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
     lines = [f"# int8 vs float TFLite latency, {args.img_size}x{args.img_size}, LiteRT XNNPACK, {args.threads} thread(s)",
              "", f"Command: `{cmd}`", "",
-             f"Machine: {cpu}, {len(__import__('os').sched_getaffinity(0))} cores; {time.strftime('%Y-%m-%d')}; "
-             f"median of {args.runs} interleaved invocations per variant.", "",
-             "| model | variant | median ms | speed-up vs float | size MB | QUANTIZE | DEQUANTIZE | TRANSPOSE | XNNPACK partitions |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             f"Machine: {cpu}, {len(os.sched_getaffinity(0))} cores; {time.strftime('%Y-%m-%d')}; "
+             f"median of {args.runs} interleaved invocations per variant; speed-up against `float`, "
+             "the float graph skipnet-export writes. Variants are explained in the script's docstring; "
+             "int8-hswish to int8 are cumulative, so each row against the one above is what that step bought. "
+             "'float ops' counts the ops an int8 graph computes in float (DEQUANTIZE aside).", "",
+             "| model | variant | median ms | speed-up vs float | size MB | ops | float ops (int8 graphs) | "
+             "QUANTIZE | DEQUANTIZE | TRANSPOSE | HARD_SWISH | AVERAGE_POOL_2D | XNNPACK partitions |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        c = r["census"]
         lines.append(f"| {r['model']} | {r['variant']} | {r['median_ms']} | {r['speedup_vs_float']}x | {r['size_mb']} | "
-                     f"{r['QUANTIZE']} | {r['DEQUANTIZE']} | {r['TRANSPOSE']} | {r['DELEGATE']} |")
+                     f"{r['ops_total']} | {len(r['float_ops']) if r['variant'].startswith('int8') else '-'} | "
+                     + " | ".join(str(c.get(k, 0)) for k in ("QUANTIZE", "DEQUANTIZE", "TRANSPOSE", "HARD_SWISH",
+                                                              "AVERAGE_POOL_2D", "XNNPACK_PARTITIONS")) + " |")
+    lines += ["", "Op census of each graph:", ""]
+    for r in rows:
+        lines.append(f"- {r['model']} {r['variant']}: " + ", ".join(f"{k} {v}" for k, v in r["census"].items()))
     text = "\n".join(lines) + "\n"
     print(text)
     out = Path(args.out)

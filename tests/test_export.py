@@ -13,6 +13,7 @@ pytest.importorskip("onnxruntime")
 
 from skipnet.export import export  # noqa: E402
 from skipnet.export.cli import main as export_main  # noqa: E402
+from skipnet.export.tflite_graph import float_ops, op_census  # noqa: E402
 from skipnet.runtime import ModelLoadError, load  # noqa: E402
 from skipnet.runtime.cli import predict_main  # noqa: E402
 
@@ -137,6 +138,7 @@ def test_tflite_float_export_parity_layout_and_ops(tflite_export, onnx_export):
     predictor = load(r.path)
     ops = [op["op_name"] for op in predictor.backend.interpreter._get_ops_details()]
     assert "TRANSPOSE" not in ops and "CONV_2D" in ops  # the NHWC input needs no layout op
+    assert ops[0] == "DEPTHWISE_CONV_2D" and "MUL" not in ops[:3]  # the normalisation as one 1x1 depthwise conv
     pixels = load(onnx_export.path).prepare([np.full((28, 28), v, np.uint8) for v in (0, 90, 200)])
     np.testing.assert_allclose(predictor.logits(pixels), load(onnx_export.path).logits(pixels), atol=1e-3)
 
@@ -154,6 +156,22 @@ def test_load_refuses_corrupt_tflite(tflite_export, tmp_path):
         load(tmp_path / "junk.tflite")
 
 
+def _assert_fast_int8_graph(path, img_size):
+    """The int8 graph tflite_graph.py builds: one XNNPACK partition, no layout ops, float only in the
+    high-resolution prefix that benchmarks/int8_latency.py measured to be faster in float."""
+    ops = [op["op_name"] for op in load(path).backend.interpreter._get_ops_details()]
+    assert ops.count("DELEGATE") == 1  # XNNPACK runs the whole graph: nothing falls back to builtin kernels
+    census = op_census(path)
+    assert "TRANSPOSE" not in census
+    islands = float_ops(path)
+    assert islands and all(shape[1] >= img_size // 4 or op == "AVERAGE_POOL_2D" for op, shape in islands), islands
+    # every h-swish after the prefix is int8 ADD/MUL; pools after it are int8 depthwise convolutions
+    assert census.get("HARD_SWISH", 0) == sum(op == "HARD_SWISH" for op, _ in islands)
+    assert census.get("AVERAGE_POOL_2D", 0) == sum(op == "AVERAGE_POOL_2D" for op, _ in islands)
+    # in at the input, out after the prefix (a few more where an SE block straddles the boundary)
+    assert 1 <= census["DEQUANTIZE"] <= 4 and 1 <= census["QUANTIZE"] <= 4, census
+
+
 @needs_fmnist
 def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tmp_path):
     pytest.importorskip("ai_edge_quantizer")
@@ -164,40 +182,9 @@ def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tmp_pa
     # Raw pixels map exactly onto int8: scale 1, zero point -128.
     assert side["input"]["quantization"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
     assert side["output"]["dtype"] == "int8" and side["calibration"]["images"] == 64
-    predictor = load(r.path)
-    assert predictor.precision == "int8"
-    ops = [op["op_name"] for op in predictor.backend.interpreter._get_ops_details()]
-    assert "TRANSPOSE" not in ops
-    # The only float islands are the h-swish ones (int8 -> DEQUANTIZE -> HARD_SWISH -> QUANTIZE -> int8).
-    assert ops.count("QUANTIZE") == ops.count("DEQUANTIZE") == ops.count("HARD_SWISH") > 0
+    assert load(r.path).precision == "int8"
+    _assert_fast_int8_graph(r.path, 32)
     assert r.path.stat().st_size < 0.4 * (small_run / "model.safetensors").stat().st_size  # int8 weights
-
-
-@needs_fmnist
-def test_coreml_export_spec_labels_and_int8_weights(small_run, tmp_path):
-    pytest.importorskip("coremltools")
-    r = export(small_run, "coreml", tmp_path / "xs.mlpackage", verify=False)
-    q = export(small_run, "coreml", tmp_path / "xs_int8.mlpackage", int8=True, verify=False)
-    assert r.path.is_dir() and r.parity["passed"] and all(r.parity["spec_checks"].values())
-    if sys.platform != "darwin":
-        assert "macOS" in r.parity["numeric"]
-        with pytest.raises(ModelLoadError, match="only on macOS"):
-            load(r.path)
-    size = lambda p: sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
-    assert size(q.path) < 0.7 * size(r.path)
-    side = json.loads(r.sidecar.read_text())
-    assert side["input"]["name"] == "image" and side["weights"] == "float16" and q.parity["passed"]
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary directories left
-
-
-def test_coreml_scale_bias_reproduce_the_normalisation():
-    # ImageType computes x * scale + bias_c; the model multiplies channel c by gain_c (ImageNet stds differ).
-    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
-    s0 = std[0]
-    scale, bias, gain = 1 / (255 * s0), [-m / s0 for m in mean], [s0 / s for s in std]
-    x = np.arange(256, dtype=np.float64)
-    for c in range(3):
-        np.testing.assert_allclose((x * scale + bias[c]) * gain[c], (x / 255 - mean[c]) / std[c], atol=1e-12)
 
 
 @needs_fmnist
@@ -233,8 +220,7 @@ def test_qat_int8_tflite_for_skipnet_and_mobilenetv3(run, request, tmp_path):
     assert side["input"]["dtype"] == "int8" and r.parity["precision"] == "int8"
     assert r.parity["top1_agreement"] >= 0.9, r.parity  # 4 QAT steps: close to the float model already
     assert (run_dir / "model.safetensors").read_bytes() == before  # the run itself is untouched
-    ops = [op["op_name"] for op in load(r.path).backend.interpreter._get_ops_details()]
-    assert "TRANSPOSE" not in ops
+    _assert_fast_int8_graph(r.path, 32)  # QAT ends in the same fast graph as PTQ
 
 
 def test_qat_needs_int8_tflite(capsys, tmp_path):

@@ -77,7 +77,7 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
 
     pre = _preprocess_at(config["preprocess"], img_size)
     # Read the data first: missing calibration or parity images must fail before anything is written.
-    needs_calibration = int8 and format != "coreml" and not qat_epochs  # CoreML int8 is weight-only
+    needs_calibration = int8 and format != "coreml"  # CoreML int8 is weight-only
     needs_parity_images = verify and (format != "coreml" or sys.platform == "darwin")  # CoreML runs on macOS only
     calibration = pixels = labels = None
     if needs_calibration or needs_parity_images:
@@ -130,16 +130,17 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
 
         from .tflite_export import export_tflite, quantization_of, quantize_tflite_int8
 
+        to_quantize = nhwc_model
         if qat_epochs:
-            from .qat import qat_tflite_int8
+            from .qat import qat_finetune
 
-            qat_tflite_int8(model, exported, img_size, path, qat_epochs, data_dir, qat_limit)
+            tuned = qat_finetune(model, exported, img_size, qat_epochs, data_dir, qat_limit)
+            to_quantize = PixelModel(tuned, config["mean"], config["std"], "nhwc")
             exported["qat"] = {"epochs": qat_epochs, "images_per_epoch": qat_limit, "loss": config.get("loss")}
-        else:
-            with tempfile.TemporaryDirectory() as tmp:
-                float_path = Path(tmp) / "float.tflite"
-                export_tflite(nhwc_model, img_size, float_path)
-                quantize_tflite_int8(float_path, calibration, path)
+        with tempfile.TemporaryDirectory() as tmp:
+            float_path = Path(tmp) / "float.tflite"
+            export_tflite(to_quantize, img_size, float_path)
+            quantize_tflite_int8(float_path, calibration, path, img_size)
         q = quantization_of(path)
         exported["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
         exported["output"].update(dtype=q["output"]["dtype"], quantization=q["output"])

@@ -1,5 +1,10 @@
 """Quantisation-aware fine-tuning (PT2E) before int8 TFLite conversion.
 
+The weights are fine-tuned through PT2E fake quantisation (int8 per-channel weights, int8
+per-tensor activations, the scheme the int8 TFLite graph uses) with the run's own loss; the
+fine-tuned float model then goes through the same fast int8 graph and calibration as post-
+training quantisation (tflite_graph.py), so QAT and PTQ files have the same ops and speed.
+
 torchao 0.18's QAT preparation hands plain functions to torch.export, which torch 2.14 refuses
 ("Expected mod to be an instance of torch.nn.Module"); `_pattern_modules` wraps them in a
 Module for the duration of the preparation only.
@@ -8,14 +13,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..common import UserError, atomic_path
+from ..common import UserError
 from ..data import build_datasets, build_transform, pixel_batch
 from ..models import PixelModel
 
@@ -63,30 +67,13 @@ class _LogitsAndFeatures(nn.Module):
         return model.forward_head(features), features
 
 
-def _keep_first_output(graph_module) -> None:
-    """Drop the features output of the trained graph: the phone model returns logits only."""
-    import torch.utils._pytree as pytree
-
-    graph = graph_module.graph
-    out = next(n for n in graph.nodes if n.op == "output")
-    out.args = ((out.args[0][0],),)
-    info = graph._codegen.pytree_info
-    graph._codegen.pytree_info = info._replace(out_spec=pytree.tree_structure((0,)))
-    graph.eliminate_dead_code()
-    graph_module.recompile()
-
-
-def qat_tflite_int8(model: nn.Module, config: dict[str, Any], img_size: int, path: Path, epochs: int,
-                    data_dir: str | None, limit: int | None = None, batch_size: int = 64, lr: float = 1e-3,
-                    progress: bool = True) -> None:
-    """Fine-tune ``model`` with fake quantisation for ``epochs`` on the run's training data and loss,
-    then convert to a full-integer int8 TFLite file at ``path``."""
+def qat_finetune(model: nn.Module, config: dict[str, Any], img_size: int, epochs: int, data_dir: str | None,
+                 limit: int | None = None, batch_size: int = 64, lr: float = 1e-3, progress: bool = True) -> nn.Module:
+    """A copy of ``model`` fine-tuned with fake quantisation for ``epochs`` on the run's training
+    data and loss (``limit`` images per epoch), in eval mode; ``model`` itself is untouched."""
     try:
-        import litert_torch
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-        from litert_torch.quantize.quant_config import QuantConfig
-        from torchao.quantization.pt2e import move_exported_model_to_eval
-        from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_qat_pt2e
+        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     except ImportError:
         raise UserError("--qat-epochs needs litert-torch and torchao: pip install 'skipnet-deploy[export]'") from None
     # The run's own loss: the training stage comes before export, so this import keeps the one-way flow.
@@ -97,11 +84,12 @@ def qat_tflite_int8(model: nn.Module, config: dict[str, Any], img_size: int, pat
     n = min(limit or len(train.source), len(train.source))
     criterion = build_loss(config["loss"])
 
-    # A copy: the exported graph shares its parameters, and the run's own model must stay as trained
-    # (the parity check compares the int8 result against it).
-    net = _LogitsAndFeatures(PixelModel(copy.deepcopy(model), config["mean"], config["std"], "nhwc")).train()
+    # A copy: the exported graph shares its parameters (so training it trains `tuned`), and the run's
+    # own model must stay as trained (the parity check compares the int8 result against it).
+    tuned = copy.deepcopy(model)
+    net = _LogitsAndFeatures(PixelModel(tuned, config["mean"], config["std"], "nhwc")).train()
     example = torch.rand(batch_size, img_size, img_size, 3) * 255
-    # A dynamic batch: the graph is traced at the training batch and converted at batch 1.
+    # Traced at the training batch; the batch dimension stays dynamic (a fixed one fails guards).
     graph = torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)).module()
     quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
     with _pattern_modules():
@@ -121,9 +109,9 @@ def qat_tflite_int8(model: nn.Module, config: dict[str, Any], img_size: int, pat
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    move_exported_model_to_eval(prepared)  # or dropout stays in training mode
-    quantized = convert_pt2e(prepared, fold_quantize=False)
-    _keep_first_output(quantized)
-    edge = litert_torch.convert(quantized, (example[:1],), quant_config=QuantConfig(pt2e_quantizer=quantizer))
-    with atomic_path(path) as tmp:
-        edge.export(str(tmp))
+    # torch.export's module shares the model's tensors, so `tuned` now holds the fine-tuned weights
+    # and BatchNorm statistics; check it rather than trust it.
+    shared = {k: v.data_ptr() for k, v in prepared.state_dict().items()}
+    if any(shared.get(f"pixel_model.model.{k}") != v.data_ptr() for k, v in tuned.state_dict().items()):
+        raise RuntimeError("the QAT graph does not share the model's tensors; fine-tuned weights would be lost")
+    return tuned.eval()

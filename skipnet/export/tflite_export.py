@@ -7,9 +7,11 @@ import torch
 from torch import nn
 
 from ..common import UserError, atomic_path
+from .tflite_graph import FLOAT_SCOPE, rewrite_graph
 
 
-def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path) -> None:
+def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimize: bool = True) -> None:
+    """Float32 .tflite; optimize=False keeps the converter's graph as it is (a benchmark baseline)."""
     try:
         import litert_torch
     except ImportError:
@@ -19,17 +21,23 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path) -> Non
     edge = litert_torch.convert(pixel_model_nhwc.eval(), (x,))
     with atomic_path(path) as tmp:
         edge.export(str(tmp))
+        if optimize:  # the input normalisation as one depthwise conv: same arithmetic, faster (tflite_graph)
+            rewrite_graph(tmp, tmp, ops=())
 
 
-def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path,
-                         float_ops: tuple[str, ...] = ("HARD_SWISH",)) -> None:
-    """Full-integer int8 (weights per channel, activations per tensor), calibrated on real images.
+def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_size: int | None = None,
+                         graph: str = "fast", float_ops: tuple[str, ...] = ()) -> None:
+    """int8 (weights per channel, activations per tensor), calibrated on real images; input and
+    output are int8 with scale and zero point.
 
-    HARD_SWISH stays float: XNNPACK runs int8 HARD_SWISH only on the slow builtin kernel, which
-    splits the delegated graph (toolchain.md); int8 -> DEQUANTIZE -> float HARD_SWISH -> QUANTIZE
-    stays inside one XNNPACK partition. Input and output are int8 with scale and zero point.
-    Returns the input/output quantisation parameters.
+    graph="fast" (the default) first rewrites the float graph so XNNPACK runs it all (tflite_graph):
+    HARD_SWISH and 8x8 average pools become int8 ops it has kernels for, and the layers at or above
+    a quarter of the input resolution stay float, where its float kernels are faster.
+    graph="stock" quantises the converter's graph as it is, keeping `float_ops` float: the
+    baselines benchmarks/int8_latency.py compares against.
     """
+    import tempfile
+
     import numpy as np
 
     try:
@@ -37,6 +45,14 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path,
         from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
     except ImportError:
         raise UserError("int8 TFLite needs ai-edge-quantizer: pip install 'skipnet-deploy[export]'") from None
+    if graph not in ("fast", "stock"):
+        raise ValueError(f"graph must be 'fast' or 'stock', not {graph!r}")
+    if graph == "fast":
+        with tempfile.TemporaryDirectory() as tmp:
+            fast = Path(tmp) / "fast.tflite"
+            size = img_size or int(calibration_pixels.shape[1])
+            rewrite_graph(float_path, fast, float_min_height=size // 4)
+            return quantize_tflite_int8(fast, calibration_pixels, path, graph="stock")
     signature, io = next(iter(Interpreter(model_path=str(float_path)).get_signature_list().items()))
     input_name = io["inputs"][0]
     qt = quantizer.Quantizer(str(float_path))
@@ -45,6 +61,9 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path,
     for op in float_ops:  # benchmarks/int8_latency.py measures what keeping each in float buys
         qt.update_quantization_recipe(regex=".*", operation_name=qtyping.TFLOperationName[op],
                                       algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+    # Ops tflite_graph marked to stay float (high-resolution layers where float kernels are faster).
+    qt.update_quantization_recipe(regex=f"^{FLOAT_SCOPE}", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                  algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
     samples = [{input_name: calibration_pixels[i:i + 1].astype(np.float32)} for i in range(len(calibration_pixels))]
     calibration = qt.calibrate({signature: samples}, num_threads=1)
     # Raw pixels: fix the input range to 0..255 so every pixel value is representable (scale 1, zero point -128).

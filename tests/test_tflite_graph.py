@@ -1,0 +1,85 @@
+"""Graph surgery on real converter output: every rewrite computes the same function in float."""
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+pytest.importorskip("litert_torch")
+
+from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8  # noqa: E402
+from skipnet.export.tflite_graph import _factors, float_ops, op_census, rewrite_graph  # noqa: E402
+from skipnet.models import PixelModel  # noqa: E402
+
+
+class Tiny(nn.Module):
+    """conv -> h-swish -> 8x8 average pool (kernel = stride, as SkipNet's skip blocks) -> h-swish -> mean -> linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.pool = nn.AvgPool2d(8, 8)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x):
+        x = self.pool(nn.functional.hardswish(self.conv(x)))
+        return self.fc(nn.functional.hardswish(x).mean((2, 3), keepdim=True).flatten(1))
+
+
+def _run(path, x):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), num_threads=1)
+    it.allocate_tensors()
+    inp, out = it.get_input_details()[0], it.get_output_details()[0]
+    if inp["quantization"][0]:
+        x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), -128, 127)
+    it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    it.invoke()
+    y = it.get_tensor(out["index"]).astype(np.float32)
+    return (y - out["quantization"][1]) * out["quantization"][0] if out["quantization"][0] else y
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory):
+    torch.manual_seed(0)
+    model = PixelModel(Tiny().eval(), [0.5, 0.4, 0.3], [0.2, 0.25, 0.3], "nhwc").eval()
+    path = tmp_path_factory.mktemp("graph") / "tiny.tflite"
+    export_tflite(model, 16, path, optimize=False)
+    pixels = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3)).astype(np.float32)
+    return path, pixels
+
+
+def test_factors_split_kernels_into_small_stages():
+    assert _factors(8) == [4, 2] and _factors(16) == [4, 4] and _factors(4) == [4]
+    assert _factors(6) == [3, 2] and _factors(7) == [7] and _factors(1) == []
+
+
+def test_rewrites_keep_the_float_function(converted, tmp_path):
+    path, pixels = converted
+    before = op_census(path)
+    assert before["HARD_SWISH"] == 2 and before["AVERAGE_POOL_2D"] == 1 and before["MUL"] >= 1
+    out = tmp_path / "rw.tflite"
+    done = rewrite_graph(path, out)
+    assert done == {"HARD_SWISH": 2, "AVERAGE_POOL_2D": 1, "input_affine": 1}
+    after = op_census(out)
+    assert "HARD_SWISH" not in after and "AVERAGE_POOL_2D" not in after
+    # 1x1 normalisation + two pool stages (4x4 then 2x2); each h-swish is ADD(relu6), MUL, MUL
+    assert after["DEPTHWISE_CONV_2D"] == 3 and after["ADD"] == 2 and after["MUL"] == 4
+    for i in range(len(pixels)):
+        np.testing.assert_allclose(_run(out, pixels[i:i + 1]), _run(path, pixels[i:i + 1]), rtol=1e-5, atol=1e-5)
+
+
+def test_float_prefix_keeps_hard_swish_and_only_high_resolution_ops_float(converted, tmp_path):
+    path, pixels = converted
+    out = tmp_path / "prefix.tflite"
+    done = rewrite_graph(path, out, float_min_height=16)
+    assert done == {"HARD_SWISH": 1, "input_affine": 1, "float_ops": 4}  # conv, h-swish, pool stay float
+    q = tmp_path / "int8.tflite"
+    quantize_tflite_int8(path, pixels.astype(np.uint8), q, img_size=16)
+    islands = float_ops(q)
+    # 16 // 4: the float prefix only, and the pool of its output (then the 2x2 map is quantised)
+    assert islands == [("DEPTHWISE_CONV_2D", [1, 16, 16, 3]), ("CONV_2D", [1, 16, 16, 8]),
+                       ("HARD_SWISH", [1, 16, 16, 8]), ("AVERAGE_POOL_2D", [1, 2, 2, 8])], islands
+    ref = np.concatenate([_run(path, pixels[i:i + 1]) for i in range(len(pixels))])
+    got = np.concatenate([_run(q, pixels[i:i + 1]) for i in range(len(pixels))])
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 0.05  # int8 rounding, not a different function
