@@ -53,12 +53,21 @@ def test_onnx_export_parity_and_metadata(onnx_export, small_run):
     assert not [p for p in r.path.parent.iterdir() if p.name.endswith(".tmp")]
 
 
-@needs_fmnist
-def test_predictor_same_top1_as_pytorch_on_real_images(onnx_export, small_run):
+def _real_images(n=40):
+    """Raw 28x28 uint8 Fashion-MNIST test images, as an app would pass them."""
     from skipnet.data import build_datasets
 
     _, val, _ = build_datasets("fashion-mnist")
-    images = [np.asarray(val.source[i][0]) for i in range(40)]  # raw 28x28 uint8, as an app would pass
+    return [np.asarray(val.source[i][0]) for i in range(n)]
+
+
+def _top1(model_path, images):
+    return [p.indices[0] for p in load(model_path).predict(images, top_k=1)]
+
+
+@needs_fmnist
+def test_predictor_same_top1_as_pytorch_on_real_images(onnx_export, small_run):
+    images = _real_images()
     torch_pred = load(small_run).predict(images, top_k=3)
     onnx_pred = load(onnx_export.path).predict(images, top_k=3)
     assert [p.indices[0] for p in torch_pred] == [p.indices[0] for p in onnx_pred]
@@ -103,6 +112,30 @@ def test_export_bad_input_on_a_run(capsys, small_run, tmp_path):
 
 
 @needs_fmnist
+@pytest.mark.parametrize("blocked,args", [("litert_torch", ["--format", "tflite"]),
+                                          ("ai_edge_quantizer", ["--format", "tflite", "--int8"]),
+                                          ("onnxsim", ["--format", "onnx"]),
+                                          ("coremltools", ["--format", "coreml"])])
+def test_missing_optional_dependency_names_the_extra(blocked, args, capsys, small_run, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, blocked, None)  # what an uninstalled package looks like to `import`
+    out = tmp_path / ("m" + {"tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage"}[args[1]])
+    _bad(capsys, export_main, [small_run, *args, "--out", out, "--calibration-samples", "8", "--verify-samples", "8"],
+         "pip install 'skipnet-deploy[export]'")
+    assert not list(tmp_path.iterdir())
+
+
+@needs_fmnist
+def test_missing_calibration_data(capsys, small_run, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train-images-idx3-ubyte").write_bytes(b"")  # the labels and test files are missing
+    out = tmp_path / "out"
+    _bad(capsys, export_main, [small_run, "--format", "tflite", "--int8", "--data-dir", data, "--out",
+                               out / "m.tflite"], "lacks the Fashion-MNIST file(s)")
+    assert not out.exists()
+
+
+@needs_fmnist
 def test_load_refuses_corrupt_models(tmp_path, onnx_export, capsys):
     data = onnx_export.path.read_bytes()
     (tmp_path / "trunc.onnx").write_bytes(data[: len(data) // 3])
@@ -130,7 +163,7 @@ def tflite_export(small_run, tmp_path_factory):
 
 
 @needs_fmnist
-def test_tflite_float_export_parity_layout_and_ops(tflite_export, onnx_export):
+def test_tflite_float_export_parity_layout_and_ops(tflite_export, onnx_export, small_run):
     r = tflite_export
     assert r.parity["passed"] and r.parity["max_abs_logit_diff"] <= 1e-3 and r.parity["top1_agreement"] == 1.0
     side = json.loads(r.sidecar.read_text())
@@ -141,6 +174,8 @@ def test_tflite_float_export_parity_layout_and_ops(tflite_export, onnx_export):
     assert ops[0] == "DEPTHWISE_CONV_2D" and "MUL" not in ops[:3]  # the normalisation as one 1x1 depthwise conv
     pixels = load(onnx_export.path).prepare([np.full((28, 28), v, np.uint8) for v in (0, 90, 200)])
     np.testing.assert_allclose(predictor.logits(pixels), load(onnx_export.path).logits(pixels), atol=1e-3)
+    images = _real_images()
+    assert _top1(r.path, images) == _top1(small_run, images)  # the predictor agrees with PyTorch
 
 
 @needs_fmnist
@@ -184,6 +219,9 @@ def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tmp_pa
     assert side["output"]["dtype"] == "int8" and side["calibration"]["images"] == 64
     assert load(r.path).precision == "int8"
     _assert_fast_int8_graph(r.path, 32)
+    images = _real_images(100)
+    agree = np.mean(np.asarray(_top1(r.path, images)) == np.asarray(_top1(small_run, images)))
+    assert agree >= 0.95, agree  # the predictor dequantises the int8 output as the parity check does
     assert r.path.stat().st_size < 0.4 * (small_run / "model.safetensors").stat().st_size  # int8 weights
 
 

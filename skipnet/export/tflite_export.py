@@ -31,8 +31,8 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
     output are int8 with scale and zero point.
 
     graph="fast" (the default) first rewrites the float graph so XNNPACK runs it all (tflite_graph):
-    HARD_SWISH and 8x8 average pools become int8 ops it has kernels for, and the layers at or above
-    a quarter of the input resolution stay float, where its float kernels are faster.
+    the layers at or above a quarter of the input resolution stay float, where its float kernels
+    are faster; after them HARD_SWISH and average pools become int8 ops it has kernels for.
     graph="stock" quantises the converter's graph as it is, keeping `float_ops` float: the
     baselines benchmarks/int8_latency.py compares against.
     """

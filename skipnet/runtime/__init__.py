@@ -18,7 +18,7 @@ def load(path: str | os.PathLike, threads: int | None = None, config: dict | Non
 
     ``config`` overrides the metadata read from the file or its NAME.EXT.json sidecar.
     """
-    from .backends import OnnxBackend, TFLiteBackend, TorchBackend
+    from .backends import CoreMLBackend, OnnxBackend, TFLiteBackend, TorchBackend
 
     path = Path(path)
     if not path.exists():
@@ -32,9 +32,7 @@ def load(path: str | os.PathLike, threads: int | None = None, config: dict | Non
         if sys.platform != "darwin":
             raise ModelLoadError(f"{path}: CoreML models run only on macOS; on this machine use the .tflite or "
                                  ".onnx export of the same run")
-        raise ModelLoadError(f"{path}: running CoreML models through skipnet.load is not supported yet; "
-                             "use coremltools.models.MLModel directly")
-    backends = {".onnx": OnnxBackend, ".tflite": TFLiteBackend}
+    backends = {".onnx": OnnxBackend, ".tflite": TFLiteBackend, ".mlpackage": CoreMLBackend}
     if path.suffix in backends:
         backend = backends[path.suffix](path, threads, config)
         return Predictor(backend, backend.config)

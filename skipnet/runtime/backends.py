@@ -1,4 +1,4 @@
-"""Runtime backends: PyTorch run directories, ONNX (onnxruntime) and TFLite (LiteRT) files."""
+"""Runtime backends: PyTorch run directories, ONNX (onnxruntime), TFLite (LiteRT) and, on macOS, CoreML files."""
 from __future__ import annotations
 
 import json
@@ -112,3 +112,35 @@ class TFLiteBackend:
         y = self.interpreter.get_tensor(out["index"])
         scale, zero = out["quantization"]
         return (y.astype(np.float32) - zero) * scale if scale else y.astype(np.float32)
+
+
+class CoreMLBackend:
+    """coremltools on macOS (CoreML runs nowhere else). The model is a classifier with an image
+    input; "logits" are the log of its class probabilities, so the Predictor's softmax returns
+    them unchanged."""
+
+    format = "coreml"
+
+    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None):
+        try:
+            import coremltools as ct
+        except ImportError:
+            raise ModelLoadError("running .mlpackage models needs coremltools: pip install "
+                                 "'skipnet-deploy[export]'") from None
+        try:
+            self.model = ct.models.MLModel(str(path))
+        except Exception as e:  # coremltools raises several types for unreadable packages
+            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"{path} is not a loadable CoreML model ({first}); re-export it") from None
+        self.config = config or _config_from(None, path)
+        self.precision = self.config.get("precision", "float32")
+        self.labels = list(self.config["class_names"])
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        from PIL import Image
+
+        rows = []
+        for image in pixels:
+            probs = self.model.predict({"image": Image.fromarray(image)})["classLabel_probs"]
+            rows.append([probs[label] for label in self.labels])
+        return np.log(np.clip(np.asarray(rows, np.float32), 1e-12, None))
