@@ -11,8 +11,8 @@ Variants per model; the int8 ones are cumulative steps of the graph work (tflite
   int8-hswish       every op int8, HARD_SWISH rewritten as ADD(+3, relu6), MUL, MUL(1/6)
   int8-pools        + average pools as depthwise convs, 8x8 split into 4x4 then 2x2
   int8-all-integer  + the input normalisation as one depthwise conv
-  int8              + the layers at >= 1/4 of the input resolution (and pools of them) kept float
-                    (what skipnet-export --int8 writes)
+  int8              + the ops reading or writing maps >= 1/2 of the input size kept float (the
+                    stem and first blocks; what skipnet-export --int8 writes)
 Calibration uses real Fashion-MNIST training images resized to the input size. The models are
 freshly initialised (latency does not depend on the weights) with BatchNorm statistics estimated
 on those images, so activation ranges, and with them the int8 scales, look like a trained
@@ -76,7 +76,7 @@ def main() -> None:
     p.add_argument("--models", default="skipnet_m,mobilenet_v3_large")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=150, help="timed invocations per variant (interleaved)")
+    p.add_argument("--runs", type=int, default=300, help="timed invocations per variant (interleaved)")
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--calibration", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results/int8_latency")
@@ -132,9 +132,11 @@ def main() -> None:
     for (name, variant), ts in times.items():
         ops = census[(name, variant)]
         med = statistics.median(ts) * 1e3
-        flt = statistics.median(times[(name, "float")]) * 1e3
+        # Each round times every variant once, back to back: the median of the per-round ratios is
+        # robust to the machine's speed drifting between rounds (it moves by 10-20% here).
+        paired = statistics.median(f / t for f, t in zip(times[(name, "float")], ts))
         rows.append({"model": name, "variant": variant, "median_ms": round(med, 2),
-                     "speedup_vs_float": round(flt / med, 2), "size_mb": round(sizes[(name, variant)] / 1e6, 2),
+                     "speedup_vs_float": round(paired, 2), "size_mb": round(sizes[(name, variant)] / 1e6, 2),
                      "MACs_M": round(macs[name] / 1e6, 1), "ops_total": sum(v for k, v in ops.items() if k.isupper()
                                                                              and k != "XNNPACK_PARTITIONS"),
                      "float_ops": islands[(name, variant)], "census": ops})
@@ -143,7 +145,8 @@ def main() -> None:
     lines = [f"# int8 vs float TFLite latency, {args.img_size}x{args.img_size}, LiteRT XNNPACK, {args.threads} thread(s)",
              "", f"Command: `{cmd}`", "",
              f"Machine: {cpu}, {len(os.sched_getaffinity(0))} cores; {time.strftime('%Y-%m-%d')}; "
-             f"median of {args.runs} interleaved invocations per variant; speed-up against `float`, "
+             f"median of {args.runs} interleaved rounds (each times every variant once); speed-up against "
+             "`float` is the median of the per-round ratios, "
              "the float graph skipnet-export writes. Variants are explained in the script's docstring; "
              "int8-hswish to int8 are cumulative, so each row against the one above is what that step bought. "
              "'float ops' counts the ops an int8 graph computes in float (DEQUANTIZE aside).", "",

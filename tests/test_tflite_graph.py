@@ -77,7 +77,7 @@ def test_float_prefix_keeps_hard_swish_and_only_high_resolution_ops_float(conver
     q = tmp_path / "int8.tflite"
     quantize_tflite_int8(path, pixels.astype(np.uint8), q, img_size=16)
     islands = float_ops(q)
-    # 16 // 4: the float prefix only, and the pool of its output (then the 2x2 map is quantised)
+    # ops reading or writing 16 // 2 = 8-pixel maps or larger: the normalisation, conv, h-swish and pool
     assert islands == [("DEPTHWISE_CONV_2D", [1, 16, 16, 3]), ("CONV_2D", [1, 16, 16, 8]),
                        ("HARD_SWISH", [1, 16, 16, 8]), ("AVERAGE_POOL_2D", [1, 2, 2, 8])], islands
     ref = np.concatenate([_run(path, pixels[i:i + 1]) for i in range(len(pixels))])

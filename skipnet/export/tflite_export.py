@@ -31,8 +31,8 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
     output are int8 with scale and zero point.
 
     graph="fast" (the default) first rewrites the float graph so XNNPACK runs it all (tflite_graph):
-    the layers at or above a quarter of the input resolution stay float, where its float kernels
-    are faster; after them HARD_SWISH and average pools become int8 ops it has kernels for.
+    the layers reading or writing maps at least half the input size stay float, where its float
+    kernels are faster; after them HARD_SWISH and average pools become int8 ops it has kernels for.
     graph="stock" quantises the converter's graph as it is, keeping `float_ops` float: the
     baselines benchmarks/int8_latency.py compares against.
     """
@@ -51,7 +51,7 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
         with tempfile.TemporaryDirectory() as tmp:
             fast = Path(tmp) / "fast.tflite"
             size = img_size or int(calibration_pixels.shape[1])
-            rewrite_graph(float_path, fast, float_min_height=size // 4)
+            rewrite_graph(float_path, fast, float_min_height=size // 2)
             return quantize_tflite_int8(fast, calibration_pixels, path, graph="stock")
     signature, io = next(iter(Interpreter(model_path=str(float_path)).get_signature_list().items()))
     input_name = io["inputs"][0]

@@ -217,15 +217,20 @@ FLOAT_SCOPE = "float_island/"
 
 
 def _height(ed: _Editor, op) -> int:
-    shape = ed.graph.tensors[op.outputs[0]].shape
-    return int(shape[1]) if len(shape) == 4 else 0
+    """The tallest 4-D map an op reads (first input) or writes."""
+    heights = [0]
+    for t in (op.inputs[0] if len(op.inputs) else -1, op.outputs[0]):
+        shape = ed.graph.tensors[t].shape if t >= 0 else ()
+        heights.append(int(shape[1]) if len(shape) == 4 else 0)
+    return max(heights)
 
 
 def _float_ops(ed: _Editor, ops: list, min_height: int) -> list:
-    """The ops to keep float: those producing maps at least min_height tall (the first, wide and
-    narrow layers, where XNNPACK's float kernels beat its int8 ones), and average pools reading
-    such a map (pooling before quantising means quantising a 16x smaller map). Both measured in
-    benchmarks/int8_latency.py."""
+    """The ops to keep float: those reading or writing maps at least min_height tall (the first,
+    wide and narrow layers, where XNNPACK's float kernels beat its int8 ones; a stride-2 op reading
+    such a map is included, so the graph turns int8 at the smaller map it writes), and average
+    pools reading a float map (pooling before quantising means quantising a 16x smaller map).
+    All measured in benchmarks/int8_latency.py."""
     keep, float_tensors = [], set(ed.graph.inputs)
     for op in ops:
         pools_float_map = _op_name(ed.model, op) == "AVERAGE_POOL_2D" and op.inputs[0] in float_tensors
@@ -268,7 +273,7 @@ def rewrite_graph(src: Path, dst: Path, ops=("HARD_SWISH", "AVERAGE_POOL_2D"), f
     """Write `src` with the rewrites above applied; returns how many of each were made.
 
     ops: op types to replace by int8-friendly equivalents; fold_affine: the input normalisation as
-    one depthwise conv; float_min_height: keep ops whose outputs are at least this tall float
+    one depthwise conv; float_min_height: keep ops reading or writing maps this tall float
     (float XNNPACK runs HARD_SWISH and AVERAGE_POOL_2D as they are, so those are not rewritten).
     """
     model = load_model(src)
