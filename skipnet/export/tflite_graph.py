@@ -1,15 +1,19 @@
-"""Graph surgery on a float .tflite before int8 quantisation, so that XNNPACK runs the whole int8 graph.
+"""Graph surgery on a float .tflite before int8 quantisation, so that XNNPACK runs all of it, fast.
 
-Two ops have no int8 XNNPACK kernel and split the delegated graph onto the slow builtin kernels
-(measured in benchmarks/int8_latency.py, toolchain.md):
+What the converter emits and why it is slow in int8 (each measured in benchmarks/int8_latency.py):
 
-* HARD_SWISH: rewritten as its definition, x * relu6(x + 3) * (1/6), i.e. ADD (fused RELU6),
-  MUL, MUL by a constant; all three have int8 XNNPACK kernels.
-* AVERAGE_POOL_2D with VALID padding (SkipNet's skip blocks pool with kernel = stride): the
-  same average as a DEPTHWISE_CONV_2D whose weights are all 1/(kh*kw).
+* HARD_SWISH has no int8 XNNPACK kernel, so each one splits the delegated graph. Rewritten as its
+  definition, x * relu6(x + 3) * (1/6): ADD (fused RELU6), MUL, MUL by a constant.
+* AVERAGE_POOL_2D has no int8 XNNPACK kernel either. With VALID padding and kernel = stride
+  (SkipNet's skip blocks) it is a DEPTHWISE_CONV_2D with weights 1/(kh*kw); large kernels are
+  split into stages of at most 4x4, where XNNPACK's int8 depthwise kernel is fast.
+* The input normalisation is a MUL and an ADD broadcasting over 3 channels, slow in both
+  precisions; as one 1x1 DEPTHWISE_CONV_2D it is a single fast pass (applied to float exports too).
+* The first, high-resolution layers have few channels, where XNNPACK's float kernels beat its
+  int8 ones: rewrite_graph can mark them to stay float (the quantiser skips FLOAT_SCOPE).
 
-Both are exact in float; only the int8 rounding differs. The PyTorch network is untouched, so
-any checkpoint (the authors' included) still loads.
+Every rewrite computes the same function in float; only int8 rounding differs. The PyTorch
+network is untouched, so any checkpoint (the authors' included) still loads.
 """
 from __future__ import annotations
 
