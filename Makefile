@@ -11,7 +11,7 @@ setup: $(STAMP) data
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q -e '.[dev,export]'
+	$(PY) -m pip install -q -e '.[dev,export,plot]'
 	touch $(STAMP)
 
 # Fashion-MNIST comes from Debian; skip quietly where apt is not usable (tests that need it then skip).

@@ -10,3 +10,17 @@ needs_fmnist = pytest.mark.skipif(
 
 # Subprocesses started by tests must not fight over the 2 cores with oversubscribed thread pools.
 os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+
+
+@pytest.fixture(scope="session")
+def small_run(tmp_path_factory):
+    """A SkipNet-XS run on 1,024 real Fashion-MNIST images, shared by the export and eval tests."""
+    if not HAVE_FMNIST:
+        pytest.skip("needs Fashion-MNIST")
+    from skipnet.training import resolve_config, train
+
+    out = tmp_path_factory.mktemp("runs") / "xs"
+    cfg = resolve_config({"model": "skipnet_xs", "limit_train": 1024, "limit_val": 200, "batch_size": 64,
+                          "epochs": 1, "out": str(out)})
+    train(cfg.validate(), progress=False)
+    return out

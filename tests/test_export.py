@@ -19,17 +19,6 @@ from skipnet.runtime.cli import predict_main  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    from skipnet.training import resolve_config, train
-
-    out = tmp_path_factory.mktemp("runs") / "xs"
-    cfg = resolve_config({"model": "skipnet_xs", "limit_train": 1024, "limit_val": 200, "batch_size": 64,
-                          "epochs": 1, "out": str(out)})
-    train(cfg.validate(), progress=False)
-    return out
-
-
-@pytest.fixture(scope="module")
 def onnx_export(small_run, tmp_path_factory):
     path = tmp_path_factory.mktemp("exports") / "xs.onnx"
     return export(small_run, "onnx", path, verify_samples=128)

@@ -1,6 +1,7 @@
 """`skipnet-predict MODEL IMAGE...`: top-5 labels per image, for any model `skipnet.load` takes."""
 from __future__ import annotations
 
+import sys
 from typing import Sequence
 
 from ..common.cli import ArgumentParser, run_cli
@@ -9,7 +10,7 @@ from . import load
 
 def _predict(argv: Sequence[str] | None) -> int:
     p = ArgumentParser(prog="skipnet-predict", description="Classify images with a run directory or exported model.")
-    p.add_argument("model", help="run directory, .onnx file")
+    p.add_argument("model", help="run directory, .onnx, .tflite or .mlpackage (macOS)")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--top-k", type=int, default=5)
     a = p.parse_args(argv)
@@ -25,3 +26,51 @@ def _predict(argv: Sequence[str] | None) -> int:
 
 def predict_main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_predict, argv, prog="skipnet-predict")
+
+
+def _eval(argv: Sequence[str] | None) -> int:
+    from ..common import write_json
+    from .evaluate import SPLITS, check_gates, evaluate, gate_failures, plot_confusion
+
+    p = ArgumentParser(prog="skipnet-eval", description="Accuracy of a run directory or exported model, with CI gates.")
+    p.add_argument("model", help="run directory, .onnx, .tflite or .mlpackage (macOS)")
+    p.add_argument("--data", required=True, help="fashion-mnist, cifar10, cifar100 or imagefolder")
+    p.add_argument("--data-dir", help="where the dataset's files are (default: the installed copy)")
+    p.add_argument("--split", default="test", choices=SPLITS, help="the held-out split (both names mean it)")
+    p.add_argument("--limit", type=int, help="evaluate this many images, spread over the split (default: all)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's own)")
+    p.add_argument("--json", help="write the report here (top-1 as a fraction 0..1)")
+    p.add_argument("--plot", help="draw the confusion matrix to this .png")
+    p.add_argument("--min-top1", type=float, help="gate: fail (exit 1) below this top-1, a fraction 0..1")
+    p.add_argument("--reference", help="a second model run on the same images (e.g. the float run directory)")
+    p.add_argument("--max-drop", type=float, help="gate: fail if top-1 is more than this many points below --reference")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    a = p.parse_args(argv)
+    check_gates(a.min_top1, a.max_drop, a.reference)  # before minutes of evaluation
+    r = evaluate(a.model, a.data, a.data_dir, a.split, a.limit, a.batch_size, a.reference, a.min_top1, a.max_drop,
+                 a.threads, progress=not a.quiet)
+    print(f"{r['model']} ({r['format']}, {r['precision']}) on {r['dataset']} {r['split']}: {r['images']} images, "
+          f"{r['images_per_second']:.0f} img/s")
+    print(f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%")
+    print("per-class top-1: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["per_class_top1"].items()
+                                          if v is not None))
+    if "reference" in r:
+        ref = r["reference"]
+        print(f"reference {ref['model']} ({ref['format']}, {ref['precision']}): top-1 {100 * ref['top1']:.2f}%, "
+              f"drop {ref['drop_points']:.2f} points, top-1 agreement {100 * ref['top1_agreement']:.2f}%")
+    for g in r["gates"]:
+        shown = f"{100 * g['value']:.2f}%" if g["gate"] == "min_top1" else f"{g['value']:.2f} points"
+        print(f"gate {g['gate']} {g['threshold']}: {'pass' if g['passed'] else 'FAIL'} ({shown})")
+    if a.json:
+        write_json(a.json, r)
+    if a.plot:
+        plot_confusion(r, list(r["per_class_top1"]), a.plot)
+    failures = gate_failures(r)
+    for line in failures:
+        print(f"skipnet-eval: gate failed: {line}", file=sys.stderr)
+    return 1 if failures else 0
+
+
+def eval_main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_eval, argv, prog="skipnet-eval")

@@ -1,0 +1,168 @@
+"""Accuracy of any model skipnet.load takes, on a dataset's held-out images, with CI gates.
+
+    report = evaluate("exports/s_int8.tflite", "fashion-mnist", reference="runs/s")
+    report["top1"], report["reference"]["drop_points"]
+
+Both models of a reference comparison see exactly the same images, prepared once by the
+model's own preprocessing (the reference must take the same input, which the check enforces).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from .. import __version__
+from ..common import UserError
+from ..data import build_datasets
+from . import load
+from .predictor import Predictor
+
+SPLITS = ("test", "val")
+
+
+def check_gates(min_top1: float | None, max_drop: float | None, reference: str | None) -> None:
+    if min_top1 is not None and not 0.0 <= min_top1 <= 1.0:
+        raise UserError(f"--min-top1 {min_top1} is out of range: give top-1 as a fraction 0..1 (e.g. 0.9)")
+    if max_drop is not None and not 0.0 <= max_drop <= 100.0:
+        raise UserError(f"--max-drop {max_drop} is out of range: give the allowed drop in points, 0..100 (e.g. 0.5)")
+    if max_drop is not None and reference is None:
+        raise UserError("--max-drop compares against a reference model: add --reference MODEL")
+
+
+def _same_task(model: Predictor, other: Predictor, what: str) -> None:
+    if model.labels != other.labels:
+        raise UserError(f"{what} has classes {other.labels[:4]}... but the model has {model.labels[:4]}...: "
+                        "compare models trained for the same task")
+    for key in ("img_size", "crop", "grayscale_to_rgb"):
+        if model.preprocess.get(key) != other.preprocess.get(key):
+            raise UserError(f"{what} takes a different input ({key} {other.preprocess.get(key)} vs "
+                            f"{model.preprocess.get(key)}): export both at the same --img-size")
+
+
+def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, split: str = "test",
+             limit: int | None = None, batch_size: int = 64, reference: str | os.PathLike | None = None,
+             min_top1: float | None = None, max_drop: float | None = None, threads: int | None = None,
+             progress: bool = True) -> dict[str, Any]:
+    """Top-1/top-5, per-class accuracy and the confusion matrix of ``model`` on ``data``'s held-out
+    split ("test" and "val" both name it: the official test set for Fashion-MNIST and CIFAR,
+    val/ for imagefolder), plus the reference comparison and gate results when asked."""
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit} evaluates nothing: give a positive number of images or leave it out")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size} must be positive")
+    check_gates(min_top1, max_drop, None if reference is None else str(reference))
+    predictor = load(model, threads=threads)
+    ref = load(reference, threads=threads) if reference is not None else None
+    _, val, info = build_datasets(data, data_dir, augment=False)
+    if info.class_names != predictor.labels:
+        raise UserError(f"dataset {data} has classes {info.class_names[:4]}... but {model} was trained on "
+                        f"{predictor.labels[:4]}...: evaluate on the dataset the model was trained for")
+    if ref is not None:
+        _same_task(predictor, ref, f"--reference {reference}")
+
+    source = val.source
+    n = len(source) if limit is None else min(limit, len(source))
+    idx = [i * len(source) // n for i in range(n)]  # evenly spread: every class is represented
+    labels = np.asarray([int(source[i][1]) for i in idx])
+    logits, ref_logits = [], []
+    t0 = time.perf_counter()
+    with tqdm(total=n, desc=f"eval {os.fspath(model)}", unit="img", disable=not progress) as bar:
+        for start in range(0, n, batch_size):
+            pixels = predictor.prepare([source[i][0] for i in idx[start:start + batch_size]])
+            logits.append(predictor.logits(pixels))
+            if ref is not None:
+                ref_logits.append(ref.logits(pixels))
+            bar.update(len(pixels))
+    seconds = time.perf_counter() - t0
+    logits = np.concatenate(logits)
+
+    report = {"model": os.fspath(model), "format": predictor.format, "precision": predictor.precision,
+              "dataset": data, "split": split, "images": n, **_accuracy(logits, labels, predictor.labels),
+              "seconds": round(seconds, 2), "images_per_second": round(n / seconds, 1),
+              "skipnet_version": __version__}
+    if ref is not None:
+        ref_logits = np.concatenate(ref_logits)
+        ref_acc = _accuracy(ref_logits, labels, predictor.labels)
+        report["reference"] = {"model": os.fspath(reference), "format": ref.format, "precision": ref.precision,
+                               "top1": ref_acc["top1"], "top5": ref_acc["top5"],
+                               "drop_points": round(100 * (ref_acc["top1"] - report["top1"]), 4),
+                               "top1_agreement": float((ref_logits.argmax(1) == logits.argmax(1)).mean())}
+    report["gates"] = _gates(report, min_top1, max_drop)
+    report["passed"] = all(g["passed"] for g in report["gates"])
+    return report
+
+
+def _accuracy(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, Any]:
+    k = min(5, logits.shape[1])
+    topk = np.argsort(-logits, axis=1)[:, :k]
+    pred = topk[:, 0]
+    confusion = np.zeros((len(names), len(names)), dtype=np.int64)
+    np.add.at(confusion, (labels, pred), 1)
+    per_class = {name: (float(confusion[c, c] / confusion[c].sum()) if confusion[c].sum() else None)
+                 for c, name in enumerate(names)}
+    return {"top1": float((pred == labels).mean()), "top5": float((topk == labels[:, None]).any(1).mean()),
+            "per_class_top1": per_class, "confusion": confusion.tolist()}
+
+
+def _gates(report: dict[str, Any], min_top1: float | None, max_drop: float | None) -> list[dict[str, Any]]:
+    gates = []
+    if min_top1 is not None:
+        gates.append({"gate": "min_top1", "threshold": min_top1, "value": report["top1"],
+                      "passed": report["top1"] >= min_top1})
+    if max_drop is not None:
+        drop = report["reference"]["drop_points"]
+        gates.append({"gate": "max_drop", "threshold": max_drop, "value": drop, "passed": drop <= max_drop})
+    return gates
+
+
+def gate_failures(report: dict[str, Any]) -> list[str]:
+    """One sentence per failed gate, saying by how much."""
+    out = []
+    for g in report["gates"]:
+        if g["passed"]:
+            continue
+        if g["gate"] == "min_top1":
+            out.append(f"top-1 {100 * g['value']:.2f}% is below --min-top1 {100 * g['threshold']:.2f}% "
+                       f"by {100 * (g['threshold'] - g['value']):.2f} points")
+        else:
+            out.append(f"top-1 dropped {g['value']:.2f} points against the reference, more than --max-drop "
+                       f"{g['threshold']:.2f} by {g['value'] - g['threshold']:.2f} points")
+    return out
+
+
+def plot_confusion(report: dict[str, Any], names: list[str], path: str | os.PathLike) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'skipnet-deploy[plot]'") from None
+    from ..common import atomic_path
+
+    cm = np.asarray(report["confusion"], dtype=float)
+    rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
+    fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(names), 1.0 + 0.6 * len(names)))
+    ax.imshow(rows, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{os.path.basename(report['model'])}: top-1 {100 * report['top1']:.2f}% on {report['images']} "
+                 f"{report['dataset']} images", fontsize=9)
+    if len(names) <= 20:
+        for i in range(len(names)):
+            for j in range(len(names)):
+                if cm[i, j]:
+                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
+                            color="white" if rows[i, j] > 0.5 else "black")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
