@@ -100,7 +100,7 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, Any]:
     k = min(5, logits.shape[1])
-    topk = np.argsort(-logits, axis=1)[:, :k]
+    topk = np.argsort(-logits, axis=1, kind="stable")[:, :k]  # int8 logits tie: lowest index first, as argmax
     pred = topk[:, 0]
     confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
