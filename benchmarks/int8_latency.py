@@ -35,19 +35,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skipnet.data import build_datasets, build_transform, pixel_batch
+from skipnet.bench import calibration_pixels, estimate_bn_statistics
 from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
 from skipnet.export.tflite_graph import float_ops, op_census, rewrite_graph
 from skipnet.models import PixelModel, count_macs, create_model
-
-
-def calibration_pixels(n: int, size: int) -> np.ndarray:
-    train, _, info = build_datasets("fashion-mnist", augment=False)
-    pre = {"img_size": size, "resize": size, "crop": size, "grayscale_to_rgb": True,
-           "mean": list(info.mean), "std": list(info.std)}
-    tf = build_transform(pre, train=False, normalize=False)
-    idx = [i * len(train) // n for i in range(n)]
-    return pixel_batch(tf, [train.source[i][0] for i in idx])
 
 
 VARIANTS = ("float-converter", "float", "int8-stock-all", "int8-stock", "int8-hswish", "int8-pools",
@@ -56,19 +47,6 @@ VARIANTS = ("float-converter", "float", "int8-stock-all", "int8-stock", "int8-hs
 INTEGER_STEPS = {"int8-hswish": {"ops": ("HARD_SWISH",), "fold_affine": False},
                  "int8-pools": {"ops": ("HARD_SWISH", "AVERAGE_POOL_2D"), "fold_affine": False},
                  "int8-all-integer": {}}
-
-
-def estimate_bn_statistics(pixel_model: PixelModel, pixels: np.ndarray, batch: int = 8) -> None:
-    """BatchNorm running statistics from real images (cumulative average), then eval mode."""
-    for m in pixel_model.modules():
-        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-            m.reset_running_stats()
-            m.momentum = None
-    pixel_model.train()
-    with torch.no_grad():
-        for i in range(0, len(pixels), batch):
-            pixel_model(torch.from_numpy(pixels[i:i + batch]).float())
-    pixel_model.eval()
 
 
 def main() -> None:

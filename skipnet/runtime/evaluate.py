@@ -82,7 +82,7 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
     seconds = time.perf_counter() - t0
     logits = np.concatenate(logits)
 
-    report = {"model": os.fspath(model), "format": predictor.format, "precision": predictor.precision,
+    report = {"model": os.fspath(model), "architecture": predictor.config.get("model"), "format": predictor.format, "precision": predictor.precision,
               "dataset": data, "split": split, "images": n, **_accuracy(logits, labels, predictor.labels),
               "seconds": round(seconds, 2), "images_per_second": round(n / seconds, 1),
               "skipnet_version": __version__}

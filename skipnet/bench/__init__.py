@@ -1,0 +1,13 @@
+"""Benchmark stage: SkipNet against MobileNetV3 per model and runtime format, on this host.
+
+    rows = skipnet.bench.benchmark(["skipnet_m", "mobilenet_v3_large"], ["tflite", "tflite-int8"])
+
+Each model is built by name, given BatchNorm statistics from real images (latency does not depend
+on the weights, but int8 scales do), exported with the export stage's own converters, and timed
+in its real runtime. This stage comes after export and runtime and may import both; design.md
+put skipnet-bench in the runtime stage, but the benchmark must convert models, and the export
+stage already imports the runtime, so it lives here to keep the data flow one way.
+"""
+from .core import FORMATS, benchmark, calibration_pixels, estimate_bn_statistics
+
+__all__ = ["FORMATS", "benchmark", "calibration_pixels", "estimate_bn_statistics"]

@@ -1,0 +1,125 @@
+"""`skipnet-bench`: parameters, MACs, size and latency of SkipNet against MobileNetV3 per format."""
+from __future__ import annotations
+
+import csv
+import io
+import json
+import time
+from typing import Any, Sequence
+
+from ..common import UserError, atomic_write_text, write_json
+from ..common.cli import ArgumentParser, run_cli
+from .core import FORMATS, benchmark
+
+DEFAULT_MODELS = "skipnet_xs,skipnet_s,skipnet_m,skipnet_l,mobilenet_v3_small,mobilenet_v3_large"
+COLUMNS = ("model", "format", "params", "macs", "size_mb", "p50_ms", "p90_ms", "mean_ms", "std_ms",
+           "latency_vs_mobilenet_v3_large", "runtime", "threads", "img_size", "cpu", "cores", "runs", "skipped")
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| model | format | params (M) | MACs (M) | size (MB) | p50 ms | p90 ms | mean ms | std ms | "
+             "vs MobileNetV3-L | runtime |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if "skipped" in r:
+            lines.append(f"| {r['model']} | {r['format']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
+                         f"- | - | - | - | - | - | {r['skipped']} |")
+            continue
+        ratio = r.get("latency_vs_mobilenet_v3_large")
+        lines.append(f"| {r['model']} | {r['format']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
+                     f"{r['size_mb']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['mean_ms']:.2f} | "
+                     f"{r['std_ms']:.2f} | {f'{ratio:.2f}x' if ratio else '-'} | {r['runtime']} |")
+    return "\n".join(lines)
+
+
+def _read_accuracy(paths: Sequence[str]) -> dict[str, float]:
+    acc = {}
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                report = json.load(f)
+            acc[report["architecture"]] = float(report["top1"])
+        except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
+            raise UserError(f"--accuracy {path} is not a skipnet-eval --json report ({type(e).__name__}: {e}); "
+                            "write one with skipnet-eval MODEL --data ... --json FILE") from None
+    return acc
+
+
+def plot(rows: list[dict[str, Any]], accuracy: dict[str, float], path: str) -> None:
+    """Accuracy against MACs and against latency (one series per format), paper style."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise UserError("--plot needs matplotlib: pip install 'skipnet-deploy[plot]'") from None
+    from ..common import atomic_path
+
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    seen = set()
+    for r in rows:
+        if r["model"] not in accuracy:
+            continue
+        top1 = 100 * accuracy[r["model"]]
+        color = "tab:red" if r["model"].startswith("skipnet") else "tab:blue"
+        if r["model"] not in seen:
+            ax1.scatter(r["macs"] / 1e6, top1, color=color)
+            ax1.annotate(r["model"], (r["macs"] / 1e6, top1), fontsize=8, xytext=(4, 4), textcoords="offset points")
+            seen.add(r["model"])
+        if "p50_ms" in r:
+            ax2.scatter(r["p50_ms"], top1, color=color, marker="o" if "int8" in r["format"] else "s")
+            ax2.annotate(f"{r['model']} {r['format']}", (r["p50_ms"], top1), fontsize=7, xytext=(4, 4),
+                         textcoords="offset points")
+    ax1.set_xlabel("MACs (M)")
+    ax2.set_xlabel("latency p50 (ms)")
+    for ax in (ax1, ax2):
+        ax.set_ylabel("top-1 (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle("SkipNet (red) vs MobileNetV3 (blue)", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    p = ArgumentParser(prog="skipnet-bench", description="Benchmark SkipNet against MobileNetV3 on this host.")
+    p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default: {DEFAULT_MODELS})")
+    p.add_argument("--formats", default="torch,onnx,tflite,tflite-int8", help=f"comma-separated: {','.join(FORMATS)}")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=50, help="timed rounds; each times every model and format once")
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--data-dir", help="Fashion-MNIST files for int8 calibration (default: the installed copy)")
+    p.add_argument("--json")
+    p.add_argument("--csv")
+    p.add_argument("--plot", help="accuracy vs MACs and vs latency (.png); needs --accuracy")
+    p.add_argument("--accuracy", nargs="+", default=[], help="skipnet-eval --json reports, one per model")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args(argv)
+    if a.plot and not a.accuracy:
+        p.error("--plot draws accuracy against MACs and latency: add --accuracy with skipnet-eval --json reports")
+    accuracy = _read_accuracy(a.accuracy)
+    models = [m.strip() for m in a.models.split(",") if m.strip()]
+    formats = [f.strip() for f in a.formats.split(",") if f.strip()]
+    rows = benchmark(models, formats, a.img_size, a.threads, a.runs, a.warmup, data_dir=a.data_dir,
+                     progress=not a.quiet)
+    for r in rows:
+        if r["model"] in accuracy:
+            r["top1"] = accuracy[r["model"]]
+    print(table(rows))
+    if a.json:
+        write_json(a.json, {"date": time.strftime("%Y-%m-%d"), "rows": rows})
+    if a.csv:
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=[*COLUMNS, "top1"], extrasaction="ignore")
+        w.writeheader()
+        w.writerows(rows)
+        atomic_write_text(a.csv, buf.getvalue())
+    if a.plot:
+        plot(rows, accuracy, a.plot)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_cli(_main, argv, prog="skipnet-bench")

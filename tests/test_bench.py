@@ -1,0 +1,59 @@
+"""skipnet-bench on the host: real converters and runtimes, two small models at a small input size."""
+import csv
+import json
+
+import pytest
+
+from conftest import needs_fmnist
+from skipnet.bench import benchmark
+from skipnet.bench.cli import main as bench_main
+from skipnet.models import count_macs, create_model
+
+pytestmark = [needs_fmnist, pytest.mark.slow]
+pytest.importorskip("litert_torch")
+
+
+def test_benchmark_table_for_two_small_models(capsys, tmp_path):
+    rc = bench_main(["--models", "skipnet_xs,mobilenet_v3_small", "--formats", "torch,tflite-int8,coreml",
+                     "--img-size", "64", "--runs", "5", "--warmup", "1", "--quiet",
+                     "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    rows = json.loads((tmp_path / "b.json").read_text())["rows"]
+    assert [(r["model"], r["format"]) for r in rows] == [
+        (m, f) for m in ("skipnet_xs", "mobilenet_v3_small") for f in ("torch", "tflite-int8", "coreml")]
+    for r in rows:
+        assert r["macs"] == count_macs(create_model(r["model"], 1000), 64)  # the one MAC counter
+        if r["format"] == "coreml":
+            assert "macOS" in r["skipped"]
+            continue
+        assert 0 < r["p50_ms"] <= r["p90_ms"] and r["std_ms"] >= 0 and r["runs"] == 5 and r["threads"] == 1
+        assert r["cpu"] and r["runtime"]
+    by = {(r["model"], r["format"]): r for r in rows}
+    assert by[("skipnet_xs", "tflite-int8")]["size_mb"] < 0.4 * by[("skipnet_xs", "torch")]["size_mb"]
+    with open(tmp_path / "b.csv") as f:
+        assert len(list(csv.DictReader(f))) == 6
+    assert "| skipnet_xs | tflite-int8 |" in out and "LiteRT" in out
+
+
+def test_ratio_against_mobilenet_v3_large_is_measured_side_by_side():
+    rows = benchmark(["mobilenet_v3_small", "mobilenet_v3_large"], ["tflite"], img_size=64, runs=5, warmup=1,
+                     progress=False)
+    small, large = rows
+    assert large["latency_vs_mobilenet_v3_large"] == 1.0
+    assert 0 < small["latency_vs_mobilenet_v3_large"] < 1.0  # fewer MACs, faster
+
+
+def _bad(capsys, args, match):
+    rc = bench_main(args)
+    err = capsys.readouterr().err
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and match in err, err
+
+
+def test_bad_input(capsys, tmp_path):
+    _bad(capsys, ["--models", "skipnet_q"], "unknown model")
+    _bad(capsys, ["--formats", "tflite,pdf"], "unknown format")
+    _bad(capsys, ["--plot", str(tmp_path / "p.png")], "add --accuracy")
+    (tmp_path / "a.json").write_text("{}")
+    _bad(capsys, ["--accuracy", str(tmp_path / "a.json")], "not a skipnet-eval --json report")
+    _bad(capsys, ["--img-size", "50"], "multiple of 32")
