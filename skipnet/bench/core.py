@@ -7,7 +7,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,7 +108,7 @@ def cpu_name() -> str:
 
 def benchmark(models: list[str], formats: list[str], img_size: int = 224, threads: int = 1, runs: int = 50,
               warmup: int = 5, calibration: int = 64, data_dir: str | None = None, reference: str = "mobilenet_v3_large",
-              progress: bool = True, log: Callable[[str], None] = print) -> list[dict[str, Any]]:
+              progress: bool = True) -> list[dict[str, Any]]:
     """One row per (model, format). Latencies come from ``runs`` rounds that time every model and
     format once each, in turn, so drift in the machine's speed hits all of them alike."""
     unknown = [m for m in models if m not in list_models()]
