@@ -16,6 +16,10 @@ COLUMNS = ("model", "format", "params", "macs", "size_mb", "p50_ms", "p90_ms", "
            "latency_vs_mobilenet_v3_large", "runtime", "threads", "img_size", "cpu", "cores", "runs", "skipped")
 
 
+def _ms(row: dict[str, Any], key: str) -> str:
+    return f"{row[key]:.2f}" if row.get(key) is not None else "-"  # benchmark_model prints no p90
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| model | format | params (M) | MACs (M) | size (MB) | p50 ms | p90 ms | mean ms | std ms | "
              "vs MobileNetV3-L | runtime |", "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -26,8 +30,8 @@ def table(rows: list[dict[str, Any]]) -> str:
             continue
         ratio = r.get("latency_vs_mobilenet_v3_large")
         lines.append(f"| {r['model']} | {r['format']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
-                     f"{r['size_mb']} | {r['p50_ms']:.2f} | {r['p90_ms']:.2f} | {r['mean_ms']:.2f} | "
-                     f"{r['std_ms']:.2f} | {f'{ratio:.2f}x' if ratio else '-'} | {r['runtime']} |")
+                     f"{r['size_mb']} | {_ms(r, 'p50_ms')} | {_ms(r, 'p90_ms')} | {_ms(r, 'mean_ms')} | "
+                     f"{_ms(r, 'std_ms')} | {f'{ratio:.2f}x' if ratio else '-'} | {r['runtime']} |")
     return "\n".join(lines)
 
 
@@ -95,15 +99,28 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--csv")
     p.add_argument("--plot", help="accuracy vs MACs and vs latency (.png); needs --accuracy")
     p.add_argument("--accuracy", nargs="+", default=[], help="skipnet-eval --json reports, one per model")
+    p.add_argument("--android", action="store_true", help="time the .tflite files on a phone through adb")
+    p.add_argument("--serial", help="with --android: the device (adb -s)")
+    p.add_argument("--benchmark-binary", help="with --android: TensorFlow Lite's benchmark_model for the phone")
+    p.add_argument("--delegate", choices=("gpu", "nnapi"), help="with --android: a delegate instead of CPU/XNNPACK")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
+    android = None
+    if a.android:
+        if not a.benchmark_binary:
+            p.error("--android needs --benchmark-binary PATH (TensorFlow Lite's benchmark_model for the phone)")
+        android = {"benchmark_binary": a.benchmark_binary, "serial": a.serial, "delegate": a.delegate}
+    elif a.serial or a.benchmark_binary or a.delegate:
+        p.error("--serial, --benchmark-binary and --delegate go with --android")
     if a.plot and not a.accuracy:
         p.error("--plot draws accuracy against MACs and latency: add --accuracy with skipnet-eval --json reports")
     accuracy = _read_accuracy(a.accuracy)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     formats = [f.strip() for f in a.formats.split(",") if f.strip()]
+    if android and a.formats == p.get_default("formats"):
+        formats = ["tflite", "tflite-int8"]
     rows = benchmark(models, formats, a.img_size, a.threads, a.runs, a.warmup, data_dir=a.data_dir,
-                     progress=not a.quiet)
+                     progress=not a.quiet, android=android)
     for r in rows:
         if r["model"] in accuracy:
             r["top1"] = accuracy[r["model"]]

@@ -106,11 +106,7 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
-def benchmark(models: list[str], formats: list[str], img_size: int = 224, threads: int = 1, runs: int = 50,
-              warmup: int = 5, calibration: int = 64, data_dir: str | None = None, reference: str = "mobilenet_v3_large",
-              progress: bool = True) -> list[dict[str, Any]]:
-    """One row per (model, format). Latencies come from ``runs`` rounds that time every model and
-    format once each, in turn, so drift in the machine's speed hits all of them alike."""
+def _check(models: list[str], formats: list[str], img_size: int, threads: int, runs: int, warmup: int) -> None:
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
@@ -119,6 +115,25 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
         raise UserError(f"unknown format(s) {', '.join(bad)}; choose from: {', '.join(FORMATS)}")
     if runs < 1 or warmup < 0 or threads < 1 or img_size < 32 or img_size % 32:
         raise UserError("--runs and --threads must be positive, --warmup >= 0, --img-size a multiple of 32")
+
+
+def benchmark(models: list[str], formats: list[str], img_size: int = 224, threads: int = 1, runs: int = 50,
+              warmup: int = 5, calibration: int = 64, data_dir: str | None = None, reference: str = "mobilenet_v3_large",
+              progress: bool = True, android: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """One row per (model, format). Latencies come from ``runs`` rounds that time every model and
+    format once each, in turn, so drift in the machine's speed hits all of them alike.
+
+    ``android`` ({"benchmark_binary": PATH, "serial": S, "delegate": None|"gpu"|"nnapi"}) times
+    the .tflite files on the attached phone with benchmark_model instead (bench/android.py).
+    """
+    _check(models, formats, img_size, threads, runs, warmup)
+    if android is not None:
+        from .android import Adb, check_binary
+
+        if any(not f.startswith("tflite") for f in formats):
+            raise UserError("--android times .tflite files: use --formats tflite,tflite-int8")
+        check_binary(android["benchmark_binary"])
+        Adb(android.get("serial")).require_device()  # fail before minutes of export
     torch.set_num_threads(threads)
     calib = calibration_pixels(calibration, img_size, data_dir)
     x = calib[:1]
@@ -144,6 +159,19 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
                                                                for p in model.state_dict().values())) / 1e6, 2))
                 rows.append(row)
                 timed[(name, fmt)] = (run, row)
+                row["path"] = path
+        if android is not None:
+            from .android import run_on_android
+
+            device = run_on_android([(f"{n} {f}", row.pop("path")) for (n, f), (_, row) in timed.items()],
+                                    android["benchmark_binary"], android.get("serial"), threads, runs, warmup,
+                                    android.get("delegate"))
+            for (_, row), measured in zip(timed.values(), device):
+                row.update({k: v for k, v in measured.items() if k not in ("model", "file")}, cpu=measured["device"],
+                           cores=None)
+            return rows
+        for _, row in timed.values():
+            row.pop("path")
         for run, _ in timed.values():
             for _ in range(warmup):
                 run(x)
