@@ -1,6 +1,7 @@
 """skipnet-bench on the host: real converters and runtimes, two small models at a small input size."""
 import csv
 import json
+import sys
 
 import pytest
 
@@ -20,11 +21,12 @@ def test_benchmark_table_for_two_small_models(capsys, tmp_path):
     out = capsys.readouterr().out
     assert rc == 0
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
-    assert [(r["model"], r["format"]) for r in rows] == [
-        (m, f) for m in ("skipnet_xs", "mobilenet_v3_small") for f in ("torch", "tflite-int8", "coreml")]
+    assert [(r["model"], r["format"]) for r in rows] == [  # coreml: one row per compute unit
+        (m, f) for m in ("skipnet_xs", "mobilenet_v3_small") for f in ("torch", "tflite-int8", "coreml-cpu",
+                                                                       "coreml-all")]
     for r in rows:
         assert r["macs"] == count_macs(create_model(r["model"], 1000), 64)  # the one MAC counter
-        if r["format"] == "coreml":
+        if r["format"].startswith("coreml"):
             assert "macOS" in r["skipped"]
             continue
         assert 0 < r["p50_ms"] <= r["p90_ms"] and r["std_ms"] >= 0 and r["runs"] == 5 and r["threads"] == 1
@@ -32,7 +34,7 @@ def test_benchmark_table_for_two_small_models(capsys, tmp_path):
     by = {(r["model"], r["format"]): r for r in rows}
     assert by[("skipnet_xs", "tflite-int8")]["size_mb"] < 0.4 * by[("skipnet_xs", "torch")]["size_mb"]
     with open(tmp_path / "b.csv") as f:
-        assert len(list(csv.DictReader(f))) == 6
+        assert len(list(csv.DictReader(f))) == 8
     assert "| skipnet_xs | tflite-int8 |" in out and "LiteRT" in out
 
 
@@ -57,3 +59,5 @@ def test_bad_input(capsys, tmp_path):
     (tmp_path / "a.json").write_text("{}")
     _bad(capsys, ["--accuracy", str(tmp_path / "a.json")], "not a skipnet-eval --json report")
     _bad(capsys, ["--img-size", "50"], "multiple of 32")
+    if sys.platform != "darwin":
+        _bad(capsys, ["--formats", "coreml"], "timing CoreML needs macOS")

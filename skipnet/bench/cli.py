@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 from ..common import UserError, atomic_write_text, write_json
 from ..common.cli import ArgumentParser, run_cli
-from .core import FORMATS, benchmark
+from .core import ALIASES, FORMATS, benchmark
 
 DEFAULT_MODELS = "skipnet_xs,skipnet_s,skipnet_m,skipnet_l,mobilenet_v3_small,mobilenet_v3_large"
 COLUMNS = ("model", "format", "params", "macs", "size_mb", "p50_ms", "p90_ms", "mean_ms", "std_ms",
@@ -89,7 +89,7 @@ def plot(rows: list[dict[str, Any]], accuracy: dict[str, float], path: str) -> N
 def _main(argv: Sequence[str] | None) -> int:
     p = ArgumentParser(prog="skipnet-bench", description="Benchmark SkipNet against MobileNetV3 on this host.")
     p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default: {DEFAULT_MODELS})")
-    p.add_argument("--formats", default="torch,onnx,tflite,tflite-int8", help=f"comma-separated: {','.join(FORMATS)}")
+    p.add_argument("--formats", default="torch,onnx,tflite,tflite-int8", help=f"comma-separated: {','.join([*FORMATS, *ALIASES])} (coreml: both units, macOS only)")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=50, help="timed rounds; each times every model and format once")

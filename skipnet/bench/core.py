@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -17,7 +18,8 @@ from ..common import UserError
 from ..data import build_datasets, build_transform, pixel_batch
 from ..models import PixelModel, count_macs, count_params, create_model, list_models
 
-FORMATS = ("torch", "onnx", "onnx-int8", "tflite", "tflite-int8", "coreml")
+FORMATS = ("torch", "onnx", "onnx-int8", "tflite", "tflite-int8", "coreml-cpu", "coreml-all")
+ALIASES = {"coreml": ("coreml-cpu", "coreml-all")}  # CoreML per compute unit: CPU only, and all units
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -86,6 +88,19 @@ def _build(fmt: str, pm: PixelModel, name: str, size: int, calib: np.ndarray, wo
             export_tflite(pm, size, path)
         backend = TFLiteBackend(path, threads, config)
         return path, backend.logits, f"LiteRT {_version('ai-edge-litert')} XNNPACK"
+    if fmt.startswith("coreml"):  # macOS only (checked by the caller)
+        import coremltools as ct
+        from PIL import Image
+
+        from ..export.coreml_export import export_coreml
+
+        path = work / f"{name}.mlpackage"
+        if not path.exists():
+            export_coreml(pm.model, dict(config, dataset="benchmark"), size, path, int8=False)
+        units = ct.ComputeUnit.CPU_ONLY if fmt == "coreml-cpu" else ct.ComputeUnit.ALL
+        mlmodel = ct.models.MLModel(str(path), compute_units=units)
+        return path, lambda x: mlmodel.predict({"image": Image.fromarray(x[0])}), \
+            f"coremltools {_version('coremltools')} ({'CPU only' if fmt == 'coreml-cpu' else 'all compute units'})"
     raise UserError(f"format {fmt} cannot be timed on this host")
 
 
@@ -106,13 +121,20 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
 
 
+def expand_formats(formats: list[str]) -> list[str]:
+    return [f for fmt in formats for f in ALIASES.get(fmt, (fmt,))]
+
+
 def _check(models: list[str], formats: list[str], img_size: int, threads: int, runs: int, warmup: int) -> None:
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
     bad = [f for f in formats if f not in FORMATS]
     if bad:
-        raise UserError(f"unknown format(s) {', '.join(bad)}; choose from: {', '.join(FORMATS)}")
+        raise UserError(f"unknown format(s) {', '.join(bad)}; choose from: {', '.join([*FORMATS, *ALIASES])}")
+    if formats and all(f.startswith("coreml") for f in formats) and sys.platform != "darwin":
+        raise UserError("timing CoreML needs macOS (coremltools runs models only there); on this machine "
+                        "benchmark --formats tflite,tflite-int8,onnx instead")
     if runs < 1 or warmup < 0 or threads < 1 or img_size < 32 or img_size % 32:
         raise UserError("--runs and --threads must be positive, --warmup >= 0, --img-size a multiple of 32")
 
@@ -126,6 +148,7 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
     ``android`` ({"benchmark_binary": PATH, "serial": S, "delegate": None|"gpu"|"nnapi"}) times
     the .tflite files on the attached phone with benchmark_model instead (bench/android.py).
     """
+    formats = expand_formats(formats)
     _check(models, formats, img_size, threads, runs, warmup)
     if android is not None:
         from .android import Adb, check_binary
@@ -149,7 +172,7 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
             for fmt in formats:
                 row = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size,
                        "threads": threads, "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0))}
-                if fmt == "coreml":
+                if fmt.startswith("coreml") and sys.platform != "darwin":
                     row["skipped"] = "CoreML runs only on macOS: not timed on this host"
                     rows.append(row)
                     continue
