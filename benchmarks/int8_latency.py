@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skipnet.bench import calibration_pixels, estimate_bn_statistics
+from skipnet.bench import IMAGENET_MEAN, IMAGENET_STD, calibration_pixels, cpu_name, estimate_bn_statistics
 from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
 from skipnet.export.tflite_graph import float_ops, op_census, rewrite_graph
 from skipnet.models import PixelModel, count_macs, create_model
@@ -64,12 +64,11 @@ def main() -> None:
     calib = calibration_pixels(args.calibration, args.img_size)
     work = Path(tempfile.mkdtemp())
     interpreters, census, sizes, macs, islands = {}, {}, {}, {}, {}
-    mean, std = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
     for name in args.models.split(","):
         torch.manual_seed(0)
         model = create_model(name, 1000).eval()
         macs[name] = count_macs(model, args.img_size)
-        pm = PixelModel(model, mean, std, "nhwc")
+        pm = PixelModel(model, IMAGENET_MEAN, IMAGENET_STD, "nhwc")
         estimate_bn_statistics(pm, calib)
         p = {v: work / f"{name}_{v}.tflite" for v in VARIANTS}
         export_tflite(pm, args.img_size, p["float-converter"], optimize=False)
@@ -119,7 +118,7 @@ def main() -> None:
                                                                              and k != "XNNPACK_PARTITIONS"),
                      "float_ops": islands[(name, variant)], "census": ops})
     cmd = "python " + " ".join(sys.argv)
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    cpu = cpu_name()
     lines = [f"# int8 vs float TFLite latency, {args.img_size}x{args.img_size}, LiteRT XNNPACK, {args.threads} thread(s)",
              "", f"Command: `{cmd}`", "",
              f"Machine: {cpu}, {len(os.sched_getaffinity(0))} cores; {time.strftime('%Y-%m-%d')}; "

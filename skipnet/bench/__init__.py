@@ -8,6 +8,7 @@ in its real runtime. This stage comes after export and runtime and may import bo
 put skipnet-bench in the runtime stage, but the benchmark must convert models, and the export
 stage already imports the runtime, so it lives here to keep the data flow one way.
 """
-from .core import FORMATS, benchmark, calibration_pixels, estimate_bn_statistics
+from .core import FORMATS, IMAGENET_MEAN, IMAGENET_STD, benchmark, calibration_pixels, cpu_name, estimate_bn_statistics
 
-__all__ = ["FORMATS", "benchmark", "calibration_pixels", "estimate_bn_statistics"]
+__all__ = ["FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "benchmark", "calibration_pixels", "cpu_name",
+           "estimate_bn_statistics"]

@@ -15,7 +15,7 @@ import torch
 from tqdm import tqdm
 
 from ..common import UserError
-from ..data import build_datasets, build_transform, pixel_batch
+from ..data import build_datasets, preprocess_config, sample_pixels
 from ..models import PixelModel, count_macs, count_params, create_model, list_models
 
 FORMATS = ("torch", "onnx", "onnx-int8", "tflite", "tflite-int8", "coreml-cpu", "coreml-all")
@@ -25,12 +25,8 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 def calibration_pixels(n: int, size: int, data_dir: str | None = None) -> np.ndarray:
     """``n`` real Fashion-MNIST training images, evenly spread, as raw uint8 NHWC pixels at ``size``."""
-    train, _, info = build_datasets("fashion-mnist", data_dir, augment=False)
-    pre = {"img_size": size, "resize": size, "crop": size, "grayscale_to_rgb": True,
-           "mean": list(info.mean), "std": list(info.std)}
-    tf = build_transform(pre, train=False, normalize=False)
-    idx = [i * len(train) // n for i in range(n)]
-    return pixel_batch(tf, [train.source[i][0] for i in idx])
+    train, _, info = build_datasets("fashion-mnist", data_dir, size, augment=False)
+    return sample_pixels(train.source, preprocess_config(info, size), n)[0]
 
 
 def estimate_bn_statistics(pixel_model: PixelModel, pixels: np.ndarray, batch: int = 8) -> None:
@@ -161,6 +157,7 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
     calib = calibration_pixels(calibration, img_size, data_dir)
     x = calib[:1]
     rows, timed = [], {}
+    host = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0))}
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         for name in tqdm(models, desc="export", disable=not progress):
@@ -171,7 +168,7 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
             estimate_bn_statistics(pm, calib)
             for fmt in formats:
                 row = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size,
-                       "threads": threads, "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0))}
+                       "threads": threads, **host}
                 if fmt.startswith("coreml") and sys.platform != "darwin":
                     row["skipped"] = "CoreML runs only on macOS: not timed on this host"
                     rows.append(row)

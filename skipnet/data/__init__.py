@@ -7,7 +7,7 @@
 from .build import build_datasets
 from .info import DatasetInfo, default_img_size, list_datasets
 from .seeded import SeededDataset
-from .transforms import build_transform, pixel_batch, preprocess_config
+from .transforms import build_transform, pixel_batch, preprocess_config, sample_pixels, spread_indices
 
 __all__ = ["DatasetInfo", "SeededDataset", "build_datasets", "build_transform", "default_img_size",
-           "list_datasets", "pixel_batch", "preprocess_config"]
+           "list_datasets", "pixel_batch", "preprocess_config", "sample_pixels", "spread_indices"]

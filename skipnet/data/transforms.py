@@ -95,6 +95,21 @@ def pixel_batch(transform: Transform, images) -> np.ndarray:
     return torch.stack([transform(img) for img in images]).permute(0, 2, 3, 1).contiguous().numpy()
 
 
+def spread_indices(total: int, n: int) -> list[int]:
+    """``min(n, total)`` indices spread evenly over ``total`` items (every k-th), so a subset of a
+    split still covers every class."""
+    n = min(n, total)
+    return [i * total // n for i in range(n)]
+
+
+def sample_pixels(source, preprocess: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` evenly spread (image, label) items of ``source`` as raw uint8 NHWC pixels, prepared with
+    ``preprocess``, and their labels: calibration and parity images."""
+    tf = build_transform(preprocess, train=False, normalize=False)
+    idx = spread_indices(len(source), n)
+    return pixel_batch(tf, [source[i][0] for i in idx]), np.asarray([int(source[i][1]) for i in idx])
+
+
 def _imagenet_style(p: dict[str, Any], dataset: str | None) -> bool:
     if dataset is None:
         return p["resize"] != p["crop"]

@@ -16,12 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
 from .. import __version__
 from ..common import UserError, write_json
-from ..data import build_datasets, build_transform, pixel_batch
+from ..data import build_datasets, sample_pixels
 from ..models import PixelModel, load_checkpoint
 from ..runtime.predictor import sidecar_path
 from .parity import INT8_MIN_AGREEMENT, parity_report
@@ -39,17 +38,6 @@ class ExportResult:
     sidecar: Path
     parity: dict[str, Any] | None
     seconds: float
-
-
-def _sample_pixels(source, preprocess: dict[str, Any], n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` real images of a split as raw uint8 NHWC pixels (and labels), with the run's preprocessing.
-
-    Images are spread evenly over the split (every k-th), so all classes are represented.
-    """
-    tf = build_transform(preprocess, train=False, normalize=False)
-    n = min(n, len(source))
-    idx = [i * len(source) // n for i in range(n)]
-    return pixel_batch(tf, [source[i][0] for i in idx]), np.asarray([int(source[i][1]) for i in idx])
 
 
 def _preprocess_at(pre: dict[str, Any], img_size: int) -> dict[str, Any]:
@@ -89,9 +77,9 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
         train, val, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"),
                                        img_size, augment=False)
         if needs_calibration:
-            calibration = _sample_pixels(train.source, pre, calibration_samples)[0]
+            calibration = sample_pixels(train.source, pre, calibration_samples)[0]
         if needs_parity_images:
-            pixels, labels = _sample_pixels(val.source, pre, verify_samples)
+            pixels, labels = sample_pixels(val.source, pre, verify_samples)
     nhwc_model = PixelModel(model, config["mean"], config["std"], "nhwc")
 
     if format == "onnx":

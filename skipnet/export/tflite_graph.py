@@ -105,6 +105,14 @@ class _Editor:
         self.graph.tensors.append(t)
         return len(self.graph.tensors) - 1
 
+    def depthwise(self, x: int, weight: int, bias: int, out: int, stride: tuple[int, int], activation: int):
+        """A VALID, undilated DEPTHWISE_CONV_2D with depth multiplier 1."""
+        dw = self.s.DepthwiseConv2DOptionsT()
+        dw.padding, (dw.strideH, dw.strideW), dw.depthMultiplier = self.s.Padding.VALID, stride, 1
+        dw.dilationHFactor = dw.dilationWFactor = 1
+        dw.fusedActivationFunction = activation
+        return self.op("DEPTHWISE_CONV_2D", [x, weight, bias], [out], self.s.BuiltinOptions.DepthwiseConv2DOptions, dw)
+
     def op(self, name: str, inputs, outputs, options_type=None, options=None):
         op = self.s.OperatorT()
         op.opcodeIndex, op.inputs, op.outputs = self.opcode(name), list(inputs), list(outputs)
@@ -163,11 +171,8 @@ def _avg_pool_as_depthwise(ed: _Editor, op, n: int):
         weight = ed.tensor(f"avgpool{n}/weight{i}", [1, kh, kw, shape[3]],
                            np.full((1, kh, kw, shape[3]), 1.0 / (kh * kw)))
         bias = ed.tensor(f"avgpool{n}/bias{i}", [shape[3]], np.zeros(shape[3]))
-        dw = s.DepthwiseConv2DOptionsT()
-        dw.padding, dw.strideH, dw.strideW, dw.depthMultiplier = s.Padding.VALID, kh, kw, 1
-        dw.dilationHFactor = dw.dilationWFactor = 1
-        dw.fusedActivationFunction = opts.fusedActivationFunction if last else s.ActivationFunctionType.NONE
-        ops.append(ed.op("DEPTHWISE_CONV_2D", [x, weight, bias], [out], s.BuiltinOptions.DepthwiseConv2DOptions, dw))
+        activation = opts.fusedActivationFunction if last else s.ActivationFunctionType.NONE
+        ops.append(ed.depthwise(x, weight, bias, out, (kh, kw), activation))
         x = out
     return ops
 
@@ -204,12 +209,8 @@ def _per_channel_affine_as_depthwise(ed: _Editor, ops: list) -> tuple[list, int]
                 # a grayscale dataset's normalisation is one scalar for all three channels
                 weight = ed.tensor(f"affine{folded}/weight", channel, np.broadcast_to(scale.reshape(-1), channel[-1:]))
                 bias = ed.tensor(f"affine{folded}/bias", [shape[-1]], np.broadcast_to(shift.reshape(-1), channel[-1:]))
-                dw = s.DepthwiseConv2DOptionsT()
-                dw.padding, dw.strideH, dw.strideW, dw.depthMultiplier = s.Padding.VALID, 1, 1, 1
-                dw.dilationHFactor = dw.dilationWFactor = 1
-                dw.fusedActivationFunction = nxt.builtinOptions.fusedActivationFunction
-                out.append(ed.op("DEPTHWISE_CONV_2D", [x, weight, bias], nxt.outputs,
-                                 s.BuiltinOptions.DepthwiseConv2DOptions, dw))
+                out.append(ed.depthwise(x, weight, bias, nxt.outputs[0], (1, 1),
+                                        nxt.builtinOptions.fusedActivationFunction))
                 folded, i = folded + 1, i + 2
                 continue
         out.append(op)
@@ -287,9 +288,10 @@ def rewrite_graph(src: Path, dst: Path, ops=("HARD_SWISH", "AVERAGE_POOL_2D"), f
         if fold_affine:
             graph.operators, done["input_affine"] = _per_channel_affine_as_depthwise(ed, graph.operators)
         stay_float = _float_ops(ed, graph.operators, float_min_height) if float_min_height else []
+        keep = set(map(id, stay_float))
         for op in graph.operators:
             name = _op_name(model, op)
-            replacement = REWRITES[name](ed, op, done[name]) if name in ops and op not in stay_float else None
+            replacement = REWRITES[name](ed, op, done[name]) if name in ops and id(op) not in keep else None
             if replacement is None:
                 new.append(op)
             else:

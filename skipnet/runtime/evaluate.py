@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..common import UserError
-from ..data import build_datasets
+from ..data import build_datasets, spread_indices
 from . import load
 from .predictor import Predictor
 
@@ -67,8 +67,8 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
         _same_task(predictor, ref, f"--reference {reference}")
 
     source = val.source
-    n = len(source) if limit is None else min(limit, len(source))
-    idx = [i * len(source) // n for i in range(n)]  # evenly spread: every class is represented
+    idx = spread_indices(len(source), len(source) if limit is None else limit)
+    n = len(idx)
     labels = np.asarray([int(source[i][1]) for i in idx])
     logits, ref_logits = [], []
     t0 = time.perf_counter()
@@ -82,8 +82,8 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
     seconds = time.perf_counter() - t0
     logits = np.concatenate(logits)
 
-    report = {"model": os.fspath(model), "architecture": predictor.config.get("model"), "format": predictor.format, "precision": predictor.precision,
-              "dataset": data, "split": split, "images": n, **_accuracy(logits, labels, predictor.labels),
+    report = {"model": os.fspath(model), "architecture": predictor.config.get("model"), "format": predictor.format,
+              "precision": predictor.precision, "dataset": data, "split": split, "images": n, **_accuracy(logits, labels, predictor.labels),
               "seconds": round(seconds, 2), "images_per_second": round(n / seconds, 1),
               "skipnet_version": __version__}
     if ref is not None:
