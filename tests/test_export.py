@@ -14,6 +14,7 @@ pytest.importorskip("onnxruntime")
 from skipnet.export import export  # noqa: E402
 from skipnet.export.cli import main as export_main  # noqa: E402
 from skipnet.export.tflite_graph import float_ops, op_census  # noqa: E402
+from skipnet.models import count_macs, create_model  # noqa: E402
 from skipnet.runtime import ModelLoadError, load  # noqa: E402
 from skipnet.runtime.cli import predict_main  # noqa: E402
 
@@ -106,6 +107,10 @@ def test_export_bad_input_on_a_run(capsys, small_run, tmp_path):
                                           ("onnxsim", ["--format", "onnx"]),
                                           ("coremltools", ["--format", "coreml"])])
 def test_missing_optional_dependency_names_the_extra(blocked, args, capsys, small_run, tmp_path, monkeypatch):
+    if blocked != "litert_torch":  # loaded whole first: it imports ai_edge_quantizer and must not stay half-loaded
+        from skipnet.export.tflite_export import _import_litert_torch
+
+        _import_litert_torch()
     monkeypatch.setitem(sys.modules, blocked, None)  # what an uninstalled package looks like to `import`
     out = tmp_path / ("m" + {"tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage"}[args[1]])
     _bad(capsys, export_main, [small_run, *args, "--out", out, "--calibration-samples", "8", "--verify-samples", "8"],
@@ -157,6 +162,9 @@ def test_tflite_float_export_parity_layout_and_ops(tflite_export, onnx_export, s
     assert r.parity["passed"] and r.parity["max_abs_logit_diff"] <= 1e-3 and r.parity["top1_agreement"] == 1.0
     side = json.loads(r.sidecar.read_text())
     assert side["input"]["layout"] == "NHWC" and side["input"]["shape"] == [1, 32, 32, 3]
+    macs = side["complexity"]["macs"]  # ours (count_macs) and LiteRT's converter estimate agree within 3%
+    assert macs == count_macs(create_model("skipnet_xs", 10), 32)
+    assert abs(side["complexity"]["macs_litert"] / macs - 1) < 0.03
     predictor = load(r.path)
     ops = [op["op_name"] for op in predictor.backend.interpreter._get_ops_details()]
     assert "TRANSPOSE" not in ops and "CONV_2D" in ops  # the NHWC input needs no layout op
@@ -219,8 +227,10 @@ def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tmp_pa
 def test_onnx_int8_qdq_parity(small_run, tmp_path):
     r = export(small_run, "onnx", tmp_path / "xs_int8.onnx", int8=True, verify_samples=200, calibration_samples=64)
     assert r.parity["precision"] == "int8" and r.parity["passed"] and r.parity["top1_agreement"] >= 0.97
-    ops = {n.op_type for n in onnx.load(str(r.path)).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops  # a QDQ model that onnxruntime ran above
+    graph = onnx.load(str(r.path)).graph
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}  # QDQ, run by onnxruntime above
+    zero_points = {i.name: i.data_type for i in graph.initializer if i.name.endswith("_zero_point")}
+    assert onnx.TensorProto.UINT8 in zero_points.values()  # uint8 activations: onnxruntime's fast x86 pairing
     assert load(r.path).precision == "int8"
 
 

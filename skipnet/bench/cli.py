@@ -12,8 +12,9 @@ from ..common.cli import ArgumentParser, run_cli
 from .core import ALIASES, FORMATS, benchmark
 
 DEFAULT_MODELS = "skipnet_xs,skipnet_s,skipnet_m,skipnet_l,mobilenet_v3_small,mobilenet_v3_large"
-COLUMNS = ("model", "format", "params", "macs", "size_mb", "p50_ms", "p90_ms", "mean_ms", "std_ms",
-           "latency_vs_mobilenet_v3_large", "runtime", "threads", "img_size", "cpu", "cores", "runs", "skipped")
+COLUMNS = ("model", "format", "threads", "params", "macs", "macs_litert", "size_mb", "p50_ms", "p90_ms", "mean_ms",
+           "std_ms",
+           "latency_vs_mobilenet_v3_large", "runtime", "img_size", "cpu", "cores", "runs", "skipped")
 
 
 def _ms(row: dict[str, Any], key: str) -> str:
@@ -21,18 +22,29 @@ def _ms(row: dict[str, Any], key: str) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | format | params (M) | MACs (M) | size (MB) | p50 ms | p90 ms | mean ms | std ms | "
-             "vs MobileNetV3-L | runtime |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| model | format | threads | params (M) | MACs (M) | LiteRT MACs (M) | size (MB) | p50 ms | p90 ms | "
+             "mean ms | std ms | vs MobileNetV3-L | runtime |", "|---" * 13 + "|"]
     for r in rows:
+        head = f"| {r['model']} | {r['format']} | {r['threads']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
+        litert = f"{r['macs_litert'] / 1e6:.1f}" if r.get("macs_litert") else "-"
         if "skipped" in r:
-            lines.append(f"| {r['model']} | {r['format']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
-                         f"- | - | - | - | - | - | {r['skipped']} |")
+            lines.append(f"{head}- | - | - | - | - | - | - | {r['skipped']} |")
             continue
         ratio = r.get("latency_vs_mobilenet_v3_large")
-        lines.append(f"| {r['model']} | {r['format']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
-                     f"{r['size_mb']} | {_ms(r, 'p50_ms')} | {_ms(r, 'p90_ms')} | {_ms(r, 'mean_ms')} | "
-                     f"{_ms(r, 'std_ms')} | {f'{ratio:.2f}x' if ratio else '-'} | {r['runtime']} |")
+        lines.append(f"{head}{litert} | {r['size_mb']} | {_ms(r, 'p50_ms')} | {_ms(r, 'p90_ms')} | "
+                     f"{_ms(r, 'mean_ms')} | {_ms(r, 'std_ms')} | {f'{ratio:.2f}x' if ratio else '-'} | "
+                     f"{r['runtime']} |")
     return "\n".join(lines)
+
+
+def _threads(text: str) -> list[int]:
+    try:
+        threads = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        threads = []
+    if not threads or min(threads) < 1:
+        raise UserError(f"--threads {text}: give positive thread counts, e.g. 1 or 1,2")
+    return threads
 
 
 def _read_accuracy(paths: Sequence[str]) -> dict[str, float]:
@@ -61,6 +73,7 @@ def plot(rows: list[dict[str, Any]], accuracy: dict[str, float], path: str) -> N
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
     seen = set()
+    several_threads = len({r["threads"] for r in rows}) > 1
     for r in rows:
         if r["model"] not in accuracy:
             continue
@@ -72,7 +85,8 @@ def plot(rows: list[dict[str, Any]], accuracy: dict[str, float], path: str) -> N
             seen.add(r["model"])
         if "p50_ms" in r:
             ax2.scatter(r["p50_ms"], top1, color=color, marker="o" if "int8" in r["format"] else "s")
-            ax2.annotate(f"{r['model']} {r['format']}", (r["p50_ms"], top1), fontsize=7, xytext=(4, 4),
+            label = f"{r['model']} {r['format']}" + (f" {r['threads']}t" if several_threads else "")
+            ax2.annotate(label, (r["p50_ms"], top1), fontsize=7, xytext=(4, 4),
                          textcoords="offset points")
     ax1.set_xlabel("MACs (M)")
     ax2.set_xlabel("latency p50 (ms)")
@@ -91,7 +105,7 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default: {DEFAULT_MODELS})")
     p.add_argument("--formats", default="torch,onnx,tflite,tflite-int8", help=f"comma-separated: {','.join([*FORMATS, *ALIASES])} (coreml: both units, macOS only)")
     p.add_argument("--img-size", type=int, default=224)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", default="1", help="thread count(s), comma-separated: 1,2 times both, interleaved")
     p.add_argument("--runs", type=int, default=50, help="timed rounds; each times every model and format once")
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--data-dir", help="Fashion-MNIST files for int8 calibration (default: the installed copy)")
@@ -119,7 +133,7 @@ def _main(argv: Sequence[str] | None) -> int:
     formats = [f.strip() for f in a.formats.split(",") if f.strip()]
     if android and a.formats == p.get_default("formats"):
         formats = ["tflite", "tflite-int8"]
-    rows = benchmark(models, formats, a.img_size, a.threads, a.runs, a.warmup, data_dir=a.data_dir,
+    rows = benchmark(models, formats, a.img_size, _threads(a.threads), a.runs, a.warmup, data_dir=a.data_dir,
                      progress=not a.quiet, android=android)
     for r in rows:
         if r["model"] in accuracy:

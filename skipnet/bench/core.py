@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -20,6 +20,11 @@ from ..models import PixelModel, count_macs, count_params, create_model, list_mo
 
 FORMATS = ("torch", "onnx", "onnx-int8", "tflite", "tflite-int8", "coreml-cpu", "coreml-all")
 ALIASES = {"coreml": ("coreml-cpu", "coreml-all")}  # CoreML per compute unit: CPU only, and all units
+# Untimed calls before each timed one in a round. Right after another runtime ran, a model is
+# slower (cold caches, other thread pools winding down): measured +15-35% for LiteRT and
+# onnxruntime alternating at 64x64. A few calls restore the steady state of an app that calls its
+# model repeatedly, while the round-robin still spreads the machine's drift over every model.
+SETTLE_CALLS = 2
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
 
@@ -50,54 +55,70 @@ def _config(name: str, size: int, precision: str) -> dict[str, Any]:
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "preprocess": pre, "precision": precision}
 
 
-def _build(fmt: str, pm: PixelModel, name: str, size: int, calib: np.ndarray, work: Path, threads: int):
-    """(path or None, timed callable taking uint8 NHWC pixels, runtime description) for one format."""
-    from ..runtime.backends import OnnxBackend, TFLiteBackend
-
+def _export(fmt: str, pm: PixelModel, name: str, size: int, calib: np.ndarray, work: Path) -> dict[str, Any]:
+    """Write ``fmt``'s file once (timed at every thread count): path, config, runtime name and, for
+    TFLite, LiteRT's own MAC estimate."""
     precision = "int8" if fmt.endswith("int8") else "float32"
     config = _config(name, size, precision)
+    out: dict[str, Any] = {"path": None, "config": config}
     if fmt == "torch":
-        def run(x, model=pm):
-            with torch.inference_mode():
-                return model(torch.from_numpy(x))
-        return None, run, f"PyTorch {torch.__version__} eager"
-    if fmt.startswith("onnx"):
+        out["runtime"] = f"PyTorch {torch.__version__} eager"
+    elif fmt.startswith("onnx"):
         from ..export.onnx_export import export_onnx, quantize_onnx_int8
 
-        path = work / f"{name}_{fmt}.onnx"
+        path = out["path"] = work / f"{name}_{fmt}.onnx"
         nchw = PixelModel(pm.model, IMAGENET_MEAN, IMAGENET_STD, "nchw").eval()
         if precision == "int8":
             export_onnx(nchw, size, work / f"{name}_onnx_float.onnx", config)
             quantize_onnx_int8(work / f"{name}_onnx_float.onnx", calib, path)
         else:
             export_onnx(nchw, size, path, config)
-        backend = OnnxBackend(path, threads, dict(config, input={"layout": "NCHW"}))
-        return path, backend.logits, f"onnxruntime {_version('onnxruntime')} CPU"
-    if fmt.startswith("tflite"):
+        out["config"] = dict(config, input={"layout": "NCHW"})
+        out["runtime"] = f"onnxruntime {_version('onnxruntime')} CPU"
+    elif fmt.startswith("tflite"):
         from ..export.tflite_export import export_tflite, quantize_tflite_int8
 
-        path = work / f"{name}_{fmt}.tflite"
+        path = out["path"] = work / f"{name}_{fmt}.tflite"
+        float_path = work / f"{name}_tflite_float.tflite" if precision == "int8" else path
+        out["macs_litert"] = export_tflite(pm, size, float_path)
         if precision == "int8":
-            export_tflite(pm, size, work / f"{name}_tflite_float.tflite")
-            quantize_tflite_int8(work / f"{name}_tflite_float.tflite", calib, path, size)
-        else:
-            export_tflite(pm, size, path)
-        backend = TFLiteBackend(path, threads, config)
-        return path, backend.logits, f"LiteRT {_version('ai-edge-litert')} XNNPACK"
-    if fmt.startswith("coreml"):  # macOS only (checked by the caller)
-        import coremltools as ct
-        from PIL import Image
-
+            quantize_tflite_int8(float_path, calib, path, size)
+        out["runtime"] = f"LiteRT {_version('ai-edge-litert')} XNNPACK"
+    elif fmt.startswith("coreml"):  # macOS only (checked by the caller)
         from ..export.coreml_export import export_coreml
 
-        path = work / f"{name}.mlpackage"
+        path = out["path"] = work / f"{name}.mlpackage"
         if not path.exists():
             export_coreml(pm.model, dict(config, dataset="benchmark"), size, path, int8=False)
-        units = ct.ComputeUnit.CPU_ONLY if fmt == "coreml-cpu" else ct.ComputeUnit.ALL
-        mlmodel = ct.models.MLModel(str(path), compute_units=units)
-        return path, lambda x: mlmodel.predict({"image": Image.fromarray(x[0])}), \
-            f"coremltools {_version('coremltools')} ({'CPU only' if fmt == 'coreml-cpu' else 'all compute units'})"
-    raise UserError(f"format {fmt} cannot be timed on this host")
+        out["runtime"] = (f"coremltools {_version('coremltools')} "
+                          f"({'CPU only' if fmt == 'coreml-cpu' else 'all compute units'})")
+    else:
+        raise UserError(f"format {fmt} cannot be timed on this host")
+    return out
+
+
+def _runner(fmt: str, built: dict[str, Any], pm: PixelModel, threads: int):
+    """A callable timing one prediction on uint8 NHWC pixels with ``threads`` threads."""
+    from ..runtime.backends import OnnxBackend, TFLiteBackend
+
+    if fmt == "torch":
+        def run(x, model=pm):
+            torch.set_num_threads(threads)  # global in PyTorch: set per call, rounds mix thread counts
+            with torch.inference_mode():
+                return model(torch.from_numpy(x))
+        return run
+    if fmt.startswith("onnx"):
+        # No spinning: onnxruntime's idle workers busy-wait after each run and would slow the next
+        # model in the round (measured: LiteRT 1.8 -> 3.2 ms beside a spinning session on 2 cores).
+        return OnnxBackend(built["path"], threads, built["config"], spin=False).logits
+    if fmt.startswith("tflite"):
+        return TFLiteBackend(built["path"], threads, built["config"]).logits
+    import coremltools as ct  # coreml-cpu / coreml-all; coremltools has no thread setting
+    from PIL import Image
+
+    units = ct.ComputeUnit.CPU_ONLY if fmt == "coreml-cpu" else ct.ComputeUnit.ALL
+    mlmodel = ct.models.MLModel(str(built["path"]), compute_units=units)
+    return lambda x: mlmodel.predict({"image": Image.fromarray(x[0])})
 
 
 def _version(dist: str) -> str:
@@ -121,7 +142,8 @@ def expand_formats(formats: list[str]) -> list[str]:
     return [f for fmt in formats for f in ALIASES.get(fmt, (fmt,))]
 
 
-def _check(models: list[str], formats: list[str], img_size: int, threads: int, runs: int, warmup: int) -> None:
+def _check(models: list[str], formats: list[str], img_size: int, threads: tuple[int, ...], runs: int,
+           warmup: int) -> None:
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
@@ -131,20 +153,24 @@ def _check(models: list[str], formats: list[str], img_size: int, threads: int, r
     if formats and all(f.startswith("coreml") for f in formats) and sys.platform != "darwin":
         raise UserError("timing CoreML needs macOS (coremltools runs models only there); on this machine "
                         "benchmark --formats tflite,tflite-int8,onnx instead")
-    if runs < 1 or warmup < 0 or threads < 1 or img_size < 32 or img_size % 32:
+    if runs < 1 or warmup < 0 or not threads or min(threads) < 1 or img_size < 32 or img_size % 32:
         raise UserError("--runs and --threads must be positive, --warmup >= 0, --img-size a multiple of 32")
 
 
-def benchmark(models: list[str], formats: list[str], img_size: int = 224, threads: int = 1, runs: int = 50,
-              warmup: int = 5, calibration: int = 64, data_dir: str | None = None, reference: str = "mobilenet_v3_large",
-              progress: bool = True, android: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-    """One row per (model, format). Latencies come from ``runs`` rounds that time every model and
-    format once each, in turn, so drift in the machine's speed hits all of them alike.
+def benchmark(models: list[str], formats: list[str], img_size: int = 224, threads: int | Sequence[int] = 1,
+              runs: int = 50, warmup: int = 5, calibration: int = 64, data_dir: str | None = None,
+              reference: str = "mobilenet_v3_large", progress: bool = True,
+              android: dict[str, Any] | None = None, keep_times: bool = False) -> list[dict[str, Any]]:
+    """One row per (model, format, thread count). Each file is exported once; latencies come from
+    ``runs`` rounds that time every model, format and thread count once each, in turn (after
+    SETTLE_CALLS untimed calls), so drift in the machine's speed hits all of them alike.
 
+    ``keep_times`` adds each row's per-round times ("times_ms") for ratios paired by round.
     ``android`` ({"benchmark_binary": PATH, "serial": S, "delegate": None|"gpu"|"nnapi"}) times
     the .tflite files on the attached phone with benchmark_model instead (bench/android.py).
     """
     formats = expand_formats(formats)
+    threads = (threads,) if isinstance(threads, int) else tuple(dict.fromkeys(threads))
     _check(models, formats, img_size, threads, runs, warmup)
     if android is not None:
         from .android import Adb, check_binary
@@ -153,7 +179,6 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
             raise UserError("--android times .tflite files: use --formats tflite,tflite-int8")
         check_binary(android["benchmark_binary"])
         Adb(android.get("serial")).require_device()  # fail before minutes of export
-    torch.set_num_threads(threads)
     calib = calibration_pixels(calibration, img_size, data_dir)
     x = calib[:1]
     rows, timed = [], {}
@@ -167,45 +192,54 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
             pm = PixelModel(model, IMAGENET_MEAN, IMAGENET_STD, "nhwc")
             estimate_bn_statistics(pm, calib)
             for fmt in formats:
-                row = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size,
-                       "threads": threads, **host}
+                base = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size, **host}
                 if fmt.startswith("coreml") and sys.platform != "darwin":
-                    row["skipped"] = "CoreML runs only on macOS: not timed on this host"
-                    rows.append(row)
+                    rows.extend({**base, "threads": t, "skipped": "CoreML runs only on macOS: not timed on this host"}
+                                for t in threads)
                     continue
-                path, run, runtime = _build(fmt, pm, name, img_size, calib, work, threads)
-                row.update(runtime=runtime, size_mb=round((path.stat().st_size if path else
-                                                           sum(p.numel() * p.element_size()
-                                                               for p in model.state_dict().values())) / 1e6, 2))
-                rows.append(row)
-                timed[(name, fmt)] = (run, row)
-                row["path"] = path
+                built = _export(fmt, pm, name, img_size, calib, work)
+                size = built["path"].stat().st_size if built["path"] else sum(
+                    p.numel() * p.element_size() for p in model.state_dict().values())
+                base.update(runtime=built["runtime"], size_mb=round(size / 1e6, 2))
+                if built.get("macs_litert") is not None:  # LiteRT's own count: the check on `macs`
+                    base["macs_litert"] = int(built["macs_litert"])
+                for t in threads:
+                    row = dict(base, threads=t)
+                    rows.append(row)
+                    timed[(name, fmt, t)] = (None if android else _runner(fmt, built, pm, t), row, built["path"])
         if android is not None:
             from .android import run_on_android
 
-            device = run_on_android([(f"{n} {f}", row.pop("path")) for (n, f), (_, row) in timed.items()],
-                                    android["benchmark_binary"], android.get("serial"), threads, runs, warmup,
-                                    android.get("delegate"))
-            for (_, row), measured in zip(timed.values(), device):
-                row.update({k: v for k, v in measured.items() if k not in ("model", "file")}, cpu=measured["device"],
-                           cores=None)
+            for t in threads:
+                keys = [k for k in timed if k[2] == t]
+                device = run_on_android([(f"{k[0]} {k[1]}", timed[k][2]) for k in keys], android["benchmark_binary"],
+                                        android.get("serial"), t, runs, warmup, android.get("delegate"))
+                for k, measured in zip(keys, device):
+                    timed[k][1].update({k2: v for k2, v in measured.items() if k2 not in ("model", "file")},
+                                       cpu=measured["device"], cores=None)
             return rows
-        for _, row in timed.values():
-            row.pop("path")
-        for run, _ in timed.values():
-            for _ in range(warmup):
-                run(x)
-        times = {k: [] for k in timed}
-        for _ in tqdm(range(runs), desc="timing (interleaved rounds)", disable=not progress):
-            for k, (run, _) in timed.items():
-                t = time.perf_counter()
-                run(x)
-                times[k].append((time.perf_counter() - t) * 1e3)
-    for (name, fmt), (run, row) in timed.items():
-        ts = times[(name, fmt)]
+        torch_threads = torch.get_num_threads()
+        try:
+            for run, _, _ in timed.values():
+                for _ in range(warmup):
+                    run(x)
+            times = {k: [] for k in timed}
+            for _ in tqdm(range(runs), desc="timing (interleaved rounds)", disable=not progress):
+                for k, (run, _, _) in timed.items():
+                    for _ in range(SETTLE_CALLS):
+                        run(x)
+                    t0 = time.perf_counter()
+                    run(x)
+                    times[k].append((time.perf_counter() - t0) * 1e3)
+        finally:
+            torch.set_num_threads(torch_threads)
+    for (name, fmt, t), (_, row, _) in timed.items():
+        ts = times[(name, fmt, t)]
         row.update(p50_ms=round(statistics.median(ts), 3), p90_ms=round(float(np.percentile(ts, 90)), 3),
                    mean_ms=round(statistics.fmean(ts), 3), std_ms=round(statistics.pstdev(ts), 3), runs=runs)
-        ref = times.get((reference, fmt))
+        if keep_times:
+            row["times_ms"] = [round(v, 4) for v in ts]
+        ref = times.get((reference, fmt, t))
         if ref:  # median of the per-round ratios: robust to drift between rounds
             row[f"latency_vs_{reference}"] = round(statistics.median(a / b for a, b in zip(ts, ref)), 3)
     return rows

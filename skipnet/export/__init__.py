@@ -21,7 +21,7 @@ import torch
 from .. import __version__
 from ..common import UserError, write_json
 from ..data import build_datasets, sample_pixels
-from ..models import PixelModel, load_checkpoint
+from ..models import PixelModel, count_macs, count_params, load_checkpoint
 from ..runtime.predictor import sidecar_path
 from .parity import INT8_MIN_AGREEMENT, parity_report
 
@@ -94,6 +94,7 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
                            "range": [0, 255], "quantization": None},
                     output={"name": "logits", "dtype": "float32", "quantization": None},
                     exporter_version=__version__)
+    macs_litert = None
     if format == "onnx":
         from .onnx_export import export_onnx, quantize_onnx_int8
 
@@ -117,7 +118,7 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     elif not int8:
         from .tflite_export import export_tflite
 
-        export_tflite(nhwc_model, img_size, path)
+        macs_litert = export_tflite(nhwc_model, img_size, path)
     else:
         import tempfile
 
@@ -132,12 +133,15 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
             exported["qat"] = {"epochs": qat_epochs, "images_per_epoch": qat_limit, "loss": config.get("loss")}
         with tempfile.TemporaryDirectory() as tmp:
             float_path = Path(tmp) / "float.tflite"
-            export_tflite(to_quantize, img_size, float_path)
+            macs_litert = export_tflite(to_quantize, img_size, float_path)
             quantize_tflite_int8(float_path, calibration, path, img_size)
         q = quantization_of(path)
         exported["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
         exported["output"].update(dtype=q["output"]["dtype"], quantization=q["output"])
 
+    exported["complexity"] = {"params": count_params(model), "macs": count_macs(model, img_size)}
+    if format == "tflite" and macs_litert:  # the converter's own count, a check on ours
+        exported["complexity"]["macs_litert"] = int(macs_litert)
     if calibration is not None:
         exported["calibration"] = {"images": int(len(calibration)), "split": "train", "dataset": config["dataset"]}
 

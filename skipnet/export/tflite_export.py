@@ -1,6 +1,11 @@
 """TFLite via litert-torch. Input NHWC float32 raw pixels 0..255 (the layout Android/iOS apps feed)."""
 from __future__ import annotations
 
+import contextlib
+import os
+import re
+import sys
+import tempfile
 from pathlib import Path
 
 import torch
@@ -10,19 +15,77 @@ from ..common import UserError, atomic_path
 from .tflite_graph import FLOAT_SCOPE, rewrite_graph
 
 
-def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimize: bool = True) -> None:
-    """Float32 .tflite; optimize=False keeps the converter's graph as it is (a benchmark baseline)."""
+_MACS_LINE = re.compile(r"equivalently\s+([0-9.]+)\s*([KMG])\s+MACs")
+
+
+@contextlib.contextmanager
+def _native_stderr(sink: list[str]):
+    """Collect what C++ code writes to file descriptor 2 into ``sink``: the LiteRT converter logs
+    its own MAC estimate there, among INFO lines a user need not see. Shown only if conversion fails."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = True
+    with tempfile.TemporaryFile(mode="w+b") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            text = f.read().decode("utf-8", "replace")
+            sink.append(text)
+            if failed:
+                sys.stderr.write(text)
+
+
+def _import_litert_torch():
+    """litert_torch, loaded with INFO logging on: its native code reads TF_CPP_MIN_LOG_LEVEL once,
+    when loaded, and importing coremltools sets it to 3, which would hide the MAC estimate."""
+    if sys.modules.get("litert_torch") is not None:
+        return sys.modules["litert_torch"]
+    level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
         import litert_torch
+    finally:
+        if level is None:
+            os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
+        else:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
+    return litert_torch
+
+
+def converter_macs(log: str) -> float | None:
+    """The converter's estimate ("... equivalently 219.455 M  MACs") as a number of MACs."""
+    found = _MACS_LINE.findall(log)
+    if not found:
+        return None
+    value, unit = found[-1]
+    return float(value) * {"K": 1e3, "M": 1e6, "G": 1e9}[unit]
+
+
+def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimize: bool = True) -> float | None:
+    """Float32 .tflite; optimize=False keeps the converter's graph as it is (a benchmark baseline).
+
+    Returns LiteRT's own estimate of the graph's MACs (None if the converter did not log one), the
+    cross-check for models.count_macs.
+    """
+    try:
+        litert_torch = _import_litert_torch()
     except ImportError:
         raise UserError("TFLite export needs litert-torch: pip install 'skipnet-deploy[export]'") from None
     x = torch.rand(1, img_size, img_size, 3) * 255
-    # The input permute is folded into the first convolution by the converter: no TRANSPOSE op remains.
-    edge = litert_torch.convert(pixel_model_nhwc.eval(), (x,))
+    log: list[str] = []
     with atomic_path(path) as tmp:
-        edge.export(str(tmp))
+        # The input permute is folded into the first convolution by the converter: no TRANSPOSE op remains.
+        with _native_stderr(log):
+            litert_torch.convert(pixel_model_nhwc.eval(), (x,)).export(str(tmp))
         if optimize:  # the input normalisation as one depthwise conv: same arithmetic, faster (tflite_graph)
             rewrite_graph(tmp, tmp, ops=())
+    return converter_macs("".join(log))
 
 
 def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_size: int | None = None,
@@ -36,7 +99,6 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
     graph="stock" quantises the converter's graph as it is, keeping `float_ops` float: the
     baselines benchmarks/int8_latency.py compares against.
     """
-    import tempfile
 
     import numpy as np
 

@@ -29,7 +29,8 @@ class TorchBackend:
 class OnnxBackend:
     format = "onnx"
 
-    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None):
+    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None,
+                 spin: bool = True):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -38,6 +39,8 @@ class OnnxBackend:
         opts.log_severity_level = 3
         if threads:
             opts.intra_op_num_threads = threads
+        if not spin:  # idle workers otherwise busy-wait, stealing cores from whatever runs next (skipnet-bench)
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own pybind exception types for bad files
