@@ -8,6 +8,9 @@ Public API (imported lazily so that `import skipnet` stays cheap):
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.util
+import sys
 
 __version__ = "0.1.0"
 
@@ -26,3 +29,34 @@ def __getattr__(name: str):
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'skipnet' has no attribute {name!r}")
+
+
+class _RegisterWithTimm(importlib.abc.MetaPathFinder):
+    """Registers skipnet_xs..l with timm right after timm is imported, so that
+    `timm.create_model("skipnet_m")` works after `import skipnet` without making every
+    `import skipnet` pay for importing timm (seconds)."""
+
+    def find_spec(self, name, path, target=None):
+        if name != "timm":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec("timm")
+        if spec is not None and spec.loader is not None:
+            run = spec.loader.exec_module
+
+            def exec_module(module, run=run):
+                run(module)
+                from .models.hub import register_timm
+
+                register_timm()
+
+            spec.loader.exec_module = exec_module
+        return spec
+
+
+if "timm" in sys.modules:
+    from .models.hub import register_timm
+
+    register_timm()
+elif not any(isinstance(f, _RegisterWithTimm) for f in sys.meta_path):
+    sys.meta_path.insert(0, _RegisterWithTimm())

@@ -102,11 +102,11 @@ def test_export_bad_input_on_a_run(capsys, small_run, tmp_path):
 
 
 @needs_fmnist
-@pytest.mark.parametrize("blocked,args", [("litert_torch", ["--format", "tflite"]),
-                                          ("ai_edge_quantizer", ["--format", "tflite", "--int8"]),
-                                          ("onnxsim", ["--format", "onnx"]),
-                                          ("coremltools", ["--format", "coreml"])])
-def test_missing_optional_dependency_names_the_extra(blocked, args, capsys, small_run, tmp_path, monkeypatch):
+@pytest.mark.parametrize("blocked,args,extra", [("litert_torch", ["--format", "tflite"], "tflite"),
+                                                ("ai_edge_quantizer", ["--format", "tflite", "--int8"], "tflite"),
+                                                ("onnxsim", ["--format", "onnx"], "onnx"),
+                                                ("coremltools", ["--format", "coreml"], "coreml")])
+def test_missing_optional_dependency_names_the_extra(blocked, args, extra, capsys, small_run, tmp_path, monkeypatch):
     if blocked != "litert_torch":  # loaded whole first: it imports ai_edge_quantizer and must not stay half-loaded
         from skipnet.export.tflite_export import _import_litert_torch
 
@@ -114,7 +114,7 @@ def test_missing_optional_dependency_names_the_extra(blocked, args, capsys, smal
     monkeypatch.setitem(sys.modules, blocked, None)  # what an uninstalled package looks like to `import`
     out = tmp_path / ("m" + {"tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage"}[args[1]])
     _bad(capsys, export_main, [small_run, *args, "--out", out, "--calibration-samples", "8", "--verify-samples", "8"],
-         "pip install 'skipnet-deploy[export]'")
+         f"pip install 'skipnet-deploy[{extra}]'")
     assert not list(tmp_path.iterdir())
 
 

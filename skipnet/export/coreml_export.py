@@ -29,7 +29,7 @@ def export_coreml(model: nn.Module, config: dict[str, Any], img_size: int, path:
     try:
         import coremltools as ct
     except ImportError:
-        raise UserError("CoreML export needs coremltools: pip install 'skipnet-deploy[export]'") from None
+        raise UserError("CoreML export needs coremltools: pip install 'skipnet-deploy[coreml]'") from None
     mean, std = config["mean"], config["std"]
     # image x in 0..255: CoreML computes x * scale + bias_c; (x/255 - m_c)/s_c = (x*scale + bias_c) * s0/s_c.
     scale, bias = 1.0 / (255.0 * std[0]), [-m / std[0] for m in mean]

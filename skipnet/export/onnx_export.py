@@ -19,7 +19,7 @@ def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[
         import onnx
         import onnxsim
     except ImportError:
-        raise UserError("ONNX export needs onnx and onnxsim: pip install 'skipnet-deploy[export]'") from None
+        raise UserError("ONNX export needs onnx and onnxsim: pip install 'skipnet-deploy[onnx]'") from None
     x = torch.rand(2, 3, img_size, img_size) * 255
     dynamic = {"pixels": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
     program = torch.onnx.export(pixel_model.eval(), (x,), dynamo=True, opset_version=OPSET, input_names=["pixels"],
@@ -57,7 +57,7 @@ def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path) -> None
         from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
                                               quantize_static)
     except ImportError:
-        raise UserError("ONNX int8 needs onnxruntime: pip install 'skipnet-deploy[export]'") from None
+        raise UserError("ONNX int8 needs onnxruntime: pip install 'skipnet-deploy[onnx]'") from None
 
     nchw = np.ascontiguousarray(calibration_pixels.transpose(0, 3, 1, 2), dtype=np.float32)
 

@@ -75,7 +75,7 @@ def qat_finetune(model: nn.Module, config: dict[str, Any], img_size: int, epochs
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     except ImportError:
-        raise UserError("--qat-epochs needs litert-torch and torchao: pip install 'skipnet-deploy[export]'") from None
+        raise UserError("--qat-epochs needs litert-torch and torchao: pip install 'skipnet-deploy[tflite]'") from None
     # The run's own loss: the training stage comes before export, so this import keeps the one-way flow.
     from ..training import BiasLoss, build_loss
 

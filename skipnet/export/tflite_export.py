@@ -76,7 +76,7 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimi
     try:
         litert_torch = _import_litert_torch()
     except ImportError:
-        raise UserError("TFLite export needs litert-torch: pip install 'skipnet-deploy[export]'") from None
+        raise UserError("TFLite export needs litert-torch: pip install 'skipnet-deploy[tflite]'") from None
     x = torch.rand(1, img_size, img_size, 3) * 255
     log: list[str] = []
     with atomic_path(path) as tmp:
@@ -106,7 +106,7 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
         from ai_edge_litert.interpreter import Interpreter
         from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
     except ImportError:
-        raise UserError("int8 TFLite needs ai-edge-quantizer: pip install 'skipnet-deploy[export]'") from None
+        raise UserError("int8 TFLite needs ai-edge-quantizer: pip install 'skipnet-deploy[tflite]'") from None
     if graph not in ("fast", "stock"):
         raise ValueError(f"graph must be 'fast' or 'stock', not {graph!r}")
     if graph == "fast":

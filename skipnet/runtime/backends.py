@@ -34,7 +34,7 @@ class OnnxBackend:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise ModelLoadError("running .onnx models needs onnxruntime: pip install 'skipnet-deploy[export]'") from None
+            raise ModelLoadError("running .onnx models needs onnxruntime: pip install 'skipnet-deploy[onnx]'") from None
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         if threads:
@@ -84,7 +84,7 @@ class TFLiteBackend:
                 from tflite_runtime.interpreter import Interpreter
             except ImportError:
                 raise ModelLoadError("running .tflite models needs ai-edge-litert (pip install "
-                                     "'skipnet-deploy[export]') or tflite-runtime") from None
+                                     "'skipnet-deploy[tflite]') or tflite-runtime") from None
         with open(path, "rb") as f:
             head = f.read(8)
         if head[4:8] != b"TFL3":  # the flatbuffer file identifier; never hand the interpreter random bytes
@@ -129,7 +129,7 @@ class CoreMLBackend:
             import coremltools as ct
         except ImportError:
             raise ModelLoadError("running .mlpackage models needs coremltools: pip install "
-                                 "'skipnet-deploy[export]'") from None
+                                 "'skipnet-deploy[coreml]'") from None
         try:
             self.model = ct.models.MLModel(str(path))
         except Exception as e:  # coremltools raises several types for unreadable packages
