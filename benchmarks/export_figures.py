@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from skipnet.bench import cpu_name
-from skipnet.common import atomic_write_text
+from skipnet.common import atomic_write_text, path_size
 from skipnet.export import export
 
 # (label, format, int8, extra export arguments)
@@ -45,12 +45,6 @@ def row(label: str, result, size: int) -> dict:
     if "spec_checks" in p and "top1_agreement" not in p:  # CoreML off macOS
         out["note"] = f"spec {'valid' if p['passed'] else 'INVALID'}; numeric check {p.get('numeric', 'skipped')}"
     return out
-
-
-def _size(path: Path) -> int:
-    if path.is_dir():  # .mlpackage
-        return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-    return path.stat().st_size
 
 
 def table(rows: list[dict]) -> str:
@@ -86,7 +80,7 @@ def main() -> None:
             ext = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}[fmt]
             path = Path(tmp) / f"{len(rows)}{ext}"
             result = export(run, fmt, path, int8=int8, verify_samples=a.samples, **extra)
-            rows.append(row(label, result, _size(path)))
+            rows.append(row(label, result, path_size(path)))
             print(rows[-1], flush=True)
     command = "python benchmarks/export_figures.py" + "".join(f" {arg}" for arg in sys.argv[1:])
     train = config.get("train", {})

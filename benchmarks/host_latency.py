@@ -16,22 +16,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
-from skipnet.bench import benchmark
+from skipnet.bench import benchmark, paired_ratio
 from skipnet.common import atomic_path, atomic_write_text
 
 MODELS = ("skipnet_xs", "skipnet_s", "skipnet_m", "skipnet_l", "mobilenet_v3_small", "mobilenet_v3_large")
 FORMATS = ("tflite", "tflite-int8", "onnx", "onnx-int8")
 LABELS = {"tflite": "LiteRT float", "tflite-int8": "LiteRT int8", "onnx": "ORT float", "onnx-int8": "ORT int8"}
-
-
-def paired(a: list[float], b: list[float]) -> float:
-    """Median of per-round ratios a/b."""
-    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def tables(rows: list[dict], models: list[str], threads: list[int]) -> str:
@@ -45,9 +39,9 @@ def tables(rows: list[dict], models: list[str], threads: list[int]) -> str:
             r = {f: by[(m, f, t)] for f in FORMATS}
             out.append(f"| {m} | {r['tflite']['params'] / 1e6:.2f} | {r['tflite']['macs'] / 1e6:.1f} | "
                        f"{r['tflite']['p50_ms']:.2f} | {r['tflite-int8']['p50_ms']:.2f} | "
-                       f"{paired(r['tflite']['times_ms'], r['tflite-int8']['times_ms']):.2f}x | "
+                       f"{paired_ratio(r['tflite']['times_ms'], r['tflite-int8']['times_ms']):.2f}x | "
                        f"{r['onnx']['p50_ms']:.2f} | {r['onnx-int8']['p50_ms']:.2f} | "
-                       f"{paired(r['onnx']['times_ms'], r['onnx-int8']['times_ms']):.2f}x |")
+                       f"{paired_ratio(r['onnx']['times_ms'], r['onnx-int8']['times_ms']):.2f}x |")
         out.append("")
     out += ["### Latency relative to MobileNetV3-Large (below 1.00x: faster)", "",
             "| model | threads | " + " | ".join(LABELS[f] for f in FORMATS) + " |", "|---" * (2 + len(FORMATS)) + "|"]
@@ -61,7 +55,7 @@ def tables(rows: list[dict], models: list[str], threads: list[int]) -> str:
                 "| model | " + " | ".join(LABELS[f] for f in FORMATS) + " |", "|---" * (1 + len(FORMATS)) + "|"]
         for m in models:
             out.append(f"| {m} | " + " | ".join(
-                f"{paired(by[(m, f, t1)]['times_ms'], by[(m, f, t2)]['times_ms']):.2f}x" for f in FORMATS) + " |")
+                f"{paired_ratio(by[(m, f, t1)]['times_ms'], by[(m, f, t2)]['times_ms']):.2f}x" for f in FORMATS) + " |")
     out += ["", "### MACs: our counter against LiteRT's converter", "",
             "`macs` is skipnet.models.count_macs (PyTorch's flop counter: convolutions and linear layers, the "
             "paper's convention); the converter's estimate also counts element-wise ops (h-swish, the "

@@ -35,7 +35,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from skipnet.bench import IMAGENET_MEAN, IMAGENET_STD, calibration_pixels, cpu_name, estimate_bn_statistics
+from skipnet.bench import (IMAGENET_MEAN, IMAGENET_STD, calibration_pixels, cpu_name, estimate_bn_statistics,
+                           paired_ratio)
 from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
 from skipnet.export.tflite_graph import float_ops, op_census, rewrite_graph
 from skipnet.models import PixelModel, count_macs, create_model
@@ -111,7 +112,7 @@ def main() -> None:
         med = statistics.median(ts) * 1e3
         # Each round times every variant once, back to back: the median of the per-round ratios is
         # robust to the machine's speed drifting between rounds (it moves by 10-20% here).
-        paired = statistics.median(f / t for f, t in zip(times[(name, "float")], ts))
+        paired = paired_ratio(times[(name, "float")], ts)
         rows.append({"model": name, "variant": variant, "median_ms": round(med, 2),
                      "speedup_vs_float": round(paired, 2), "size_mb": round(sizes[(name, variant)] / 1e6, 2),
                      "MACs_M": round(macs[name] / 1e6, 1), "ops_total": sum(v for k, v in ops.items() if k.isupper()

@@ -8,7 +8,8 @@ in its real runtime. This stage comes after export and runtime and may import bo
 put skipnet-bench in the runtime stage, but the benchmark must convert models, and the export
 stage already imports the runtime, so it lives here to keep the data flow one way.
 """
-from .core import FORMATS, IMAGENET_MEAN, IMAGENET_STD, benchmark, calibration_pixels, cpu_name, estimate_bn_statistics
+from .core import (FORMATS, IMAGENET_MEAN, IMAGENET_STD, benchmark, calibration_pixels, cpu_name,
+                   estimate_bn_statistics, paired_ratio)
 
 __all__ = ["FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "benchmark", "calibration_pixels", "cpu_name",
-           "estimate_bn_statistics"]
+           "estimate_bn_statistics", "paired_ratio"]

@@ -13,8 +13,7 @@ from .core import ALIASES, FORMATS, benchmark
 
 DEFAULT_MODELS = "skipnet_xs,skipnet_s,skipnet_m,skipnet_l,mobilenet_v3_small,mobilenet_v3_large"
 COLUMNS = ("model", "format", "threads", "params", "macs", "macs_litert", "size_mb", "p50_ms", "p90_ms", "mean_ms",
-           "std_ms",
-           "latency_vs_mobilenet_v3_large", "runtime", "img_size", "cpu", "cores", "runs", "skipped")
+           "std_ms", "latency_vs_mobilenet_v3_large", "runtime", "img_size", "cpu", "cores", "runs", "skipped")
 
 
 def _ms(row: dict[str, Any], key: str) -> str:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..common import UserError
+from ..common import UserError, path_size
 from ..data import build_datasets, preprocess_config, sample_pixels
 from ..models import PixelModel, count_macs, count_params, create_model, list_models
 
@@ -26,6 +26,12 @@ ALIASES = {"coreml": ("coreml-cpu", "coreml-all")}  # CoreML per compute unit: C
 # model repeatedly, while the round-robin still spreads the machine's drift over every model.
 SETTLE_CALLS = 2
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median of the per-round ratios a/b of two series timed in the same rounds: drift between
+    rounds hits both sides of each ratio alike."""
+    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def calibration_pixels(n: int, size: int, data_dir: str | None = None) -> np.ndarray:
@@ -198,7 +204,7 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
                                 for t in threads)
                     continue
                 built = _export(fmt, pm, name, img_size, calib, work)
-                size = built["path"].stat().st_size if built["path"] else sum(
+                size = path_size(built["path"]) if built["path"] else sum(
                     p.numel() * p.element_size() for p in model.state_dict().values())
                 base.update(runtime=built["runtime"], size_mb=round(size / 1e6, 2))
                 if built.get("macs_litert") is not None:  # LiteRT's own count: the check on `macs`
@@ -240,6 +246,6 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
         if keep_times:
             row["times_ms"] = [round(v, 4) for v in ts]
         ref = times.get((reference, fmt, t))
-        if ref:  # median of the per-round ratios: robust to drift between rounds
-            row[f"latency_vs_{reference}"] = round(statistics.median(a / b for a, b in zip(ts, ref)), 3)
+        if ref:
+            row[f"latency_vs_{reference}"] = round(paired_ratio(ts, ref), 3)
     return rows
