@@ -74,6 +74,7 @@ def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path) -> None
         quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
         with atomic_path(path) as out:
             # uint8 activations, int8 weights (U8S8): onnxruntime's x86 int8 kernels are built for that
-            # pair; int8 activations ran 2.8x slower (MobileNetV3-Large, 224x224: 18.2 vs 6.5 ms).
+            # pair; int8 activations ran 2.8x slower in a one-off side-by-side check (MobileNetV3-Large,
+            # 224x224, 1 thread: 18.2 vs 6.5 ms).
             quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
                             activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
