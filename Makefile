@@ -14,23 +14,21 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[dev,export,plot]'
 	touch $(STAMP)
 
-# Fashion-MNIST comes from Debian; skip quietly where apt is not usable (tests that need it then skip).
+# Fashion-MNIST comes from Debian; install it when apt is usable (tests that need it skip otherwise).
 data:
 	@if [ ! -f $(FMNIST) ] && command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
 		apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
-		{ apt-get update -q >/dev/null && apt-get install -y -q dataset-fashion-mnist >/dev/null; }; \
-	fi
-	@test -f $(FMNIST) || echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); its tests will skip"
+		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; \
+	fi; true
 
-# Run again, the demo continues (or just reports) the same run instead of starting over.
+# The whole chain on Fashion-MNIST (runs/demo/report.md); run again, it resumes where it stopped.
+# FULL=1: the full recipe on every image (runs/demo-full). DATA_DIR=DIR: the four idx files from DIR.
 demo: setup
-	@if [ -f runs/demo/trainer_state.pt ]; then \
-		$(VENV)/bin/skipnet-train --out runs/demo --resume; \
-	else \
-		$(VENV)/bin/skipnet-train --data fashion-mnist --out runs/demo; \
-	fi
+	$(if $(or $(wildcard $(FMNIST)),$(DATA_DIR)),,$(error Fashion-MNIST is not installed: run `sudo apt-get install dataset-fashion-mnist`, or `make demo DATA_DIR=DIR` with a folder holding its four idx files))
+	@$(VENV)/bin/skipnet-pipeline $(if $(filter 1 yes true,$(FULL)),--full) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
 test: setup
+	@test -f $(FMNIST) || echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); its tests will skip"
 	$(PY) -m pytest -q
 
 clean:

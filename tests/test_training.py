@@ -253,6 +253,21 @@ def test_config_file_precedence(tmp_path):
     assert cfg.scheduler == "multistep" and cfg.model == "skipnet_m"  # from the cifar10 recipe
 
 
+def test_named_recipes():
+    from skipnet.training import resolve_config
+    from skipnet.common import UserError
+
+    fast, full = resolve_config({}), resolve_config({"recipe": "full"})
+    assert (fast.recipe, fast.epochs, fast.lr) == ("fast", 3, 0.2)  # Fashion-MNIST's default
+    assert (full.recipe, full.epochs, full.scheduler) == ("full", 30, "cosine")
+    paper = resolve_config({"recipe": "paper", "model": "resnet18"})  # the paper's CIFAR recipe, any data
+    assert (paper.data, paper.model, paper.epochs, paper.lr, paper.milestones) == ("fashion-mnist", "resnet18", 160,
+                                                                                   0.1, [80, 122])
+    assert resolve_config({"data": "cifar100"}).recipe == "paper"
+    with pytest.raises(UserError, match="unknown recipe 'long'"):
+        resolve_config({"recipe": "long"})
+
+
 @needs_fmnist
 def test_ema_amp_and_ce_variants(tmp_path):
     r = _cli(*QUICK, "--limit-train", "256", "--epochs", "1", "--ema", "--ema-decay", "0.9", "--amp",

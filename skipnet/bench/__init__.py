@@ -9,7 +9,7 @@ put skipnet-bench in the runtime stage, but the benchmark must convert models, a
 stage already imports the runtime, so it lives here to keep the data flow one way.
 """
 from .core import (FORMATS, IMAGENET_MEAN, IMAGENET_STD, benchmark, calibration_pixels, cpu_name,
-                   estimate_bn_statistics, paired_ratio)
+                   estimate_bn_statistics, interleaved_times, latency_stats, paired_ratio, time_files)
 
 __all__ = ["FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "benchmark", "calibration_pixels", "cpu_name",
-           "estimate_bn_statistics", "paired_ratio"]
+           "estimate_bn_statistics", "interleaved_times", "latency_stats", "paired_ratio", "time_files"]

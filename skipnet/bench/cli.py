@@ -60,43 +60,18 @@ def _read_accuracy(paths: Sequence[str]) -> dict[str, float]:
 
 
 def plot(rows: list[dict[str, Any]], accuracy: dict[str, float], path: str) -> None:
-    """Accuracy against MACs and against latency (one series per format), paper style."""
-    try:
-        import matplotlib
+    """Accuracy against MACs and against latency (one point per model and format), paper style."""
+    from .plots import draw_accuracy, figure, save
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("--plot needs matplotlib: pip install 'skipnet-deploy[plot]'") from None
-    from ..common import atomic_path
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    seen = set()
+    fig, (ax1, ax2) = figure(2)
     several_threads = len({r["threads"] for r in rows}) > 1
-    for r in rows:
-        if r["model"] not in accuracy:
-            continue
-        top1 = 100 * accuracy[r["model"]]
-        color = "tab:red" if r["model"].startswith("skipnet") else "tab:blue"
-        if r["model"] not in seen:
-            ax1.scatter(r["macs"] / 1e6, top1, color=color)
-            ax1.annotate(r["model"], (r["macs"] / 1e6, top1), fontsize=8, xytext=(4, 4), textcoords="offset points")
-            seen.add(r["model"])
-        if "p50_ms" in r:
-            ax2.scatter(r["p50_ms"], top1, color=color, marker="o" if "int8" in r["format"] else "s")
-            label = f"{r['model']} {r['format']}" + (f" {r['threads']}t" if several_threads else "")
-            ax2.annotate(label, (r["p50_ms"], top1), fontsize=7, xytext=(4, 4),
-                         textcoords="offset points")
-    ax1.set_xlabel("MACs (M)")
-    ax2.set_xlabel("latency p50 (ms)")
-    for ax in (ax1, ax2):
-        ax.set_ylabel("top-1 (%)")
-        ax.grid(alpha=0.3)
-    fig.suptitle("SkipNet (red) vs MobileNetV3 (blue)", fontsize=10)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    by_model = {r["model"]: r for r in rows}
+    draw_accuracy(ax1, [{"label": m, "model": m, "top1": accuracy.get(m), "macs": r["macs"] / 1e6}
+                        for m, r in by_model.items()], "macs", "MACs (M)")
+    draw_accuracy(ax2, [{"label": f"{r['model']} {r['format']}" + (f" {r['threads']}t" if several_threads else ""),
+                         "model": r["model"], "top1": accuracy.get(r["model"]), "p50_ms": r.get("p50_ms"),
+                         "int8": "int8" in r["format"]} for r in rows], "p50_ms", "latency p50 (ms)")
+    save(fig, path, "SkipNet (red) vs MobileNetV3 (blue)")
 
 
 def _main(argv: Sequence[str] | None) -> int:

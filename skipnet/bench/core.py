@@ -8,7 +8,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -163,6 +163,58 @@ def _check(models: list[str], formats: list[str], img_size: int, threads: tuple[
         raise UserError("--runs and --threads must be positive, --warmup >= 0, --img-size a multiple of 32")
 
 
+def interleaved_times(runners: dict[Any, Callable[[np.ndarray], Any]], x: np.ndarray, runs: int, warmup: int,
+                      progress: bool = True) -> dict[Any, list[float]]:
+    """Milliseconds per call of every runner on ``x``: ``warmup`` calls each, then ``runs`` rounds
+    that time each runner once, in turn, after SETTLE_CALLS untimed calls."""
+    torch_threads = torch.get_num_threads()  # the torch runner sets its own per call
+    try:
+        for run in runners.values():
+            for _ in range(warmup):
+                run(x)
+        times: dict[Any, list[float]] = {k: [] for k in runners}
+        for _ in tqdm(range(runs), desc="timing (interleaved rounds)", disable=not progress):
+            for k, run in runners.items():
+                for _ in range(SETTLE_CALLS):
+                    run(x)
+                t0 = time.perf_counter()
+                run(x)
+                times[k].append((time.perf_counter() - t0) * 1e3)
+    finally:
+        torch.set_num_threads(torch_threads)
+    return times
+
+
+def latency_stats(ts: Sequence[float]) -> dict[str, float]:
+    return {"p50_ms": round(statistics.median(ts), 3), "p90_ms": round(float(np.percentile(ts, 90)), 3),
+            "mean_ms": round(statistics.fmean(ts), 3), "std_ms": round(statistics.pstdev(ts), 3), "runs": len(ts)}
+
+
+def time_files(paths: dict[str, str | os.PathLike], pixels: np.ndarray, threads: int = 1, runs: int = 100,
+               warmup: int = 5, reference: str | None = None, keep_times: bool = False,
+               progress: bool = True) -> dict[str, dict[str, Any]]:
+    """Latency of exported model files (any format ``skipnet.load`` takes) on one batch of raw
+    uint8 NHWC ``pixels``, interleaved like ``benchmark``; with ``reference`` (a key of ``paths``),
+    each file's paired latency ratio against it; ``keep_times`` adds the per-round times."""
+    from ..runtime import load
+    from ..runtime.backends import OnnxBackend
+
+    if runs < 1 or warmup < 0 or threads < 1:
+        raise UserError("runs and threads must be positive and warmup >= 0")
+    predictors = {k: (OnnxBackend(Path(p), threads, spin=False) if Path(p).suffix == ".onnx"  # see _runner
+                      else load(p, threads=threads).backend) for k, p in paths.items()}
+    times = interleaved_times({k: pr.logits for k, pr in predictors.items()}, pixels, runs, warmup, progress)
+    out = {}
+    for k, pr in predictors.items():
+        out[k] = {"format": pr.format, "precision": pr.precision, "threads": threads,
+                  "size_mb": round(path_size(paths[k]) / 1e6, 3), **latency_stats(times[k])}
+        if reference is not None and reference in times:
+            out[k]["latency_vs_reference"] = round(paired_ratio(times[k], times[reference]), 3)
+        if keep_times:
+            out[k]["times_ms"] = [round(v, 4) for v in times[k]]
+    return out
+
+
 def benchmark(models: list[str], formats: list[str], img_size: int = 224, threads: int | Sequence[int] = 1,
               runs: int = 50, warmup: int = 5, calibration: int = 64, data_dir: str | None = None,
               reference: str = "mobilenet_v3_large", progress: bool = True,
@@ -224,25 +276,10 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
                     timed[k][1].update({k2: v for k2, v in measured.items() if k2 not in ("model", "file")},
                                        cpu=measured["device"], cores=None)
             return rows
-        torch_threads = torch.get_num_threads()
-        try:
-            for run, _, _ in timed.values():
-                for _ in range(warmup):
-                    run(x)
-            times = {k: [] for k in timed}
-            for _ in tqdm(range(runs), desc="timing (interleaved rounds)", disable=not progress):
-                for k, (run, _, _) in timed.items():
-                    for _ in range(SETTLE_CALLS):
-                        run(x)
-                    t0 = time.perf_counter()
-                    run(x)
-                    times[k].append((time.perf_counter() - t0) * 1e3)
-        finally:
-            torch.set_num_threads(torch_threads)
+        times = interleaved_times({k: v[0] for k, v in timed.items()}, x, runs, warmup, progress)
     for (name, fmt, t), (_, row, _) in timed.items():
         ts = times[(name, fmt, t)]
-        row.update(p50_ms=round(statistics.median(ts), 3), p90_ms=round(float(np.percentile(ts, 90)), 3),
-                   mean_ms=round(statistics.fmean(ts), 3), std_ms=round(statistics.pstdev(ts), 3), runs=runs)
+        row.update(latency_stats(ts))
         if keep_times:
             row["times_ms"] = [round(v, 4) for v in ts]
         ref = times.get((reference, fmt, t))

@@ -67,6 +67,51 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 @contextlib.contextmanager
+def output_to(path: str | os.PathLike) -> Iterator[Path]:
+    """Send everything written to file descriptors 1 and 2 (Python and native code, e.g. converter
+    logs and their progress bars) to ``path`` while the block runs."""
+    import sys
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(path, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield path
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML file holding a mapping (empty file: {}); one-line UserErrors for a missing or bad file."""
+    import yaml
+
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"config file {path} does not exist; check the --config path") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        where = getattr(e, "problem_mark", None)
+        at = f" at line {where.line + 1}" if where is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{at}; fix its syntax") from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config file {path} must be a mapping of keys to values (e.g. 'epochs: 5')")
+    return raw
+
+
+@contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Like atomic_path for a directory output (e.g. a CoreML .mlpackage): build beside it, then swap in."""
     import shutil

@@ -7,7 +7,7 @@ from typing import Sequence
 
 from ..common import UserError
 from ..common.cli import ArgumentParser, run_cli
-from .config import LOSSES, NORMALIZATIONS, OPTIMIZERS, SCHEDULERS, load_yaml_config, resolve_config
+from .config import LOSSES, NORMALIZATIONS, OPTIMIZERS, RECIPES, SCHEDULERS, load_yaml_config, resolve_config
 from .loop import resume, train
 
 
@@ -31,6 +31,9 @@ def build_parser():
     a("--download", action="store_const", const=True, help="download CIFAR if missing")
     a("--out", help="run directory to write (required)")
     a("--config", help="YAML file with the same keys as these flags")
+    a("--recipe", choices=tuple(RECIPES), help="settings to start from: fast (Fashion-MNIST default, minutes), "
+                                              "full (10x longer), paper (the paper's CIFAR recipe, CIFAR default), "
+                                              "finetune (imagefolder default)")
     a("--weights", help="start from these weights: a run directory, .safetensors, or a state_dict .pth "
                         "(e.g. the authors' skipblocknet-m.pth)")
     a("--reset-head", action="store_const", const=True,

@@ -1,0 +1,143 @@
+"""Bias Loss vs cross-entropy, paired: each model is trained with both losses from the same seeds.
+
+For a model and seed, both runs start from the same initial weights and see the same images in
+the same order with the same augmentation (the seed fixes all three); only the loss differs. The
+table gives each loss's mean and standard deviation of final top-1 over the seeds, and the paired
+difference (Bias - CE) with a 95% confidence interval (Student's t over the per-seed differences).
+
+    python benchmarks/bias_vs_ce.py --models skipnet_s,mobilenet_v3_large,resnet18 --seeds 3 \\
+        --epochs 3 --limit-train 20000
+    python benchmarks/bias_vs_ce.py --data cifar100 --recipe paper --models resnet18 --seeds 3   # GPU-sized
+
+Runs live under --work (one run directory per model/seed/loss); an interrupted study started
+again with the same flags resumes unfinished runs and reuses finished ones. Writes
+benchmarks/results/bias_vs_ce.md and .json (--out to change).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+from skipnet.bench.core import cpu_name
+from skipnet.common import UserError
+from skipnet.common.cli import run_cli
+from skipnet.training import RECIPES, resolve_config, resume, train
+
+# Two-sided 95% quantiles of Student's t by degrees of freedom (the CI of a mean over few seeds).
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+# paper.md, CIFAR-100 top-1 with the paper's recipe: (Bias Loss, cross-entropy).
+PAPER_CIFAR100 = {"resnet18": (75.51, 74.33), "densenet121": (77.83, 75.98), "shufflenet_v2_x0_5": (72.00, 71.55)}
+
+
+def t975(df: int) -> float:
+    return T975.get(df) or next((T975[k] for k in sorted(T975) if k >= df), 1.96)
+
+
+def paired_summary(bias: list[float], ce: list[float]) -> dict:
+    """Means, standard deviations and the paired difference bias - ce with its 95% CI (in points)."""
+    diffs = [100 * (b - c) for b, c in zip(bias, ce)]
+    n = len(diffs)
+    mean_d = statistics.fmean(diffs)
+    sd_d = statistics.stdev(diffs) if n > 1 else float("nan")
+    half = t975(n - 1) * sd_d / math.sqrt(n) if n > 1 else float("nan")
+    return {
+        "n": n,
+        "bias_mean": 100 * statistics.fmean(bias), "bias_std": 100 * statistics.stdev(bias) if n > 1 else float("nan"),
+        "ce_mean": 100 * statistics.fmean(ce), "ce_std": 100 * statistics.stdev(ce) if n > 1 else float("nan"),
+        "diff_mean": mean_d, "diff_std": sd_d, "ci95": [mean_d - half, mean_d + half],
+        "diffs": diffs,
+    }
+
+
+def run_one(out: Path, overrides: dict) -> tuple[float, float]:
+    """Train (or resume, or just read) one run; returns (final val top-1, seconds spent now)."""
+    t0 = time.perf_counter()
+    if (out / "trainer_state.pt").exists():
+        result = resume(out, progress=False)  # a finished run only reports
+    else:
+        result = train(resolve_config({**overrides, "out": str(out)}).validate(), progress=False)
+    if result.interrupted:
+        raise KeyboardInterrupt
+    return float(result.metrics["val_top1"]), time.perf_counter() - t0
+
+
+def _fmt(x: float) -> str:
+    return f"{x:+.2f}" if not math.isnan(x) else "n/a"
+
+
+def write_report(path: Path, args, command: str, rows: dict, wall: float) -> None:
+    lines = [
+        "# Bias Loss vs cross-entropy (paired seeds)", "",
+        f"Command ({date.today().isoformat()}, {cpu_name()}, wall time {wall / 60:.1f} min):", "",
+        f"    {command}", "",
+        f"Dataset {args.data}, recipe {args.recipe or 'the dataset default'}, {args.epochs or 'recipe'} epochs"
+        + (f", {args.limit_train:,} training images" if args.limit_train else ", all training images")
+        + f", {args.seeds} seeds (0..{args.seeds - 1}). Top-1 is the final epoch's on the "
+        "validation split (Fashion-MNIST and CIFAR: the official 10,000 test images). For each seed "
+        "both losses start from the same weights and see the same images in the same order; "
+        "the difference is Bias - CE per seed, with a 95% CI from Student's t over the seeds.", "",
+        "| model | Bias Loss top-1 (mean ± std) | cross-entropy top-1 | paired diff (points) | 95% CI | per seed |",
+        "|---|---|---|---|---|---|",
+    ]
+    for model, s in rows.items():
+        ci = s["ci95"]
+        lines.append(f"| {model} | {s['bias_mean']:.2f} ± {s['bias_std']:.2f} | {s['ce_mean']:.2f} ± {s['ce_std']:.2f} "
+                     f"| {_fmt(s['diff_mean'])} | [{_fmt(ci[0])}, {_fmt(ci[1])}] "
+                     f"| {', '.join(_fmt(d) for d in s['diffs'])} |")
+    lines += ["", "Paper reference (../shared/docs/paper.md, CIFAR-100, 160 epochs, one run each): "
+              + "; ".join(f"{m} {b:.2f} vs {c:.2f} ({b - c:+.2f})" for m, (b, c) in PAPER_CIFAR100.items()) + "."]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.with_suffix(".json").write_text(json.dumps({
+        "command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "wall_seconds": wall,
+        "data": args.data, "recipe": args.recipe, "epochs": args.epochs, "limit_train": args.limit_train,
+        "seeds": args.seeds, "models": rows}, indent=2) + "\n", encoding="utf-8")
+
+
+def _main(argv) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--models", default="skipnet_s,mobilenet_v3_large,resnet18")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--epochs", type=int, help="default: the recipe's")
+    p.add_argument("--data", default="fashion-mnist")
+    p.add_argument("--data-dir")
+    p.add_argument("--recipe", choices=tuple(RECIPES), help="default: the dataset's (fast for Fashion-MNIST)")
+    p.add_argument("--limit-train", type=int)
+    p.add_argument("--work", default="runs/bias_vs_ce", help="where the run directories go")
+    p.add_argument("--out", default="benchmarks/results/bias_vs_ce.md")
+    args = p.parse_args(argv)
+    if args.seeds < 2:
+        raise UserError("--seeds must be at least 2 for a standard deviation and a confidence interval")
+    command = "python benchmarks/bias_vs_ce.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    t_start = time.perf_counter()
+    rows = {}
+    for model in models:
+        top1: dict[str, list[float]] = {"bias": [], "ce": []}
+        for seed in range(args.seeds):
+            for loss in ("bias", "ce"):
+                overrides = {"model": model, "data": args.data, "data_dir": args.data_dir, "recipe": args.recipe,
+                             "loss": loss, "seed": seed, "epochs": args.epochs, "limit_train": args.limit_train}
+                out = Path(args.work) / args.data / model / f"seed{seed}_{loss}"
+                acc, secs = run_one(out, overrides)
+                top1[loss].append(acc)
+                print(f"{model} seed {seed} {loss}: top-1 {100 * acc:.2f}% ({secs:.0f} s)", flush=True)
+        rows[model] = paired_summary(top1["bias"], top1["ce"])
+        s = rows[model]
+        print(f"{model}: bias {s['bias_mean']:.2f} ce {s['ce_mean']:.2f} diff {s['diff_mean']:+.2f} "
+              f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]", flush=True)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_report(out, args, command, rows, time.perf_counter() - t_start)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(_main, prog="bias_vs_ce.py"))

@@ -1,0 +1,117 @@
+"""The pipeline's settings: built-in demo defaults < --config YAML < flags.
+
+    out: runs/demo
+    data: fashion-mnist            # or imagefolder with data-dir (train/ and val/ class folders)
+    models: [skipnet_s, mobilenet_v3_large]   # the first is the model to ship, the rest baselines
+    train: {recipe: fast, loss: bias, limit-train: 30000}   # skipnet-train keys, the same for every model
+    export: {formats: [tflite-int8, onnx, coreml], verify-samples: 1000, qat-epochs: 0}
+    gate: {max-drop: 1.0, min-top1: null, limit: null}     # int8 vs float, skipnet-eval's gates
+    bench: {threads: 1, runs: 200, warmup: 10}
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from ..common import UserError, read_yaml_mapping
+
+# One format name per exported file: (skipnet-export --format, --int8).
+EXPORT_FORMATS = {"tflite-int8": ("tflite", True), "tflite": ("tflite", False), "onnx": ("onnx", False),
+                  "onnx-int8": ("onnx", True), "coreml": ("coreml", False), "coreml-int8": ("coreml", True)}
+
+# The demo: the fast Fashion-MNIST recipe on half the training images, so the whole chain for two
+# models (train, export, gate, benchmark, report) fits in ~15 minutes on 2 CPU cores.
+DEFAULTS: dict[str, Any] = {
+    "out": "runs/demo",
+    "data": "fashion-mnist",
+    "data_dir": None,
+    "models": ["skipnet_s", "mobilenet_v3_large"],
+    "train": {"recipe": "fast", "loss": "bias", "limit_train": 30000},
+    "export": {"formats": ["tflite-int8", "onnx", "coreml"], "verify_samples": 1000, "calibration_samples": 256,
+               "qat_epochs": 0, "qat_limit": None},
+    "gate": {"max_drop": 1.0, "min_top1": None, "limit": None},
+    "bench": {"threads": 1, "runs": 200, "warmup": 10},
+}
+# `make demo FULL=1` / --full: the full Fashion-MNIST recipe on every training image.
+FULL = {"out": "runs/demo-full", "train": {"recipe": "full", "limit_train": None}}
+SECTIONS = ("train", "export", "gate", "bench")
+
+
+def _norm(mapping: dict[str, Any], where: str) -> dict[str, Any]:
+    if not isinstance(mapping, dict):
+        raise UserError(f"{where} must be a mapping of keys to values, e.g. 'epochs: 5'")
+    return {str(k).replace("-", "_"): v for k, v in mapping.items()}
+
+
+def merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[str, Any]:
+    """``base`` with ``override``'s keys; sections merge key by key. Unknown keys are user errors
+    (train keys are checked later, by the training stage's own configuration)."""
+    out = copy.deepcopy(base)
+    for key, value in _norm(override, where).items():
+        if key not in DEFAULTS:
+            raise UserError(f"{where}: unknown key {key!r}; use {', '.join(k.replace('_', '-') for k in DEFAULTS)}")
+        if key in SECTIONS:
+            section = _norm(value or {}, f"{where}: {key}")
+            if key != "train":
+                unknown = [k for k in section if k not in DEFAULTS[key]]
+                if unknown:
+                    raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in {key}; use "
+                                    f"{', '.join(k.replace('_', '-') for k in DEFAULTS[key])}")
+            out[key] = {**out[key], **section}
+        else:
+            out[key] = value
+    return out
+
+
+def load_config(path: str | None = None, full: bool = False, **flags: Any) -> dict[str, Any]:
+    """The resolved settings: defaults, then ``--full``, then the YAML file, then non-None flags."""
+    cfg = merge(DEFAULTS, FULL, "--full") if full else copy.deepcopy(DEFAULTS)
+    if path:
+        cfg = merge(cfg, read_yaml_mapping(path), f"config file {path}")
+    cfg = merge(cfg, {k: v for k, v in flags.items() if v is not None}, "flags")
+    return validate(cfg)
+
+
+def validate(cfg: dict[str, Any]) -> dict[str, Any]:
+    from ..data import list_datasets
+    from ..models import list_models
+
+    models = cfg["models"]
+    if isinstance(models, str):
+        models = cfg["models"] = [m.strip() for m in models.split(",") if m.strip()]
+    if not isinstance(models, list) or not models:
+        raise UserError("models must list at least one model, e.g. [skipnet_s, mobilenet_v3_large]")
+    unknown = [m for m in models if m not in list_models()]
+    if unknown:
+        raise UserError(f"unknown model(s) {', '.join(map(str, unknown))}; choose from: {', '.join(list_models())}")
+    if len(set(models)) != len(models):
+        raise UserError(f"models lists a model twice: {models}")
+    if cfg["data"] not in list_datasets():
+        raise UserError(f"unknown data {cfg['data']!r}; choose one of: {', '.join(list_datasets())}")
+    if cfg["data"] == "imagefolder" and not cfg["data_dir"]:
+        raise UserError("data imagefolder needs data-dir: a folder holding train/ and val/ class folders")
+    for key in ("model", "data", "data_dir", "out"):
+        if key in cfg["train"]:
+            raise UserError(f"train: {key.replace('_', '-')} is set for the whole pipeline; "
+                            f"put it at the top level ({'models' if key == 'model' else key.replace('_', '-')}:)")
+    formats = cfg["export"]["formats"]
+    if isinstance(formats, str):
+        formats = cfg["export"]["formats"] = [f.strip() for f in formats.split(",") if f.strip()]
+    bad = [f for f in formats if f not in EXPORT_FORMATS]
+    if bad or not formats:
+        raise UserError(f"export formats {bad or formats}: choose from {', '.join(EXPORT_FORMATS)}")
+    g, b, e = cfg["gate"], cfg["bench"], cfg["export"]
+    if g["max_drop"] is not None and not 0 <= float(g["max_drop"]) <= 100:
+        raise UserError(f"gate max-drop {g['max_drop']} must be in 0..100 points")
+    if g["min_top1"] is not None and not 0 <= float(g["min_top1"]) <= 1:
+        raise UserError(f"gate min-top1 {g['min_top1']} is a fraction: use 0..1, e.g. 0.85")
+    for where, key, value in [("gate", "limit", g["limit"]), ("bench", "runs", b["runs"]),
+                              ("bench", "threads", b["threads"]), ("export", "verify-samples", e["verify_samples"]),
+                              ("export", "calibration-samples", e["calibration_samples"])]:
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise UserError(f"{where} {key} must be a positive integer, got {value!r}")
+    if not cfg["out"]:
+        raise UserError("out must name the pipeline's directory, e.g. runs/demo")
+    cfg["out"] = str(Path(cfg["out"]))
+    return cfg

@@ -1,0 +1,217 @@
+"""The main job end to end: train, export, gate, benchmark, report. Each step writes its artifacts
+under ``out`` and is skipped when they are already there, so an interrupted pipeline started
+again resumes where it stopped (a half-trained model resumes from its last checkpoint).
+
+    out/pipeline.json               the resolved settings (a rerun with other settings is refused)
+    out/runs/MODEL/                 skipnet-train run directories
+    out/exports/MODEL[_int8].EXT    skipnet-export files with their .json sidecars
+    out/eval/MODEL.json             skipnet-eval report: the gated model against its float run
+    out/bench.json                  latency of every exported file, interleaved
+    out/steps.json                  seconds spent per step (summed over resumed invocations)
+    out/report.md, report.json, accuracy_vs_macs.png, accuracy_vs_latency.png
+"""
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from ..common import UserError, output_to, read_json, write_json
+from .config import EXPORT_FORMATS
+
+EXT = {"tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage"}
+REDOABLE = {"gate": "eval", "bench": "bench.json"}  # settings whose change redoes only their step
+
+
+class Interrupted(Exception):
+    """Training was stopped by Ctrl-C or SIGTERM after saving a checkpoint."""
+
+    def __init__(self, signal: int | None):
+        super().__init__("interrupted")
+        self.signal = signal
+
+
+def export_path(out: Path, model: str, fmt: str) -> Path:
+    kind, int8 = EXPORT_FORMATS[fmt]
+    return out / "exports" / f"{model}{'_int8' if int8 else ''}{EXT[kind]}"
+
+
+def gated_format(formats: list[str]) -> str:
+    """The file the accuracy gate checks: the first int8 export (int8 TFLite in the demo), else the first."""
+    return next((f for f in formats if EXPORT_FORMATS[f][1] and f != "coreml-int8"),
+                next((f for f in formats if not f.startswith("coreml")), formats[0]))
+
+
+def _finished(run: Path) -> bool:
+    """A run whose metrics.csv holds a row for each of its epochs."""
+    if not (run / "config.json").exists() or not (run / "metrics.csv").exists():
+        return False
+    epochs = read_json(run / "config.json")["train"]["epochs"]
+    rows = (run / "metrics.csv").read_text(encoding="utf-8").strip().splitlines()[1:]
+    return len(rows) >= epochs
+
+
+class Pipeline:
+    def __init__(self, cfg: dict[str, Any], progress: bool = True, log: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.out = Path(cfg["out"])
+        self.progress = progress
+        self.log = log
+        self.steps: dict[str, float] = {}
+
+    # --- bookkeeping ------------------------------------------------------------------------
+    def _start(self, overwrite: bool) -> None:
+        saved = self.out / "pipeline.json"
+        if overwrite and self.out.exists():
+            if not saved.exists():
+                raise UserError(f"--overwrite would delete {self.out}, which is not a pipeline directory "
+                                "(no pipeline.json); choose another --out")
+            shutil.rmtree(self.out)
+        if saved.exists():
+            before = read_json(saved)
+            changed = sorted(k for k in set(before) | set(self.cfg) if before.get(k) != self.cfg.get(k))
+            # New gates or benchmark settings redo only those steps; anything else would mix two runs.
+            rest = [k for k in changed if k not in REDOABLE]
+            if rest:
+                raise UserError(f"{self.out} holds a pipeline run with other settings ({', '.join(rest)} "
+                                "differ); pass --overwrite to start over or choose another --out")
+            for key in changed:
+                target = self.out / REDOABLE[key]
+                shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+                self.log(f"[{key}] settings changed: redoing this step")
+        elif self.out.exists() and any(self.out.iterdir()):
+            raise UserError(f"{self.out} exists and is not a pipeline directory; choose another --out")
+        write_json(saved, self.cfg)
+        steps = self.out / "steps.json"
+        self.steps = read_json(steps) if steps.exists() else {}
+
+    def _step(self, name: str, done: bool, what: str, fn: Callable[[], Any]) -> Any:
+        if done:
+            self.log(f"[{name}] done earlier: {what}")
+            return None
+        self.log(f"[{name}] {what}")
+        t0 = time.perf_counter()
+        result = fn()
+        self.steps[name] = round(self.steps.get(name, 0.0) + time.perf_counter() - t0, 1)
+        write_json(self.out / "steps.json", self.steps)
+        return result
+
+    # --- steps ------------------------------------------------------------------------------
+    def check_data(self) -> None:
+        """Fail in one line before anything runs when the dataset is missing."""
+        from ..data import build_datasets
+
+        build_datasets(self.cfg["data"], self.cfg["data_dir"], augment=False)
+
+    def run_dir(self, model: str) -> Path:
+        return self.out / "runs" / model
+
+    def train(self, model: str) -> None:
+        from ..training import resolve_config, resume, train
+
+        run = self.run_dir(model)
+
+        def go() -> None:
+            if (run / "trainer_state.pt").exists():
+                result = resume(run, progress=self.progress)  # a finished run only reports
+            else:
+                settings = {**self.cfg["train"], "model": model, "data": self.cfg["data"],
+                            "data_dir": self.cfg["data_dir"], "out": str(run)}
+                result = train(resolve_config(settings).validate(), progress=self.progress)
+            if result.interrupted:
+                raise Interrupted(result.signal)
+
+        resumable = (run / "trainer_state.pt").exists()
+        self._step(f"train {model}", _finished(run),
+                   f"{'resume' if resumable else 'train'} {model} -> {run}", go)
+
+    def export(self, model: str, fmt: str) -> None:
+        from ..export import export
+
+        path = export_path(self.out, model, fmt)
+        sidecar = path.with_name(path.name + ".json")
+        kind, int8 = EXPORT_FORMATS[fmt]
+        e = self.cfg["export"]
+
+        log = self.out / "logs" / f"export_{model}_{fmt}.log"
+
+        def go() -> None:
+            # Converters print pages of logs and progress bars: keep them in a file, not on the terminal.
+            try:
+                with output_to(log):
+                    export(self.run_dir(model), kind, path, int8=int8, verify=True,
+                           verify_samples=e["verify_samples"], data_dir=self.cfg["data_dir"],
+                           calibration_samples=e["calibration_samples"],
+                           qat_epochs=e["qat_epochs"] if (kind, int8) == ("tflite", True) else 0,
+                           qat_limit=e["qat_limit"])
+            except UserError:
+                raise
+            except Exception:
+                self.log(f"  export failed; the converter's output is in {log}")
+                raise
+
+        self._step(f"export {model} {fmt}", path.exists() and sidecar.exists(),
+                   f"{model} {fmt} -> {path} (converter log: {log})", go)
+
+    def gate(self, model: str) -> None:
+        from ..runtime.evaluate import evaluate
+
+        fmt = gated_format(self.cfg["export"]["formats"])
+        report_path = self.out / "eval" / f"{model}.json"
+        g = self.cfg["gate"]
+
+        def go() -> None:
+            report = evaluate(export_path(self.out, model, fmt), self.cfg["data"], self.cfg["data_dir"],
+                              limit=g["limit"], reference=self.run_dir(model), min_top1=g["min_top1"],
+                              max_drop=g["max_drop"], progress=self.progress)
+            write_json(report_path, report)
+
+        self._step(f"gate {model}", report_path.exists(), f"{model} {fmt} against its float run", go)
+
+    def bench(self) -> None:
+        from ..bench import time_files
+        from ..data import build_datasets, preprocess_config, sample_pixels
+
+        b = self.cfg["bench"]
+        bench_path = self.out / "bench.json"
+        files = {f"{m} {f}": export_path(self.out, m, f) for m in self.cfg["models"]
+                 for f in self.cfg["export"]["formats"] if not f.startswith("coreml")}
+
+        def go() -> None:
+            first = read_json(self.run_dir(self.cfg["models"][0]) / "config.json")
+            _, val, info = build_datasets(self.cfg["data"], self.cfg["data_dir"], augment=False)
+            pixels = sample_pixels(val.source, preprocess_config(info, first["img_size"]), 1)[0]
+            rows = time_files(files, pixels, b["threads"], b["runs"], b["warmup"], keep_times=True,
+                              progress=self.progress)
+            write_json(bench_path, {"threads": b["threads"], "runs": b["runs"], "img_size": first["img_size"],
+                                    "rows": rows})
+
+        if files:
+            self._step("bench", bench_path.exists(), f"latency of {len(files)} files, {b['runs']} interleaved rounds",
+                       go)
+
+    # --- all --------------------------------------------------------------------------------
+    def run(self, overwrite: bool = False) -> dict[str, Any]:
+        from .report import write_report
+
+        self.check_data()
+        self._start(overwrite)
+        t0 = time.perf_counter()
+        models, formats = self.cfg["models"], self.cfg["export"]["formats"]
+        for model in models:
+            self.train(model)
+        for model in models:
+            for fmt in formats:
+                self.export(model, fmt)
+        for model in models:
+            self.gate(model)
+        self.bench()
+        report = write_report(self.cfg, self.out, self.steps, time.perf_counter() - t0)
+        return report
+
+
+def run_pipeline(cfg: dict[str, Any], overwrite: bool = False, progress: bool = True,
+                 log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run (or resume) the pipeline described by ``cfg`` (see config.load_config); returns report.json's content."""
+    return Pipeline(cfg, progress, log).run(overwrite)

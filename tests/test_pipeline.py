@@ -1,0 +1,138 @@
+"""skipnet-pipeline end to end on a tiny setting: real training on Fashion-MNIST, the real
+converters (TFLite int8, ONNX, CoreML), the real runtimes for the gate and the benchmark."""
+import json
+import shutil
+
+import pytest
+
+from conftest import needs_fmnist
+from skipnet.common import UserError
+from skipnet.models import count_macs, count_params, create_model
+from skipnet.pipeline import load_config
+from skipnet.pipeline.cli import main
+from skipnet.pipeline.run import _finished
+
+TINY = """
+out: {out}
+models: [skipnet_xs, mobilenet_v3_small]
+train: {{epochs: 1, limit-train: 512, limit-val: 200, batch-size: 64}}
+export: {{verify-samples: 64, calibration-samples: 32}}
+gate: {{limit: 300, max-drop: 50, min-top1: {min_top1}}}
+bench: {{runs: 5, warmup: 1}}
+"""
+
+
+def _config(tmp_path, min_top1):
+    path = tmp_path / "tiny.yaml"
+    path.write_text(TINY.format(out=tmp_path / "demo", min_top1=min_top1))
+    return str(path)
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_pipeline_end_to_end_gate_and_resume(tmp_path, capsys):
+    out = tmp_path / "demo"
+    # A gate the barely trained models cannot pass: the whole chain still runs and reports, exit 1.
+    assert main(["--config", _config(tmp_path, 0.99), "--quiet"]) == 1
+    printed = capsys.readouterr().out
+    assert f"report: {out}/report.md" in printed
+    summary = printed.split("report:")[1].strip().splitlines()[1:]
+    assert len(summary) == 5 and "check(s) FAILED" in summary[-1]
+
+    report = json.loads((out / "report.json").read_text())
+    assert report["passed"] is False and any("below --min-top1" in f for f in report["failures"])
+    for name in ("skipnet_xs", "mobilenet_v3_small"):
+        m = report["models"][name]
+        net = create_model(name, 10)
+        assert m["params"] == count_params(net) and m["macs"] == count_macs(net, 32)
+        assert m["eval_images"] == 300 and 0 <= m["gated_top1"] <= 1 and m["gated_format"] == "tflite-int8"
+        assert set(m["exports"]) == {"tflite-int8", "onnx", "coreml"}
+        assert m["exports"]["tflite-int8"]["p50_ms"] > 0 and m["exports"]["onnx"]["p50_ms"] > 0
+        assert "p50_ms" not in m["exports"]["coreml"]  # timing CoreML needs macOS
+        assert m["exports"]["onnx"]["parity"]["passed"] and m["exports"]["coreml"]["parity"]["passed"]
+    assert report["models"]["skipnet_xs"]["exports"]["tflite-int8"]["latency_vs_baseline"] > 0
+    for png in ("accuracy_vs_macs.png", "accuracy_vs_latency.png"):
+        assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    assert "| skipnet_xs |" in md and "| mobilenet_v3_small |" in md and "**FAILED**" in md
+    assert "make demo FULL=1" in md  # a short budget says so
+    steps = json.loads((out / "steps.json").read_text())
+    assert {"train skipnet_xs", "export skipnet_xs tflite-int8", "gate mobilenet_v3_small", "bench"} <= set(steps)
+
+    # A relaxed gate redoes only the gate (and the report): nothing is retrained or re-exported.
+    weights = out / "runs" / "skipnet_xs" / "model.safetensors"
+    stamp = weights.stat().st_mtime_ns, (out / "exports" / "skipnet_xs_int8.tflite").stat().st_mtime_ns
+    assert main(["--config", _config(tmp_path, 0.0), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "[train skipnet_xs] done earlier" in printed and "[gate] settings changed" in printed
+    assert "all checks passed" in printed
+    assert (weights.stat().st_mtime_ns, (out / "exports" / "skipnet_xs_int8.tflite").stat().st_mtime_ns) == stamp
+
+    # An interrupted pipeline resumes: a missing export is redone, the rest is kept.
+    for p in (out / "exports").glob("mobilenet_v3_small.onnx*"):
+        p.unlink()
+    shutil.rmtree(out / "eval")
+    assert main(["--config", _config(tmp_path, 0.0), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "[export mobilenet_v3_small onnx] mobilenet_v3_small onnx ->" in printed
+    assert "[export skipnet_xs onnx] done earlier" in printed
+    assert (out / "exports" / "mobilenet_v3_small.onnx").exists()
+
+    # Other training settings on the same directory are refused, not mixed in.
+    assert main(["--config", _config(tmp_path, 0.0), "--models", "skipnet_xs", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "other settings (models differ)" in err and "--overwrite" in err
+
+
+def test_pipeline_missing_data_is_one_line(tmp_path, capsys):
+    partial = tmp_path / "fmnist"
+    partial.mkdir()
+    (partial / "train-images-idx3-ubyte.gz").write_bytes(b"")
+    assert main(["--data-dir", str(partial), "--out", str(tmp_path / "demo")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "apt-get install dataset-fashion-mnist" in err
+    assert not (tmp_path / "demo").exists()  # nothing started
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({"models": "skipnet_xs,nope"}, "unknown model(s) nope"),
+    ({"models": "skipnet_xs,skipnet_xs"}, "lists a model twice"),
+    ({"data": "imagefolder"}, "needs data-dir"),
+])
+def test_pipeline_bad_settings(flags, message):
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(**flags)
+
+
+def test_pipeline_bad_yaml_keys(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("export: {formats: [tflite-int8, pdf]}\n")
+    with pytest.raises(UserError, match="export formats.*pdf"):
+        load_config(str(bad))
+    bad.write_text("gate: {max-drop: 0.5, min-top1: 95}\n")
+    with pytest.raises(UserError, match="min-top1 95 is a fraction"):
+        load_config(str(bad))
+    bad.write_text("train: {model: skipnet_m}\n")
+    with pytest.raises(UserError, match="put it at the top level"):
+        load_config(str(bad))
+    bad.write_text("trian: {}\n")
+    with pytest.raises(UserError, match="unknown key 'trian'"):
+        load_config(str(bad))
+
+
+def test_full_and_demo_defaults():
+    demo, full = load_config(), load_config(full=True)
+    assert demo["out"] == "runs/demo" and demo["train"]["recipe"] == "fast" and demo["train"]["limit_train"]
+    assert full["out"] == "runs/demo-full" and full["train"]["recipe"] == "full" and full["train"]["limit_train"] is None
+    assert demo["models"][0].startswith("skipnet") and "mobilenet_v3_large" in demo["models"]
+
+
+def test_finished_counts_epochs(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    assert not _finished(run)
+    (run / "config.json").write_text(json.dumps({"train": {"epochs": 3}}))
+    (run / "metrics.csv").write_text("epoch,val_top1\n1,0.5\n2,0.6\n")
+    assert not _finished(run)  # interrupted in epoch 3: resume it
+    (run / "metrics.csv").write_text("epoch,val_top1\n1,0.5\n2,0.6\n3,0.7\n")
+    assert _finished(run)
