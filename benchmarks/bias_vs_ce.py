@@ -16,8 +16,10 @@ benchmarks/results/bias_vs_ce.md and .json (--out to change).
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
+import os
 import statistics
 import sys
 import time
@@ -57,25 +59,29 @@ def paired_summary(bias: list[float], ce: list[float]) -> dict:
 
 
 def run_one(out: Path, overrides: dict) -> tuple[float, float]:
-    """Train (or resume, or just read) one run; returns (final val top-1, seconds spent now)."""
-    t0 = time.perf_counter()
+    """Train (or resume, or just read) one run; returns (final val top-1, its training seconds:
+    the sum of metrics.csv's per-epoch seconds, so a run resumed in pieces counts each piece once)."""
     if (out / "trainer_state.pt").exists():
         result = resume(out, progress=False)  # a finished run only reports
     else:
         result = train(resolve_config({**overrides, "out": str(out)}).validate(), progress=False)
     if result.interrupted:
         raise KeyboardInterrupt
-    return float(result.metrics["val_top1"]), time.perf_counter() - t0
+    with open(out / "metrics.csv", encoding="utf-8") as f:
+        seconds = sum(float(row["seconds"]) for row in csv.DictReader(f))
+    return float(result.metrics["val_top1"]), seconds
 
 
 def _fmt(x: float) -> str:
     return f"{x:+.2f}" if not math.isnan(x) else "n/a"
 
 
-def write_report(path: Path, args, command: str, rows: dict, wall: float) -> None:
+def write_report(path: Path, args, command: str, rows: dict, wall: float, train_seconds: float) -> None:
     lines = [
         "# Bias Loss vs cross-entropy (paired seeds)", "",
-        f"Command ({date.today().isoformat()}, {cpu_name()}, wall time {wall / 60:.1f} min):", "",
+        f"Command ({date.today().isoformat()}, {cpu_name()}, {len(os.sched_getaffinity(0))} cores; training time "
+        f"{train_seconds / 60:.1f} min summed over the runs' epochs, this invocation's wall time {wall / 60:.1f} min):",
+        "",
         f"    {command}", "",
         f"Dataset {args.data}, recipe {args.recipe or 'the dataset default'}, {args.epochs or 'recipe'} epochs"
         + (f", {args.limit_train:,} training images" if args.limit_train else ", all training images")
@@ -96,6 +102,7 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float) -> Non
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.with_suffix(".json").write_text(json.dumps({
         "command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "wall_seconds": wall,
+        "train_seconds": train_seconds,
         "data": args.data, "recipe": args.recipe, "epochs": args.epochs, "limit_train": args.limit_train,
         "seeds": args.seeds, "models": rows}, indent=2) + "\n", encoding="utf-8")
 
@@ -117,7 +124,7 @@ def _main(argv) -> int:
     command = "python benchmarks/bias_vs_ce.py " + " ".join(argv if argv is not None else sys.argv[1:])
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     t_start = time.perf_counter()
-    rows = {}
+    rows, train_seconds = {}, 0.0
     for model in models:
         top1: dict[str, list[float]] = {"bias": [], "ce": []}
         for seed in range(args.seeds):
@@ -127,14 +134,15 @@ def _main(argv) -> int:
                 out = Path(args.work) / args.data / model / f"seed{seed}_{loss}"
                 acc, secs = run_one(out, overrides)
                 top1[loss].append(acc)
-                print(f"{model} seed {seed} {loss}: top-1 {100 * acc:.2f}% ({secs:.0f} s)", flush=True)
+                train_seconds += secs
+                print(f"{model} seed {seed} {loss}: top-1 {100 * acc:.2f}% ({secs:.0f} s of training)", flush=True)
         rows[model] = paired_summary(top1["bias"], top1["ce"])
         s = rows[model]
         print(f"{model}: bias {s['bias_mean']:.2f} ce {s['ce_mean']:.2f} diff {s['diff_mean']:+.2f} "
               f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]", flush=True)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_report(out, args, command, rows, time.perf_counter() - t_start)
+    write_report(out, args, command, rows, time.perf_counter() - t_start, train_seconds)
     print(f"wrote {out}")
     return 0
 

@@ -1,6 +1,7 @@
 """skipnet-pipeline end to end on a tiny setting: real training on Fashion-MNIST, the real
 converters (TFLite int8, ONNX, CoreML), the real runtimes for the gate and the benchmark."""
 import json
+from pathlib import Path
 import shutil
 
 import pytest
@@ -120,11 +121,30 @@ def test_pipeline_bad_yaml_keys(tmp_path):
         load_config(str(bad))
 
 
-def test_full_and_demo_defaults():
+def test_full_and_demo_defaults(tmp_path):
     demo, full = load_config(), load_config(full=True)
-    assert demo["out"] == "runs/demo" and demo["train"]["recipe"] == "fast" and demo["train"]["limit_train"]
-    assert full["out"] == "runs/demo-full" and full["train"]["recipe"] == "full" and full["train"]["limit_train"] is None
+    assert demo["out"] == "runs/demo" and demo["train"]["limit_train"] == 30000  # the short demo budget
+    assert full["out"] == "runs/demo-full" and full["train"]["recipe"] == "full" and "limit_train" not in full["train"]
     assert demo["models"][0].startswith("skipnet") and "mobilenet_v3_large" in demo["models"]
+    # A user's config gets the dataset's own recipe, not the demo's shortened one.
+    mine = load_config(str(Path(__file__).parent.parent / "examples" / "pipeline" / "imagefolder.yaml"),
+                       data_dir=str(tmp_path))
+    assert mine["train"]["recipe"] == "finetune" and "limit_train" not in mine["train"]
+    assert mine["baseline"] == "mobilenet_v3_large" and mine["gate"] == {"max_drop": 0.5, "min_top1": 0.8, "limit": None}
+
+
+def test_export_names():
+    from pathlib import Path
+
+    from skipnet.pipeline.run import export_path, gated_format
+
+    out = Path("o")
+    assert export_path(out, "skipnet_m", "tflite-int8-qat") == out / "exports" / "skipnet_m_int8_qat.tflite"
+    assert export_path(out, "skipnet_m", "coreml") == out / "exports" / "skipnet_m.mlpackage"
+    assert gated_format(["onnx", "coreml-int8", "tflite-int8"]) == "tflite-int8"
+    assert gated_format(["coreml", "onnx"]) == "onnx"
+    with pytest.raises(UserError, match="baseline resnet18 is not among"):
+        load_config(baseline="resnet18")
 
 
 def test_finished_counts_epochs(tmp_path):

@@ -32,7 +32,8 @@ def _main(argv: Sequence[str] | None) -> int:
     cfg = load_config(args.config, full=args.full, out=args.out, data=args.data, data_dir=args.data_dir,
                       models=args.models)
     try:
-        report = run_pipeline(cfg, overwrite=args.overwrite, progress=not args.quiet)
+        command = " ".join(["skipnet-pipeline", *(sys.argv[1:] if argv is None else argv)])
+        report = run_pipeline(cfg, overwrite=args.overwrite, progress=not args.quiet, command=command)
     except Interrupted as e:
         print(f"skipnet-pipeline: interrupted; run the same command again to resume from {cfg['out']}",
               file=sys.stderr)

@@ -4,7 +4,8 @@
     data: fashion-mnist            # or imagefolder with data-dir (train/ and val/ class folders)
     models: [skipnet_s, mobilenet_v3_large]   # the first is the model to ship, the rest baselines
     train: {recipe: fast, loss: bias, limit-train: 30000}   # skipnet-train keys, the same for every model
-    export: {formats: [tflite-int8, onnx, coreml], verify-samples: 1000, qat-epochs: 0}
+    baseline: mobilenet_v3_large   # latency ratios against it (default: the second model)
+    export: {formats: [tflite-int8, onnx, coreml], verify-samples: 1000}   # tflite-int8-qat: qat-epochs, qat-limit
     gate: {max-drop: 1.0, min-top1: null, limit: null}     # int8 vs float, skipnet-eval's gates
     bench: {threads: 1, runs: 200, warmup: 10}
 """
@@ -16,25 +17,30 @@ from typing import Any
 
 from ..common import UserError, read_yaml_mapping
 
-# One format name per exported file: (skipnet-export --format, --int8).
-EXPORT_FORMATS = {"tflite-int8": ("tflite", True), "tflite": ("tflite", False), "onnx": ("onnx", False),
-                  "onnx-int8": ("onnx", True), "coreml": ("coreml", False), "coreml-int8": ("coreml", True)}
+# One format name per exported file: (skipnet-export --format, --int8, --qat-epochs from the export section).
+EXPORT_FORMATS = {"tflite-int8": ("tflite", True, False), "tflite-int8-qat": ("tflite", True, True),
+                  "tflite": ("tflite", False, False), "onnx": ("onnx", False, False),
+                  "onnx-int8": ("onnx", True, False), "coreml": ("coreml", False, False),
+                  "coreml-int8": ("coreml", True, False)}
 
-# The demo: the fast Fashion-MNIST recipe on half the training images, so the whole chain for two
-# models (train, export, gate, benchmark, report) fits in ~15 minutes on 2 CPU cores.
+# Settings of every pipeline; the training recipe defaults to the dataset's (skipnet-train's).
 DEFAULTS: dict[str, Any] = {
     "out": "runs/demo",
     "data": "fashion-mnist",
     "data_dir": None,
     "models": ["skipnet_s", "mobilenet_v3_large"],
-    "train": {"recipe": "fast", "loss": "bias", "limit_train": 30000},
+    "baseline": None,
+    "train": {"recipe": None, "loss": "bias"},
     "export": {"formats": ["tflite-int8", "onnx", "coreml"], "verify_samples": 1000, "calibration_samples": 256,
-               "qat_epochs": 0, "qat_limit": None},
+               "qat_epochs": 1, "qat_limit": None},
     "gate": {"max_drop": 1.0, "min_top1": None, "limit": None},
     "bench": {"threads": 1, "runs": 200, "warmup": 10},
 }
-# `make demo FULL=1` / --full: the full Fashion-MNIST recipe on every training image.
-FULL = {"out": "runs/demo-full", "train": {"recipe": "full", "limit_train": None}}
+# `make demo` (no --config): the fast Fashion-MNIST recipe on half the training images, so the whole
+# chain for two models (train, export, gate, benchmark, report) fits in ~15 minutes on 2 CPU cores.
+DEMO = {"train": {"limit_train": 30000}}
+# `make demo FULL=1` / --full: the full recipe on every training image.
+FULL = {"out": "runs/demo-full", "train": {"recipe": "full"}}
 SECTIONS = ("train", "export", "gate", "bench")
 
 
@@ -65,8 +71,9 @@ def merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[st
 
 
 def load_config(path: str | None = None, full: bool = False, **flags: Any) -> dict[str, Any]:
-    """The resolved settings: defaults, then ``--full``, then the YAML file, then non-None flags."""
-    cfg = merge(DEFAULTS, FULL, "--full") if full else copy.deepcopy(DEFAULTS)
+    """The resolved settings: defaults, then the demo's short budget (without a YAML file) or
+    ``--full``, then the YAML file, then non-None flags."""
+    cfg = merge(DEFAULTS, FULL, "--full") if full else merge(DEFAULTS, {} if path else DEMO, "the demo")
     if path:
         cfg = merge(cfg, read_yaml_mapping(path), f"config file {path}")
     cfg = merge(cfg, {k: v for k, v in flags.items() if v is not None}, "flags")
@@ -85,6 +92,8 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(map(str, unknown))}; choose from: {', '.join(list_models())}")
+    if cfg["baseline"] is not None and cfg["baseline"] not in models:
+        raise UserError(f"baseline {cfg['baseline']} is not among the models {models}; add it or leave baseline out")
     if len(set(models)) != len(models):
         raise UserError(f"models lists a model twice: {models}")
     if cfg["data"] not in list_datasets():
@@ -108,7 +117,8 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         raise UserError(f"gate min-top1 {g['min_top1']} is a fraction: use 0..1, e.g. 0.85")
     for where, key, value in [("gate", "limit", g["limit"]), ("bench", "runs", b["runs"]),
                               ("bench", "threads", b["threads"]), ("export", "verify-samples", e["verify_samples"]),
-                              ("export", "calibration-samples", e["calibration_samples"])]:
+                              ("export", "calibration-samples", e["calibration_samples"]),
+                              ("export", "qat-epochs", e["qat_epochs"]), ("export", "qat-limit", e["qat_limit"])]:
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
             raise UserError(f"{where} {key} must be a positive integer, got {value!r}")
     if not cfg["out"]:

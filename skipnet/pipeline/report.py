@@ -30,7 +30,7 @@ def collect(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     formats = cfg["export"]["formats"]
     gated = gated_format(formats)
     bench = read_json(out / "bench.json") if (out / "bench.json").exists() else {"rows": {}}
-    baseline = cfg["models"][1] if len(cfg["models"]) > 1 else None
+    baseline = cfg["baseline"] or (cfg["models"][1] if len(cfg["models"]) > 1 else None)
     models: dict[str, Any] = {}
     for model in cfg["models"]:
         run = read_json(out / "runs" / model / "config.json")
@@ -93,7 +93,8 @@ def plots(data: dict[str, Any], out: Path) -> list[str]:
     return written
 
 
-def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: float) -> dict[str, Any]:
+def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: float,
+                 command: str | None = None) -> dict[str, Any]:
     """Write report.json, report.md and the plots; a check that failed (parity after export, an
     accuracy gate) is listed in "failures" and makes "passed" false."""
     from ..bench import cpu_name
@@ -137,7 +138,7 @@ def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: 
     summary.append(f"{'all checks passed' if not failures else f'{len(failures)} check(s) FAILED'}; "
                    f"compute time {total / 60:.1f} min over all invocations (this one {wall / 60:.1f} min)")
 
-    report = {"date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
+    report = {"command": command, "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
               "skipnet_version": __version__, "config": cfg, **data, "steps_seconds": steps,
               "compute_seconds": round(total, 1), "wall_seconds_this_run": round(wall, 1),
               "failures": failures, "passed": not failures, "summary": summary, "plots": written}
@@ -151,8 +152,10 @@ def _markdown(cfg: dict[str, Any], r: dict[str, Any], note: str | None) -> str:
     first = models[cfg["models"][0]]
     t = first["train"]
     short = t.get("limit_train") or t["recipe"] != "full"
-    L = ["# SkipNet Deploy pipeline report", "",
-         f"{r['date']}, {r['cpu']} ({r['cores']} cores), skipnet-deploy {r['skipnet_version']}. "
+    L = ["# SkipNet Deploy pipeline report", ""]
+    if r.get("command"):
+        L += ["Command:", "", f"    {r['command']}", ""]
+    L += [f"{r['date']}, {r['cpu']} ({r['cores']} cores), skipnet-deploy {r['skipnet_version']}. "
          f"Settings: `{Path(cfg['out']) / 'pipeline.json'}`.", "",
          _settings_line(cfg, first, 60000 if cfg["data"] == "fashion-mnist" else None) + "."]
     if short:
@@ -184,7 +187,8 @@ def _markdown(cfg: dict[str, Any], r: dict[str, Any], note: str | None) -> str:
             p = e.get("parity") or {}
             if "top1_agreement" in p:
                 check = (f"{'passed' if p['passed'] else 'FAILED'}: {_pct(p['top1_agreement'], 1)} top-1 agreement"
-                         f" with PyTorch on {p['images']:,} images, max logit diff {p['max_abs_logit_diff']:.2g}")
+                         f" with PyTorch on {p['images']:,} images (top-1 {_pct(p['exported_top1'])} vs "
+                         f"{_pct(p['torch_top1'])}), max logit diff {p['max_abs_logit_diff']:.2g}")
             elif p:
                 check = f"spec checks {'passed' if p.get('passed') else 'FAILED'}; {p.get('numeric', '')}".rstrip("; ")
             else:

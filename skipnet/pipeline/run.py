@@ -33,8 +33,8 @@ class Interrupted(Exception):
 
 
 def export_path(out: Path, model: str, fmt: str) -> Path:
-    kind, int8 = EXPORT_FORMATS[fmt]
-    return out / "exports" / f"{model}{'_int8' if int8 else ''}{EXT[kind]}"
+    kind, int8, qat = EXPORT_FORMATS[fmt]
+    return out / "exports" / f"{model}{'_int8' if int8 else ''}{'_qat' if qat else ''}{EXT[kind]}"
 
 
 def gated_format(formats: list[str]) -> str:
@@ -53,8 +53,10 @@ def _finished(run: Path) -> bool:
 
 
 class Pipeline:
-    def __init__(self, cfg: dict[str, Any], progress: bool = True, log: Callable[[str], None] = print):
+    def __init__(self, cfg: dict[str, Any], progress: bool = True, log: Callable[[str], None] = print,
+                 command: str | None = None):
         self.cfg = cfg
+        self.command = command
         self.out = Path(cfg["out"])
         self.progress = progress
         self.log = log
@@ -131,7 +133,7 @@ class Pipeline:
 
         path = export_path(self.out, model, fmt)
         sidecar = path.with_name(path.name + ".json")
-        kind, int8 = EXPORT_FORMATS[fmt]
+        kind, int8, qat = EXPORT_FORMATS[fmt]
         e = self.cfg["export"]
 
         log = self.out / "logs" / f"export_{model}_{fmt}.log"
@@ -143,7 +145,7 @@ class Pipeline:
                     export(self.run_dir(model), kind, path, int8=int8, verify=True,
                            verify_samples=e["verify_samples"], data_dir=self.cfg["data_dir"],
                            calibration_samples=e["calibration_samples"],
-                           qat_epochs=e["qat_epochs"] if (kind, int8) == ("tflite", True) else 0,
+                           qat_epochs=e["qat_epochs"] if qat else 0,
                            qat_limit=e["qat_limit"])
             except UserError:
                 raise
@@ -207,11 +209,12 @@ class Pipeline:
         for model in models:
             self.gate(model)
         self.bench()
-        report = write_report(self.cfg, self.out, self.steps, time.perf_counter() - t0)
+        report = write_report(self.cfg, self.out, self.steps, time.perf_counter() - t0, self.command)
         return report
 
 
 def run_pipeline(cfg: dict[str, Any], overwrite: bool = False, progress: bool = True,
-                 log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run (or resume) the pipeline described by ``cfg`` (see config.load_config); returns report.json's content."""
-    return Pipeline(cfg, progress, log).run(overwrite)
+                 log: Callable[[str], None] = print, command: str | None = None) -> dict[str, Any]:
+    """Run (or resume) the pipeline described by ``cfg`` (see config.load_config); returns report.json's
+    content. ``command``, the command line that ran it, is named in the report."""
+    return Pipeline(cfg, progress, log, command).run(overwrite)
