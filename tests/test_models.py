@@ -257,3 +257,10 @@ def test_models_cli_lists_figures():
     r = subprocess.run([sys.executable, "-m", "skipnet.models", "--models", "nope"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+
+
+def test_mobilenet_v3_batchnorm_momentum_matches_skipnet():
+    # torchvision's TF-style 0.01 leaves eval-mode statistics at chance level after a short training.
+    for name in ("mobilenet_v3_small", "mobilenet_v3_large", "skipnet_s"):
+        bns = [m for m in create_model(name, 10).modules() if isinstance(m, nn.BatchNorm2d)]
+        assert bns and all(m.momentum == 0.1 for m in bns), name

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 import shutil
 
+import numpy as np
 import pytest
 
 from conftest import needs_fmnist
@@ -156,3 +157,45 @@ def test_finished_counts_epochs(tmp_path):
     assert not _finished(run)  # interrupted in epoch 3: resume it
     (run / "metrics.csv").write_text("epoch,val_top1\n1,0.5\n2,0.6\n3,0.7\n")
     assert _finished(run)
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_pipeline_on_image_folders(tmp_path):
+    """A user's own data: JPEG files in class folders (real Fashion-MNIST pictures, two classes)."""
+    from PIL import Image
+
+    from skipnet.data import build_datasets
+
+    _, val, info = build_datasets("fashion-mnist", augment=False)
+    data = tmp_path / "pictures"
+    counts = {"train": 0, "val": 0}
+    for i in range(len(val.source)):
+        img, label = val.source[i]
+        if label > 1:
+            continue
+        split = "train" if counts["train"] < 160 else "val"
+        if counts[split] >= (160 if split == "train" else 40):
+            break
+        folder = data / split / info.class_names[label].replace("/", "-")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.asarray(img)).convert("RGB").resize((64, 64)).save(folder / f"{i}.jpg")
+        counts[split] += 1
+    (tmp_path / "mine.yaml").write_text(f"""
+out: {tmp_path / 'mine'}
+data: imagefolder
+data-dir: {data}
+models: [skipnet_xs]
+train: {{epochs: 2, img-size: 64, batch-size: 32, lr: 0.05, workers: 0}}
+export: {{formats: [tflite-int8], verify-samples: 40, calibration-samples: 32}}
+gate: {{max-drop: 100}}
+bench: {{runs: 3, warmup: 1}}
+""")
+    assert main(["--config", str(tmp_path / "mine.yaml"), "--quiet"]) == 0
+    report = json.loads((tmp_path / "mine" / "report.json").read_text())
+    m = report["models"]["skipnet_xs"]
+    assert m["eval_images"] == 40 and m["img_size"] == 64 and m["train"]["recipe"] == "finetune"
+    assert report["baseline"] is None and m["exports"]["tflite-int8"]["p50_ms"] > 0
+    sidecar = json.loads((tmp_path / "mine" / "exports" / "skipnet_xs_int8.tflite.json").read_text())
+    assert sidecar["class_names"] == ["T-shirt-top", "Trouser"]
+    assert m["train"]["limit_train"] is None  # all of them: the demo's short budget is not applied to a config
