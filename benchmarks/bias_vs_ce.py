@@ -29,7 +29,7 @@ from pathlib import Path
 from skipnet.bench.core import cpu_name
 from skipnet.common import UserError
 from skipnet.common.cli import run_cli
-from skipnet.training import RECIPES, resolve_config, resume, train
+from skipnet.training import DEFAULT_RECIPE, RECIPES, resolve_config, resume, train
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (the CI of a mean over few seeds).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -79,24 +79,26 @@ def _fmt(x: float) -> str:
 def write_report(path: Path, args, command: str, rows: dict, wall: float, train_seconds: float) -> None:
     lines = [
         "# Bias Loss vs cross-entropy (paired seeds)", "",
-        f"Command ({date.today().isoformat()}, {cpu_name()}, {len(os.sched_getaffinity(0))} cores; training time "
-        f"{train_seconds / 60:.1f} min summed over the runs' epochs, this invocation's wall time {wall / 60:.1f} min):",
+        f"Command ({date.today().isoformat()}, {cpu_name()}, {len(os.sched_getaffinity(0))} cores; "
+        f"{train_seconds / 60:.1f} min of training summed over the runs' epochs; this invocation {wall / 60:.1f} min):",
         "",
         f"    {command}", "",
-        f"Dataset {args.data}, recipe {args.recipe or 'the dataset default'}, {args.epochs or 'recipe'} epochs"
+        f"Dataset {args.data}, recipe `{args.recipe or DEFAULT_RECIPE[args.data]}` (skipnet/training/config.py), "
+        f"{args.epochs or 'the recipe' + chr(39) + 's'} epochs"
         + (f", {args.limit_train:,} training images" if args.limit_train else ", all training images")
         + f", {args.seeds} seeds (0..{args.seeds - 1}). Top-1 is the final epoch's on the "
         "validation split (Fashion-MNIST and CIFAR: the official 10,000 test images). For each seed "
         "both losses start from the same weights and see the same images in the same order; "
         "the difference is Bias - CE per seed, with a 95% CI from Student's t over the seeds.", "",
-        "| model | Bias Loss top-1 (mean ± std) | cross-entropy top-1 | paired diff (points) | 95% CI | per seed |",
-        "|---|---|---|---|---|---|",
+        "| model | Bias Loss top-1 (mean ± std) | cross-entropy top-1 | paired diff (points) | 95% CI | per seed "
+        "| training s per run (median) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for model, s in rows.items():
         ci = s["ci95"]
         lines.append(f"| {model} | {s['bias_mean']:.2f} ± {s['bias_std']:.2f} | {s['ce_mean']:.2f} ± {s['ce_std']:.2f} "
                      f"| {_fmt(s['diff_mean'])} | [{_fmt(ci[0])}, {_fmt(ci[1])}] "
-                     f"| {', '.join(_fmt(d) for d in s['diffs'])} |")
+                     f"| {', '.join(_fmt(d) for d in s['diffs'])} | {statistics.median(s['seconds']):.0f} |")
     lines += ["", "Paper reference (../shared/docs/paper.md, CIFAR-100, 160 epochs, one run each): "
               + "; ".join(f"{m} {b:.2f} vs {c:.2f} ({b - c:+.2f})" for m, (b, c) in PAPER_CIFAR100.items()) + "."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -127,6 +129,7 @@ def _main(argv) -> int:
     rows, train_seconds = {}, 0.0
     for model in models:
         top1: dict[str, list[float]] = {"bias": [], "ce": []}
+        seconds: list[float] = []
         for seed in range(args.seeds):
             for loss in ("bias", "ce"):
                 overrides = {"model": model, "data": args.data, "data_dir": args.data_dir, "recipe": args.recipe,
@@ -135,8 +138,9 @@ def _main(argv) -> int:
                 acc, secs = run_one(out, overrides)
                 top1[loss].append(acc)
                 train_seconds += secs
+                seconds.append(round(secs, 1))
                 print(f"{model} seed {seed} {loss}: top-1 {100 * acc:.2f}% ({secs:.0f} s of training)", flush=True)
-        rows[model] = paired_summary(top1["bias"], top1["ce"])
+        rows[model] = {**paired_summary(top1["bias"], top1["ce"]), "seconds": seconds}
         s = rows[model]
         print(f"{model}: bias {s['bias_mean']:.2f} ce {s['ce_mean']:.2f} diff {s['diff_mean']:+.2f} "
               f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]", flush=True)

@@ -3,6 +3,7 @@ converters (TFLite int8, ONNX, CoreML), the real runtimes for the gate and the b
 import json
 from pathlib import Path
 import shutil
+import sys
 
 import numpy as np
 import pytest
@@ -117,6 +118,10 @@ def test_pipeline_bad_yaml_keys(tmp_path):
     bad.write_text("train: {model: skipnet_m}\n")
     with pytest.raises(UserError, match="put it at the top level"):
         load_config(str(bad))
+    if sys.platform != "darwin":
+        bad.write_text("export: {formats: [coreml]}\n")
+        with pytest.raises(UserError, match="CoreML models run only on macOS.*add tflite-int8"):
+            load_config(str(bad))
     bad.write_text("trian: {}\n")
     with pytest.raises(UserError, match="unknown key 'trian'"):
         load_config(str(bad))

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -110,6 +111,9 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     bad = [f for f in formats if f not in EXPORT_FORMATS]
     if bad or not formats:
         raise UserError(f"export formats {bad or formats}: choose from {', '.join(EXPORT_FORMATS)}")
+    if all(f.startswith("coreml") for f in formats) and sys.platform != "darwin":
+        raise UserError("CoreML models run only on macOS, so the accuracy gate and the benchmark need another "
+                        "export format here: add tflite-int8 (or onnx) to export formats")
     g, b, e = cfg["gate"], cfg["bench"], cfg["export"]
     if g["max_drop"] is not None and not 0 <= float(g["max_drop"]) <= 100:
         raise UserError(f"gate max-drop {g['max_drop']} must be in 0..100 points")
