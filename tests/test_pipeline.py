@@ -107,23 +107,18 @@ def test_pipeline_bad_settings(flags, message):
         load_config(**flags)
 
 
-def test_pipeline_bad_yaml_keys(tmp_path):
+@pytest.mark.parametrize("yaml, message", [
+    ("export: {formats: [tflite-int8, pdf]}", "export formats.*pdf"),
+    ("gate: {max-drop: 0.5, min-top1: 95}", "min-top1 95 is a fraction"),
+    ("train: {model: skipnet_m}", "put it at the top level"),
+    ("trian: {}", "unknown key 'trian'"),
+    pytest.param("export: {formats: [coreml]}", "CoreML models run only on macOS.*add tflite-int8",
+                 marks=pytest.mark.skipif(sys.platform == "darwin", reason="CoreML runs on macOS")),
+])
+def test_pipeline_bad_yaml_keys(tmp_path, yaml, message):
     bad = tmp_path / "bad.yaml"
-    bad.write_text("export: {formats: [tflite-int8, pdf]}\n")
-    with pytest.raises(UserError, match="export formats.*pdf"):
-        load_config(str(bad))
-    bad.write_text("gate: {max-drop: 0.5, min-top1: 95}\n")
-    with pytest.raises(UserError, match="min-top1 95 is a fraction"):
-        load_config(str(bad))
-    bad.write_text("train: {model: skipnet_m}\n")
-    with pytest.raises(UserError, match="put it at the top level"):
-        load_config(str(bad))
-    if sys.platform != "darwin":
-        bad.write_text("export: {formats: [coreml]}\n")
-        with pytest.raises(UserError, match="CoreML models run only on macOS.*add tflite-int8"):
-            load_config(str(bad))
-    bad.write_text("trian: {}\n")
-    with pytest.raises(UserError, match="unknown key 'trian'"):
+    bad.write_text(yaml + "\n")
+    with pytest.raises(UserError, match=message):
         load_config(str(bad))
 
 
