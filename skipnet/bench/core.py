@@ -191,11 +191,10 @@ def latency_stats(ts: Sequence[float]) -> dict[str, float]:
 
 
 def time_files(paths: dict[str, str | os.PathLike], pixels: np.ndarray, threads: int = 1, runs: int = 100,
-               warmup: int = 5, reference: str | None = None, keep_times: bool = False,
-               progress: bool = True) -> dict[str, dict[str, Any]]:
+               warmup: int = 5, keep_times: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Latency of exported model files (any format ``skipnet.load`` takes) on one batch of raw
-    uint8 NHWC ``pixels``, interleaved like ``benchmark``; with ``reference`` (a key of ``paths``),
-    each file's paired latency ratio against it; ``keep_times`` adds the per-round times."""
+    uint8 NHWC ``pixels``, interleaved like ``benchmark``; ``keep_times`` adds the per-round times
+    (for ratios paired by round, ``paired_ratio``)."""
     from ..runtime import load
     from ..runtime.backends import OnnxBackend
 
@@ -208,8 +207,6 @@ def time_files(paths: dict[str, str | os.PathLike], pixels: np.ndarray, threads:
     for k, pr in predictors.items():
         out[k] = {"format": pr.format, "precision": pr.precision, "threads": threads,
                   "size_mb": round(path_size(paths[k]) / 1e6, 3), **latency_stats(times[k])}
-        if reference is not None and reference in times:
-            out[k]["latency_vs_reference"] = round(paired_ratio(times[k], times[reference]), 3)
         if keep_times:
             out[k]["times_ms"] = [round(v, 4) for v in times[k]]
     return out

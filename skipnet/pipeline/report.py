@@ -26,6 +26,7 @@ def collect(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     """Everything the report shows, per model, read from the run, export, eval and bench files."""
     from ..bench import paired_ratio
     from ..runtime.evaluate import gate_failures
+    from ..runtime.predictor import sidecar_path
 
     formats = cfg["export"]["formats"]
     gated = gated_format(formats)
@@ -43,7 +44,7 @@ def collect(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
         }
         for fmt in formats:
             path = export_path(out, model, fmt)
-            side = read_json(path.with_name(path.name + ".json"))
+            side = read_json(sidecar_path(path))
             entry.setdefault("params", side["complexity"]["params"])
             entry.setdefault("macs", side["complexity"]["macs"])
             if "macs_litert" in side["complexity"]:
@@ -121,7 +122,6 @@ def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: 
     else:
         failures_note = None
 
-    lat_fmt = gated
     summary = [_settings_line(cfg, first, images_total)]
     for model, m in models.items():
         e = m["exports"].get(gated, {})
@@ -129,16 +129,16 @@ def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: 
                        f"(drop {m['drop_points']:.2f} points, gate {'passed' if m['gate_passed'] else 'FAILED'}), "
                        f"{m['params'] / 1e6:.2f} M params, {m['macs'] / 1e6:.1f} M MACs, {e.get('size_mb', 0):.2f} MB")
     if base:
-        e1, e2 = models[first_name]["exports"].get(lat_fmt, {}), models[base]["exports"].get(lat_fmt, {})
+        e1, e2 = models[first_name]["exports"].get(gated, {}), models[base]["exports"].get(gated, {})
         if e1.get("p50_ms") is not None and e2.get("p50_ms") is not None:
-            summary.append(f"{lat_fmt} latency ({data['bench']['threads']} thread, this CPU): {first_name} "
+            summary.append(f"{gated} latency ({data['bench']['threads']} thread, this CPU): {first_name} "
                            f"{_ms(e1['p50_ms'])} ms vs {base} {_ms(e2['p50_ms'])} ms "
                            f"({e1['latency_vs_baseline']:.2f}x, paired over {e1['runs']} interleaved rounds)")
     total = sum(steps.values())
     summary.append(f"{'all checks passed' if not failures else f'{len(failures)} check(s) FAILED'}; "
                    f"compute time {total / 60:.1f} min over all invocations (this one {wall / 60:.1f} min)")
 
-    report = {"command": command, "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
+    report = {"images_total": images_total, "command": command, "date": time.strftime("%Y-%m-%d"), "cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)),
               "skipnet_version": __version__, "config": cfg, **data, "steps_seconds": steps,
               "compute_seconds": round(total, 1), "wall_seconds_this_run": round(wall, 1),
               "failures": failures, "passed": not failures, "summary": summary, "plots": written}
@@ -157,7 +157,7 @@ def _markdown(cfg: dict[str, Any], r: dict[str, Any], note: str | None) -> str:
         L += ["Command:", "", f"    {r['command']}", ""]
     L += [f"{r['date']}, {r['cpu']} ({r['cores']} cores), skipnet-deploy {r['skipnet_version']}. "
          f"Settings: `{Path(cfg['out']) / 'pipeline.json'}`.", "",
-         _settings_line(cfg, first, 60000 if cfg["data"] == "fashion-mnist" else None) + "."]
+         _settings_line(cfg, first, r["images_total"]) + "."]
     if short:
         L += ["", "This is a short training budget so that the whole chain runs in minutes on a CPU; the "
               "accuracies are therefore below what the full recipe reaches (`make demo FULL=1`, or "

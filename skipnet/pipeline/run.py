@@ -20,7 +20,6 @@ from typing import Any, Callable
 from ..common import UserError, output_to, read_json, write_json
 from .config import EXPORT_FORMATS
 
-EXT = {"tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage"}
 REDOABLE = {"gate": "eval", "bench": "bench.json"}  # settings whose change redoes only their step
 
 
@@ -33,8 +32,10 @@ class Interrupted(Exception):
 
 
 def export_path(out: Path, model: str, fmt: str) -> Path:
+    from ..export import FORMATS  # skipnet-export's file extension per format
+
     kind, int8, qat = EXPORT_FORMATS[fmt]
-    return out / "exports" / f"{model}{'_int8' if int8 else ''}{'_qat' if qat else ''}{EXT[kind]}"
+    return out / "exports" / f"{model}{'_int8' if int8 else ''}{'_qat' if qat else ''}{FORMATS[kind]}"
 
 
 def gated_format(formats: list[str]) -> str:
@@ -130,9 +131,10 @@ class Pipeline:
 
     def export(self, model: str, fmt: str) -> None:
         from ..export import export
+        from ..runtime.predictor import sidecar_path
 
         path = export_path(self.out, model, fmt)
-        sidecar = path.with_name(path.name + ".json")
+        sidecar = sidecar_path(path)
         kind, int8, qat = EXPORT_FORMATS[fmt]
         e = self.cfg["export"]
 
