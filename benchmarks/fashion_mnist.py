@@ -4,10 +4,14 @@ and QAT), with parameters, MACs and int8 LiteRT latency, every model trained the
     python benchmarks/fashion_mnist.py                       # the full recipe: hours on 2 CPU cores
     python benchmarks/fashion_mnist.py --recipe fast         # 3 epochs: the partial table
     python benchmarks/fashion_mnist.py --resume ...          # continue an interrupted study
+    python benchmarks/fashion_mnist.py --models skipnet_m,mobilenet_v3_large   # the key pair first, then
+    python benchmarks/fashion_mnist.py --resume              # add the other three to the same study
 
 It is the pipeline (skipnet-pipeline) with five models and the int8 TFLite exports PTQ and QAT,
 each checked on all 10,000 test images; its work directory keeps every step, so --resume
-continues where an interrupted study stopped (a half-trained model from its last checkpoint).
+continues where an interrupted study stopped (a half-trained model from its last checkpoint), and
+models added on a later --resume are trained, exported and gated alone (only the latency rounds,
+which time every file side by side, run again).
 Writes benchmarks/results/fashion_mnist.md and .json. A table from anything but the full
 recipe on all 60,000 training images is marked partial.
 """
@@ -81,11 +85,11 @@ def _main(argv) -> int:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--qat-epochs", type=int, default=1)
     p.add_argument("--qat-limit", type=int, default=1280, help="images per QAT epoch")
-    p.add_argument("--work", default="runs/fashion_mnist")
+    p.add_argument("--work", help="the study's pipeline directory (default runs/fashion_mnist-RECIPE)")
     p.add_argument("--resume", action="store_true", help="continue the study in --work")
     p.add_argument("--out", default="benchmarks/results/fashion_mnist.md")
     args = p.parse_args(argv)
-    work = Path(args.work)
+    work = Path(args.work or f"runs/fashion_mnist-{args.recipe}")
     if (work / "pipeline.json").exists() and not args.resume:
         raise UserError(f"{work} holds a study already: pass --resume to continue it (or choose another --work)")
     if args.resume and not (work / "pipeline.json").exists():
@@ -93,7 +97,7 @@ def _main(argv) -> int:
     train = {"recipe": args.recipe, "loss": "bias", "limit_train": args.limit_train}
     if args.epochs:
         train["epochs"] = args.epochs
-    cfg = load_config(None, out=str(work), models=args.models, baseline="mobilenet_v3_large",
+    cfg = load_config(None, out=str(work), models=args.models, baseline="mobilenet_v3_large" if "mobilenet_v3_large" in args.models.split(",") else None,
                       train=train, export={"formats": ["tflite-int8", "tflite-int8-qat"], "verify_samples": 10000,
                                            "qat_epochs": args.qat_epochs, "qat_limit": args.qat_limit},
                       gate={"max_drop": 1.0, "limit": None}, bench={"runs": 200, "threads": 1})
@@ -106,6 +110,11 @@ def _main(argv) -> int:
                    + (f", {m0['limit_train']:,} images" if m0["limit_train"] else "")
                    + "), not the full recipe (`full`: 30 epochs on all 60,000 images); the full-recipe "
                    "rows are not measured yet (`python benchmarks/fashion_mnist.py`, hours on a CPU).")
+    missing = [m for m in MODELS.split(",") if m not in report["models"]]
+    if missing:
+        partial = ((partial + " ") if partial else "") + (
+            f"Not measured yet: {', '.join(missing)} (the same command with `--resume --models {MODELS}` "
+            "adds them to this study).")
     out = Path(args.out)
     out.write_text(table(report, partial, command), encoding="utf-8")
     out.with_suffix(".json").write_text(json.dumps({"command": command, "date": date.today().isoformat(),

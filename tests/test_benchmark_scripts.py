@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import needs_fmnist
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -53,3 +55,26 @@ def test_bias_vs_ce_needs_two_seeds(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bias_vs_ce.py"), "--seeds", "1",
                         "--work", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--seeds must be at least 2" in r.stderr
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_fashion_mnist_table_marks_a_partial_study(tmp_path):
+    out = tmp_path / "fashion_mnist.md"
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "fashion_mnist.py"), "--models", "skipnet_xs", "--recipe", "fast",
+           "--epochs", "2", "--limit-train", "6000", "--qat-limit", "128", "--work", str(tmp_path / "study"),
+           "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    md = out.read_text()
+    assert md.startswith("# Fashion-MNIST accuracy table (PARTIAL)") and "recipe `fast`" in md
+    assert "Not measured yet: skipnet_s, skipnet_m, mobilenet_v3_small, mobilenet_v3_large" in md
+    row = next(line for line in md.splitlines() if line.startswith("| skipnet_xs |")).split("|")[1:-1]
+    float_top1, ptq, qat = (float(c.strip().rstrip("%")) for c in row[3:6])  # every int8 column measured
+    assert 50 < float_top1 <= 100 and abs(ptq - float_top1) < 5 and abs(qat - float_top1) < 10
+    report = json.loads(out.with_suffix(".json").read_text())["report"]
+    assert report["models"]["skipnet_xs"]["eval_images"] == 10000  # the whole test set, not a sample
+    assert (tmp_path / "fashion_mnist_report.md").exists()
+    # A study in the work directory is not overwritten by accident.
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "pass --resume" in r.stderr

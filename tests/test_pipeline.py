@@ -18,16 +18,16 @@ from skipnet.pipeline.run import _finished
 TINY = """
 out: {out}
 models: [skipnet_xs, mobilenet_v3_small]
-train: {{epochs: 1, limit-train: 512, limit-val: 200, batch-size: 64}}
+train: {{epochs: {epochs}, limit-train: 512, limit-val: 200, batch-size: 64}}
 export: {{verify-samples: 64, calibration-samples: 32}}
 gate: {{limit: 300, max-drop: 50, min-top1: {min_top1}}}
 bench: {{runs: 5, warmup: 1}}
 """
 
 
-def _config(tmp_path, min_top1):
+def _config(tmp_path, min_top1, epochs=1):
     path = tmp_path / "tiny.yaml"
-    path.write_text(TINY.format(out=tmp_path / "demo", min_top1=min_top1))
+    path.write_text(TINY.format(out=tmp_path / "demo", min_top1=min_top1, epochs=epochs))
     return str(path)
 
 
@@ -81,10 +81,24 @@ def test_pipeline_end_to_end_gate_and_resume(tmp_path, capsys):
     assert "[export skipnet_xs onnx] done earlier" in printed
     assert (out / "exports" / "mobilenet_v3_small.onnx").exists()
 
+    # Dropping a model from the study keeps every other step and times the remaining files again.
+    stamp = weights.stat().st_mtime_ns
+    assert main(["--config", _config(tmp_path, 0.0), "--models", "skipnet_xs", "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "[models] dropping mobilenet_v3_small: redoing the benchmark" in printed
+    assert "[bench] latency of 2 files" in printed and "[gate skipnet_xs] done earlier" in printed
+    assert list(json.loads((out / "report.json").read_text())["models"]) == ["skipnet_xs"]
+    assert weights.stat().st_mtime_ns == stamp
+    # Added back, its finished steps are found again: nothing is trained, only the timing is redone.
+    assert main(["--config", _config(tmp_path, 0.0), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "[models] adding mobilenet_v3_small: redoing the benchmark" in printed
+    assert "[train mobilenet_v3_small] done earlier" in printed and "[bench] latency of 4 files" in printed
+
     # Other training settings on the same directory are refused, not mixed in.
-    assert main(["--config", _config(tmp_path, 0.0), "--models", "skipnet_xs", "--quiet"]) == 2
+    assert main(["--config", _config(tmp_path, 0.0, epochs=2), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "other settings (models differ)" in err and "--overwrite" in err
+    assert err.count("\n") == 1 and "other settings (train differ)" in err and "--overwrite" in err
 
 
 def test_pipeline_missing_data_is_one_line(tmp_path, capsys):

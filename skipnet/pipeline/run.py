@@ -2,7 +2,8 @@
 under ``out`` and is skipped when they are already there, so an interrupted pipeline started
 again resumes where it stopped (a half-trained model resumes from its last checkpoint).
 
-    out/pipeline.json               the resolved settings (a rerun with other settings is refused)
+    out/pipeline.json               the resolved settings (a rerun with other settings is refused, except
+                                    gate/bench settings and the model list: see Pipeline._start)
     out/runs/MODEL/                 skipnet-train run directories
     out/exports/MODEL[_int8].EXT    skipnet-export files with their .json sidecars
     out/eval/MODEL.json             skipnet-eval report: the gated model against its float run
@@ -20,7 +21,9 @@ from typing import Any, Callable
 from ..common import UserError, output_to, read_json, write_json
 from .config import EXPORT_FORMATS
 
-REDOABLE = {"gate": "eval", "bench": "bench.json"}  # settings whose change redoes only their step
+# Settings whose change redoes only one step. Models can be added to (or dropped from) a study:
+# each model's train/export/gate steps are its own, only the benchmark times all files side by side.
+REDOABLE = {"gate": "eval", "bench": "bench.json", "models": "bench.json"}
 
 
 class Interrupted(Exception):
@@ -73,16 +76,26 @@ class Pipeline:
             shutil.rmtree(self.out)
         if saved.exists():
             before = read_json(saved)
-            changed = sorted(k for k in set(before) | set(self.cfg) if before.get(k) != self.cfg.get(k))
+            # "out" is where this file lives: a directory moved elsewhere holds the same run.
+            changed = sorted(k for k in set(before) | set(self.cfg) if k != "out" and before.get(k) != self.cfg.get(k))
             # New gates or benchmark settings redo only those steps; anything else would mix two runs.
             rest = [k for k in changed if k not in REDOABLE]
             if rest:
                 raise UserError(f"{self.out} holds a pipeline run with other settings ({', '.join(rest)} "
                                 "differ); pass --overwrite to start over or choose another --out")
             for key in changed:
+                if key == "models":
+                    old, new = before["models"], self.cfg["models"]
+                    if set(old) == set(new):
+                        continue  # only the order changed
+                    what = [f"{verb} {', '.join(ms)}" for verb, ms in
+                            (("adding", [m for m in new if m not in old]), ("dropping", [m for m in old if m not in new]))
+                            if ms]
+                    self.log(f"[models] {'; '.join(what)}: redoing the benchmark")
+                else:
+                    self.log(f"[{key}] settings changed: redoing this step")
                 target = self.out / REDOABLE[key]
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-                self.log(f"[{key}] settings changed: redoing this step")
         elif self.out.exists() and any(self.out.iterdir()):
             raise UserError(f"{self.out} exists and is not a pipeline directory; choose another --out")
         write_json(saved, self.cfg)
