@@ -23,12 +23,13 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from skipnet.common import UserError
+from skipnet.common import UserError, atomic_write_text, write_json
 from skipnet.common.cli import run_cli
 from skipnet.pipeline import load_config, run_pipeline
 
 MODELS = "skipnet_xs,skipnet_s,skipnet_m,mobilenet_v3_small,mobilenet_v3_large"
-HOST_LATENCY = Path(__file__).parent / "results" / "host_latency.json"
+RESULTS = Path(__file__).parent / "results"
+HOST_LATENCY = RESULTS / "host_latency.json"
 
 
 def _latency_224() -> dict[str, float]:
@@ -40,7 +41,8 @@ def _latency_224() -> dict[str, float]:
             if r.get("format") == "tflite-int8" and r.get("threads") == 1 and "p50_ms" in r}
 
 
-def table(report: dict, partial: str | None, command: str) -> str:
+def table(report: dict, partial: str | None, command: str,
+          report_name: str = "fashion_mnist_report.md") -> str:
     lat224 = _latency_224()
     base = report["baseline"]
     m0 = next(iter(report["models"].values()))
@@ -50,7 +52,7 @@ def table(report: dict, partial: str | None, command: str) -> str:
     if partial:
         lines += [f"**Partial:** {partial}", ""]
     lines += [f"Command ({report['date']}, {report['cpu']}, {report['cores']} cores; "
-              f"{report['compute_seconds'] / 3600:.2f} h of compute summed over its steps):", "", f"    {command}", "",
+                            f"{report['compute_seconds'] / 3600:.2f} h of compute summed over its steps):", "", f"    {command}", "",
               f"Every model: recipe `{t['recipe']}`, {t['epochs']} epochs, "
               f"{images} training images, "
               f"{'Bias Loss' if t['loss'] == 'bias' else 'cross-entropy'}, {m0['img_size']}x{m0['img_size']} input. "
@@ -73,7 +75,7 @@ def table(report: dict, partial: str | None, command: str) -> str:
                      f"{f'{lat224[name]:.2f} ms' if name in lat224 else '-'} |")
     lines += ["", "Reference points (Fashion-MNIST benchmark, not run here): MobileNet 95.0%, ResNet-18 94.9%.",
               "Per-export parity, sizes and step times: the pipeline report copied beside this file "
-              "(`fashion_mnist_report.md`)."]
+              f"(`{report_name}`)."]
     return "\n".join(lines) + "\n"
 
 
@@ -87,7 +89,8 @@ def _main(argv) -> int:
     p.add_argument("--qat-limit", type=int, default=1280, help="images per QAT epoch")
     p.add_argument("--work", help="the study's pipeline directory (default runs/fashion_mnist-RECIPE)")
     p.add_argument("--resume", action="store_true", help="continue the study in --work")
-    p.add_argument("--out", default="benchmarks/results/fashion_mnist.md")
+    p.add_argument("--out", help="the table (default benchmarks/results/fashion_mnist.md for the full recipe, "
+                                 "fashion_mnist_RECIPE.md for another)")
     args = p.parse_args(argv)
     work = Path(args.work or f"runs/fashion_mnist-{args.recipe}")
     if (work / "pipeline.json").exists() and not args.resume:
@@ -101,7 +104,9 @@ def _main(argv) -> int:
                       train=train, export={"formats": ["tflite-int8", "tflite-int8-qat"], "verify_samples": 10000,
                                            "qat_epochs": args.qat_epochs, "qat_limit": args.qat_limit},
                       gate={"max_drop": 1.0, "limit": None}, bench={"runs": 200, "threads": 1})
-    command = "python benchmarks/fashion_mnist.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    # The command that reproduces the table (one run in pieces adds --resume to the same command).
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = " ".join(["python benchmarks/fashion_mnist.py", *(a for a in argv if a != "--resume")])
     report = run_pipeline(cfg, command=command)
     m0 = next(iter(report["models"].values()))["train"]
     partial = None
@@ -115,11 +120,11 @@ def _main(argv) -> int:
         partial = ((partial + " ") if partial else "") + (
             f"Not measured yet: {', '.join(missing)} (the same command with `--resume --models {MODELS}` "
             "adds them to this study).")
-    out = Path(args.out)
-    out.write_text(table(report, partial, command), encoding="utf-8")
-    out.with_suffix(".json").write_text(json.dumps({"command": command, "date": date.today().isoformat(),
-                                                    "partial": partial, "report": report}, indent=2) + "\n")
-    (out.parent / "fashion_mnist_report.md").write_text((work / "report.md").read_text())
+    out = Path(args.out or RESULTS / ("fashion_mnist.md" if args.recipe == "full" else f"fashion_mnist_{args.recipe}.md"))
+    atomic_write_text(out, table(report, partial, command, f"{out.stem}_report.md"))
+    write_json(out.with_suffix(".json"), {"command": command, "date": date.today().isoformat(), "partial": partial,
+                                          "report": report})
+    atomic_write_text(out.parent / f"{out.stem}_report.md", (work / "report.md").read_text())
     print(f"wrote {out}")
     return 0
 
