@@ -25,7 +25,7 @@ from pathlib import Path
 
 from skipnet.common import UserError, atomic_write_text, write_json
 from skipnet.common.cli import run_cli
-from skipnet.pipeline import load_config, run_pipeline
+from skipnet.pipeline import Interrupted, load_config, run_pipeline
 
 MODELS = "skipnet_xs,skipnet_s,skipnet_m,mobilenet_v3_small,mobilenet_v3_large"
 RESULTS = Path(__file__).parent / "results"
@@ -107,7 +107,11 @@ def _main(argv) -> int:
     # The command that reproduces the table (one run in pieces adds --resume to the same command).
     argv = list(sys.argv[1:] if argv is None else argv)
     command = " ".join(["python benchmarks/fashion_mnist.py", *(a for a in argv if a != "--resume")])
-    report = run_pipeline(cfg, command=command)
+    try:
+        report = run_pipeline(cfg, command=command)
+    except Interrupted as e:  # Ctrl-C or SIGTERM: training saved a checkpoint first
+        print(f"fashion_mnist.py: interrupted; add --resume to the same command to continue {work}", file=sys.stderr)
+        return 128 + (e.signal or 2)
     m0 = next(iter(report["models"].values()))["train"]
     partial = None
     if m0["recipe"] != "full" or m0["limit_train"] or args.epochs:
