@@ -52,7 +52,7 @@ def table(report: dict, partial: str | None, command: str,
     if partial:
         lines += [f"**Partial:** {partial}", ""]
     lines += [f"Command ({report['date']}, {report['cpu']}, {report['cores']} cores; "
-                            f"{report['compute_seconds'] / 3600:.2f} h of compute summed over its steps):", "", f"    {command}", "",
+              f"{report['compute_seconds'] / 3600:.2f} h of compute summed over its steps):", "", f"    {command}", "",
               f"Every model: recipe `{t['recipe']}`, {t['epochs']} epochs, "
               f"{images} training images, "
               f"{'Bias Loss' if t['loss'] == 'bias' else 'cross-entropy'}, {m0['img_size']}x{m0['img_size']} input. "
@@ -100,7 +100,8 @@ def _main(argv) -> int:
     train = {"recipe": args.recipe, "loss": "bias", "limit_train": args.limit_train}
     if args.epochs:
         train["epochs"] = args.epochs
-    cfg = load_config(None, out=str(work), models=args.models, baseline="mobilenet_v3_large" if "mobilenet_v3_large" in args.models.split(",") else None,
+    baseline = "mobilenet_v3_large" if "mobilenet_v3_large" in args.models.split(",") else None
+    cfg = load_config(None, out=str(work), models=args.models, baseline=baseline,
                       train=train, export={"formats": ["tflite-int8", "tflite-int8-qat"], "verify_samples": 10000,
                                            "qat_epochs": args.qat_epochs, "qat_limit": args.qat_limit},
                       gate={"max_drop": 1.0, "limit": None}, bench={"runs": 200, "threads": 1})
@@ -117,8 +118,8 @@ def _main(argv) -> int:
     if m0["recipe"] != "full" or m0["limit_train"] or args.epochs:
         partial = (f"trained with the `{m0['recipe']}` recipe ({m0['epochs']} epochs"
                    + (f", {m0['limit_train']:,} images" if m0["limit_train"] else "")
-                   + "), not the full recipe (`full`: 30 epochs on all 60,000 images); the full-recipe "
-                   "rows are not measured yet (`python benchmarks/fashion_mnist.py`, hours on a CPU).")
+                   + "), not the full recipe (`full`: 30 epochs on all 60,000 images), whose table is "
+                   "`fashion_mnist.md` (`python benchmarks/fashion_mnist.py`, hours on a CPU).")
     missing = [m for m in MODELS.split(",") if m not in report["models"]]
     if missing:
         partial = ((partial + " ") if partial else "") + (
