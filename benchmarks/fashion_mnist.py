@@ -112,7 +112,7 @@ def _main(argv) -> int:
         report = run_pipeline(cfg, command=command)
     except Interrupted as e:  # Ctrl-C or SIGTERM: training saved a checkpoint first
         print(f"fashion_mnist.py: interrupted; add --resume to the same command to continue {work}", file=sys.stderr)
-        return 128 + (e.signal or 2)
+        return e.exit_code
     m0 = next(iter(report["models"].values()))["train"]
     partial = None
     if m0["recipe"] != "full" or m0["limit_train"] or args.epochs:

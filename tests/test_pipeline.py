@@ -213,3 +213,11 @@ bench: {{runs: 3, warmup: 1}}
     sidecar = json.loads((tmp_path / "mine" / "exports" / "skipnet_xs_int8.tflite.json").read_text())
     assert sidecar["class_names"] == ["T-shirt-top", "Trouser"]
     assert m["train"]["limit_train"] is None  # all of them: the demo's short budget is not applied to a config
+
+
+def test_interrupted_exits_like_the_shell():
+    import signal
+
+    from skipnet.pipeline import Interrupted
+
+    assert Interrupted(signal.SIGTERM).exit_code == 143 and Interrupted(None).exit_code == 130  # None: Ctrl-C

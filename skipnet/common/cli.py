@@ -27,7 +27,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
         if debug:
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
+        return signal_exit_code(None)
+
+
+def signal_exit_code(signal: int | None) -> int:
+    """The shell's exit code for a run stopped by a signal: 130 for Ctrl-C (SIGINT), 143 for SIGTERM."""
+    return 128 + (signal or 2)
 
 
 class ArgumentParser:

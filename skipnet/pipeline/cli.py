@@ -37,7 +37,7 @@ def _main(argv: Sequence[str] | None) -> int:
     except Interrupted as e:
         print(f"skipnet-pipeline: interrupted; run the same command again to resume from {cfg['out']}",
               file=sys.stderr)
-        return 128 + (e.signal or 2)
+        return e.exit_code
     print(f"\nreport: {cfg['out']}/report.md")
     for line in report["summary"]:
         print(f"  {line}")

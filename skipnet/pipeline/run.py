@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..common import UserError, output_to, read_json, write_json
+from ..common.cli import signal_exit_code
 from .config import EXPORT_FORMATS
 
 # Settings whose change redoes only one step. Models can be added to (or dropped from) a study:
@@ -32,6 +33,10 @@ class Interrupted(Exception):
     def __init__(self, signal: int | None):
         super().__init__("interrupted")
         self.signal = signal
+
+    @property
+    def exit_code(self) -> int:
+        return signal_exit_code(self.signal)
 
 
 def export_path(out: Path, model: str, fmt: str) -> Path:

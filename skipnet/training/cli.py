@@ -6,7 +6,7 @@ import argparse
 from typing import Sequence
 
 from ..common import UserError
-from ..common.cli import ArgumentParser, run_cli
+from ..common.cli import ArgumentParser, run_cli, signal_exit_code
 from .config import LOSSES, NORMALIZATIONS, OPTIMIZERS, RECIPES, SCHEDULERS, load_yaml_config, resolve_config
 from .loop import resume, train
 
@@ -83,7 +83,7 @@ def _main(argv: Sequence[str] | None) -> int:
     else:
         result = train(resolve_config(args, config_file).validate(), progress=not quiet, overwrite=overwrite)
     if result.interrupted:
-        return 128 + (result.signal or 2)  # the shell convention: 130 for Ctrl-C, 143 for SIGTERM
+        return signal_exit_code(result.signal)
     m = result.metrics
     if not result.is_main:
         return 0
