@@ -73,6 +73,9 @@ def table(report: dict, partial: str | None, command: str,
                      f"{100 * m['gated_top1']:.2f}% | {f'{100 * qat_top1:.2f}%' if qat_top1 is not None else '-'} | "
                      f"{ptq['p50_ms']:.3f} ms | {f'{ratio:.2f}x' if ratio else '-'} | "
                      f"{f'{lat224[name]:.2f} ms' if name in lat224 else '-'} |")
+    if report["failures"]:  # the pipeline's verdicts: a figure from a file that failed its check must say so
+        lines += ["", f"**Failed checks:** {'; '.join(report['failures'])} (the top-1 above is still that file's, "
+                      "measured on all 10,000 test images; the criterion and figures are in the report beside this file)."]
     lines += ["", "Reference points (Fashion-MNIST benchmark, not run here): MobileNet 95.0%, ResNet-18 94.9%.",
               "Per-export parity, sizes and step times: the pipeline report copied beside this file "
               f"(`{report_name}`)."]
