@@ -4,12 +4,13 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence
 
-from .errors import UserError
+from .errors import CheckFailed, UserError
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
             prog: str = "skipnet") -> int:
-    """Run ``main(argv)``; a UserError becomes one stderr line and exit code 2.
+    """Run ``main(argv)``; a UserError becomes one stderr line and exit code 2, a CheckFailed one
+    line and exit code 1.
 
     ``--debug`` anywhere in argv re-raises instead, so the traceback is visible.
     """
@@ -18,11 +19,11 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     try:
         rc = main([a for a in args if a != "--debug"])
         return int(rc or 0)
-    except UserError as e:
+    except (UserError, CheckFailed) as e:
         if debug:
             raise
         print(f"{prog}: error: {e}", file=sys.stderr)
-        return 2
+        return e.exit_code
     except KeyboardInterrupt:
         if debug:
             raise
