@@ -178,14 +178,16 @@ def test_tflite_float_export_parity_layout_and_ops(tflite_export, onnx_export, s
 @needs_fmnist
 def test_load_refuses_corrupt_tflite(tflite_export, tmp_path):
     data = tflite_export.path.read_bytes()
+    config = json.loads(tflite_export.sidecar.read_text())
     (tmp_path / "trunc.tflite").write_bytes(data[: len(data) // 2])
     (tmp_path / "trunc.tflite.json").write_text(tflite_export.sidecar.read_text())
-    with pytest.raises(ModelLoadError, match="not a loadable TFLite model"):
+    with pytest.raises(ModelLoadError, match="describes another file"):  # the sidecar's size and sha256
         load(tmp_path / "trunc.tflite")
+    with pytest.raises(ModelLoadError, match="not a loadable TFLite model"):  # the interpreter's own check
+        load(tmp_path / "trunc.tflite", config=config)
     (tmp_path / "junk.tflite").write_bytes(b"\x00" * 64)
-    (tmp_path / "junk.tflite.json").write_text(tflite_export.sidecar.read_text())
     with pytest.raises(ModelLoadError, match="not a TFLite model"):
-        load(tmp_path / "junk.tflite")
+        load(tmp_path / "junk.tflite", config=config)
 
 
 def _assert_fast_int8_graph(path, img_size):

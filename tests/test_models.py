@@ -241,7 +241,10 @@ def test_load_checkpoint_from_run_dir(tmp_path):
 
     m = create_model("skipnet_xs", 3).eval()
     save_weights(m, tmp_path / "model.safetensors", {"model": "skipnet_xs"})
-    (tmp_path / "config.json").write_text(json.dumps({"model": "skipnet_xs", "num_classes": 3}))
+    pre = {"img_size": 32, "resize": 32, "crop": 32, "grayscale_to_rgb": False, "mean": [0.5] * 3, "std": [0.25] * 3}
+    (tmp_path / "config.json").write_text(json.dumps({  # what the contract requires of a run's config.json
+        "model": "skipnet_xs", "num_classes": 3, "class_names": ["a", "b", "c"], "img_size": 32,
+        "mean": pre["mean"], "std": pre["std"], "preprocess": pre, "dataset": "imagefolder"}))
     loaded, cfg = load_checkpoint(tmp_path)
     assert cfg["num_classes"] == 3 and not loaded.training
     x = torch.randn(1, 3, 32, 32)

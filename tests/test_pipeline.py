@@ -122,8 +122,8 @@ def test_pipeline_bad_settings(flags, message):
 
 
 @pytest.mark.parametrize("yaml, message", [
-    ("export: {formats: [tflite-int8, pdf]}", "export formats.*pdf"),
-    ("gate: {max-drop: 0.5, min-top1: 95}", "min-top1 95 is a fraction"),
+    ("export: {formats: [tflite-int8, pdf]}", "export.formats.*pdf"),
+    ("gate: {max-drop: 0.5, min-top1: 95}", "min-top1.*got 95.*fraction"),
     ("train: {model: skipnet_m}", "put it at the top level"),
     ("trian: {}", "unknown key 'trian'"),
     pytest.param("export: {formats: [coreml]}", "CoreML models run only on macOS.*add tflite-int8",

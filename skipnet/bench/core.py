@@ -15,11 +15,16 @@ import torch
 from tqdm import tqdm
 
 from ..common import UserError, path_size
+from ..common.contract import FORMATS as CONTRACT_FORMATS
+from ..common.contract import export_name
 from ..data import build_datasets, preprocess_config, sample_pixels
 from ..models import PixelModel, count_macs, count_params, create_model, list_models
 
-FORMATS = ("torch", "onnx", "onnx-int8", "tflite", "tflite-int8", "coreml-cpu", "coreml-all")
-ALIASES = {"coreml": ("coreml-cpu", "coreml-all")}  # CoreML per compute unit: CPU only, and all units
+# The contract's formats that need no training run, timed as they are; CoreML once per compute unit.
+COMPUTE_UNITS = {"coreml-cpu": "CPU_ONLY", "coreml-all": "ALL"}
+FORMATS = tuple([f for f, spec in CONTRACT_FORMATS.items() if spec.int8 != "qat" and spec.backend != "coreml"]
+                + list(COMPUTE_UNITS))
+ALIASES = {"coreml": tuple(COMPUTE_UNITS)}
 # Untimed calls before each timed one in a round. Right after another runtime ran, a model is
 # slower (cold caches, other thread pools winding down): measured +15-35% for LiteRT and
 # onnxruntime alternating at 64x64. A few calls restore the steady state of an app that calls its
@@ -58,49 +63,40 @@ def _config(name: str, size: int, precision: str) -> dict[str, Any]:
     pre = {"img_size": size, "resize": size, "crop": size, "grayscale_to_rgb": True,
            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     return {"model": name, "num_classes": 1000, "class_names": [str(i) for i in range(1000)], "img_size": size,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "preprocess": pre, "precision": precision}
+            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "preprocess": pre, "precision": precision,
+            "dataset": "benchmark"}
 
 
-def _export(fmt: str, pm: PixelModel, name: str, size: int, calib: np.ndarray, work: Path) -> dict[str, Any]:
-    """Write ``fmt``'s file once (timed at every thread count): path, config, runtime name and, for
-    TFLite, LiteRT's own MAC estimate."""
-    precision = "int8" if fmt.endswith("int8") else "float32"
-    config = _config(name, size, precision)
-    out: dict[str, Any] = {"path": None, "config": config}
-    if fmt == "torch":
-        out["runtime"] = f"PyTorch {torch.__version__} eager"
-    elif fmt.startswith("onnx"):
-        from ..export.onnx_export import export_onnx, quantize_onnx_int8
+def _table_format(fmt: str):
+    return CONTRACT_FORMATS["coreml" if fmt in COMPUTE_UNITS else fmt]
 
-        path = out["path"] = work / f"{name}_{fmt}.onnx"
-        nchw = PixelModel(pm.model, IMAGENET_MEAN, IMAGENET_STD, "nchw").eval()
-        if precision == "int8":
-            export_onnx(nchw, size, work / f"{name}_onnx_float.onnx", config)
-            quantize_onnx_int8(work / f"{name}_onnx_float.onnx", calib, path)
-        else:
-            export_onnx(nchw, size, path, config)
-        out["config"] = dict(config, input={"layout": "NCHW"})
-        out["runtime"] = f"onnxruntime {_version('onnxruntime')} CPU"
-    elif fmt.startswith("tflite"):
-        from ..export.tflite_export import export_tflite, quantize_tflite_int8
 
-        path = out["path"] = work / f"{name}_{fmt}.tflite"
-        float_path = work / f"{name}_tflite_float.tflite" if precision == "int8" else path
-        out["macs_litert"] = export_tflite(pm, size, float_path)
-        if precision == "int8":
-            quantize_tflite_int8(float_path, calib, path, size)
-        out["runtime"] = f"LiteRT {_version('ai-edge-litert')} XNNPACK"
-    elif fmt.startswith("coreml"):  # macOS only (checked by the caller)
-        from ..export.coreml_export import export_coreml
+def _export(fmt: str, model: torch.nn.Module, name: str, size: int, calib: np.ndarray, work: Path) -> dict[str, Any]:
+    """Write ``fmt``'s file once (timed at every thread count) with the export stage's own exporter:
+    path, config, runtime name and, for TFLite, LiteRT's own MAC estimate."""
+    from ..export import ExportJob, ExportOptions, get_exporter
 
-        path = out["path"] = work / f"{name}.mlpackage"
-        if not path.exists():
-            export_coreml(pm.model, dict(config, dataset="benchmark"), size, path, int8=False)
-        out["runtime"] = (f"coremltools {_version('coremltools')} "
-                          f"({'CPU only' if fmt == 'coreml-cpu' else 'all compute units'})")
-    else:
-        raise UserError(f"format {fmt} cannot be timed on this host")
-    return out
+    spec = _table_format(fmt)
+    config = _config(name, size, spec.precision)
+    if spec.backend == "torch":
+        return {"path": None, "config": config, "runtime": f"PyTorch {torch.__version__} eager"}
+    path = work / export_name(name, spec)
+    built = {"path": path, "config": config, "runtime": _runtime_name(fmt)}
+    if not path.exists():  # coreml-cpu and coreml-all time the same package
+        job = ExportJob(model, config, spec, size, calib if spec.needs_calibration else None, ExportOptions())
+        written = get_exporter(spec.backend).write(job, path)
+        built["config"] = dict(config, input=written["input"])
+        built["macs_litert"] = written.get("macs_litert")
+    return built
+
+
+def _runtime_name(fmt: str) -> str:
+    backend = _table_format(fmt).backend
+    if backend == "onnx":
+        return f"onnxruntime {_version('onnxruntime')} CPU"
+    if backend == "tflite":
+        return f"LiteRT {_version('ai-edge-litert')} XNNPACK"
+    return f"coremltools {_version('coremltools')} ({'CPU only' if fmt == 'coreml-cpu' else 'all compute units'})"
 
 
 def _runner(fmt: str, built: dict[str, Any], pm: PixelModel, threads: int):
@@ -122,7 +118,7 @@ def _runner(fmt: str, built: dict[str, Any], pm: PixelModel, threads: int):
     import coremltools as ct  # coreml-cpu / coreml-all; coremltools has no thread setting
     from PIL import Image
 
-    units = ct.ComputeUnit.CPU_ONLY if fmt == "coreml-cpu" else ct.ComputeUnit.ALL
+    units = getattr(ct.ComputeUnit, COMPUTE_UNITS[fmt])
     mlmodel = ct.models.MLModel(str(built["path"]), compute_units=units)
     return lambda x: mlmodel.predict({"image": Image.fromarray(x[0])})
 
@@ -252,7 +248,7 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
                     rows.extend({**base, "threads": t, "skipped": "CoreML runs only on macOS: not timed on this host"}
                                 for t in threads)
                     continue
-                built = _export(fmt, pm, name, img_size, calib, work)
+                built = _export(fmt, model, name, img_size, calib, work)
                 size = path_size(built["path"]) if built["path"] else sum(
                     p.numel() * p.element_size() for p in model.state_dict().values())
                 base.update(runtime=built["runtime"], size_mb=round(size / 1e6, 2))

@@ -56,14 +56,16 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
+def read_json(path: str | os.PathLike, fix: str = "re-create it or fix the file") -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise UserError(f"{path} does not exist; check the path") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}); re-create it or fix the file") from None
+        raise UserError(f"{path} is not valid JSON ({e}); {fix}") from None
+    except OSError as e:
+        raise UserError(f"{path} cannot be read ({e.strerror}); check the path") from None
 
 
 @contextlib.contextmanager
@@ -130,3 +132,58 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         for leftover in (tmp, old):
             if leftover.exists():
                 shutil.rmtree(leftover, ignore_errors=True)
+
+
+def file_record(path: str | os.PathLike) -> dict[str, Any]:
+    """Name, size and sha256 of a model file, or of a package directory (its files' relative paths
+    and contents, in sorted order): what a sidecar records so that a loader can tell it describes
+    this very file."""
+    import hashlib
+
+    path = Path(path)
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    size = 0
+    for f in files:
+        if path.is_dir():
+            digest.update(f.relative_to(path).as_posix().encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+                size += len(block)
+    return {"name": path.name, "bytes": size, "sha256": digest.hexdigest()}
+
+
+def crash_point(name: str) -> None:
+    """Fault injection for the tests: with SKIPNET_CRASH_AT=name the process kills itself (SIGKILL,
+    as kill -9 would) right here, so that a test can check what a crash at each step leaves behind."""
+    if os.environ.get("SKIPNET_CRASH_AT") == name:
+        import signal
+
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def native_stderr_to(sink: list[str], replay_on_error: bool = True) -> Iterator[None]:
+    """Collect what native code writes to file descriptor 2 into ``sink`` while the block runs
+    (LiteRT's INFO lines, converter logs); replayed on stderr if the block raises and
+    ``replay_on_error``, so a real failure keeps its diagnostics."""
+    import sys
+
+    sys.stderr.flush()
+    saved = os.dup(2)
+    failed = True
+    with tempfile.TemporaryFile(mode="w+b") as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+            failed = False
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            f.seek(0)
+            text = f.read().decode("utf-8", "replace")
+            sink.append(text)
+            if failed and replay_on_error:
+                sys.stderr.write(text)

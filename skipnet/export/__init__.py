@@ -1,35 +1,49 @@
 """Export stage: a run directory -> a mobile model file + NAME.EXT.json sidecar, checked for parity.
 
-    result = skipnet.export.export("runs/s", "onnx")    # exports/s.onnx and exports/s.onnx.json
+    result = skipnet.export.export("runs/s", "tflite-int8")   # exports/s_int8.tflite + .json
     result.parity["passed"]
 
-Formats: ONNX and TFLite (float32, int8 post-training; TFLite also quantisation-aware),
-CoreML (float16 / int8 weights).
+The formats are the contract's table (skipnet.common.contract.FORMATS); each backend's converter
+is an Exporter in EXPORTERS. The model and its sidecar are built in a staging folder beside the
+target and moved in model first, sidecar last: the sidecar records the model's size and sha256, so
+after a crash at any moment a loader finds the old pair, the new pair, or a mismatch it refuses.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
+import shutil
 import sys
+import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .. import __version__
 from ..common import UserError, write_json
+from ..common.contract import (Format, Sidecar, default_export_path, exclusive, export_format, output_lock,
+                               parse, sidecar_path)
+from ..common.contract.paths import check_output_file
+from ..common.io import crash_point, file_record, read_json
 from ..data import build_datasets, sample_pixels
-from ..models import PixelModel, count_macs, count_params, load_checkpoint
-from ..runtime.predictor import sidecar_path
-from .parity import INT8_MIN_AGREEMENT, parity_report
+from ..models import count_macs, count_params, load_checkpoint
+from .options import ExportJob, ExportOptions, Exporter
 
 # torchao (imported by litert-torch) registers an Enum the way torch 2.14 deprecates; the warning
 # is not the user's to act on and would make every export's stderr, errors included, noisier.
 logging.getLogger("torch.utils._pytree").addFilter(lambda r: "is an Enum subclass" not in r.getMessage())
 
-FORMATS = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}
+
+# The converter of each exported backend of the format table, imported only when used (each needs its own extra).
+EXPORTERS = {"onnx": "onnx_export.OnnxExporter", "tflite": "tflite_export.TFLiteExporter",
+             "coreml": "coreml_export.CoreMLExporter"}
+
+
+def get_exporter(backend: str) -> Exporter:
+    module, name = EXPORTERS[backend].rsplit(".", 1)
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)()
 
 
 @dataclass
@@ -40,6 +54,92 @@ class ExportResult:
     seconds: float
 
 
+def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | None = None,
+           options: ExportOptions | None = None, **flags: Any) -> ExportResult:
+    """Export ``run_dir`` to ``format`` (a backend such as "tflite" with ``int8=True``, or a table name
+    such as "tflite-int8") at ``out`` (default exports/RUN[_int8][_qat].EXT). ``flags`` are
+    ExportOptions fields, for callers that do not build the object."""
+    t0 = time.perf_counter()
+    opts = replace(options or ExportOptions(), **flags).check()
+    fmt = export_format(format, opts.int8, opts.qat_epochs > 0)
+    if fmt.int8 == "qat" and not opts.qat_epochs:
+        opts = replace(opts, qat_epochs=1)
+    model, config = load_checkpoint(run_dir)
+    img_size = _img_size(model, config, opts.img_size)
+    path = _target(run_dir, fmt, out)
+    with exclusive(output_lock(path), str(path), "wait for that export or choose another --out"):
+        _remove_staging_leftovers(path)
+        calibration, pixels, labels = _read_images(config, fmt, img_size, opts)
+        job = ExportJob(model, _metadata(config, fmt, img_size), fmt, img_size, calibration, opts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=f".{path.name}.staging-", dir=path.parent) as staging:
+            staged = Path(staging) / path.name
+            sidecar = _sidecar(job, get_exporter(fmt.backend).write(job, staged), staged, model)
+            sidecar["parity"] = _parity(job, staged, sidecar, pixels, labels)
+            sidecar["file"] = file_record(staged)
+            write_json(sidecar_path(staged), sidecar)
+            _publish(staged, path)
+    return ExportResult(path, sidecar_path(path), sidecar["parity"], time.perf_counter() - t0)
+
+
+def _img_size(model, config: dict[str, Any], asked: int | None) -> int:
+    img_size = asked or int(config["img_size"])
+    multiple = getattr(model, "input_multiple", 1)
+    if img_size < multiple or img_size % multiple:
+        raise UserError(f"--img-size {img_size} does not fit {config['model']}: use a multiple of {multiple}")
+    return img_size
+
+
+def _target(run_dir, fmt: Format, out) -> Path:
+    """The output path, checked before any work: right extension, writable, and not a file of someone else's."""
+    path = Path(out) if out is not None else default_export_path(run_dir, fmt)
+    if path.suffix != fmt.extension:
+        raise UserError(f"--out {path} should end in {fmt.extension} for --format {fmt.name}")
+    check_output_file(out if out is not None else path, "--out", directory_ok=fmt.backend == "coreml")
+    if path.is_dir() and fmt.backend != "coreml":
+        raise UserError(f"--out {path} is a directory; give a file path")
+    for existing in (path, sidecar_path(path)):
+        if existing.exists() and not _ours(path):
+            raise UserError(f"--out {path}: {existing} exists and was not written by skipnet-export (no valid "
+                            f"{sidecar_path(path).name} beside it); move it away or choose another --out")
+    return path
+
+
+def _ours(path: Path) -> bool:
+    """An earlier export of ours: its sidecar parses (a mismatching pair is ours too, and replaced)."""
+    try:
+        parse(Sidecar, read_json(sidecar_path(path)), "", "")
+        return True
+    except UserError:
+        return False
+
+
+def _remove_staging_leftovers(path: Path) -> None:
+    """What a killed export of this target left (we hold its lock, so no live export owns it): staging
+    folders, and a package set aside by _publish, put back if the new one never arrived."""
+    for old in path.parent.glob(f".{path.name}.staging-*"):
+        if old.is_dir():
+            shutil.rmtree(old, ignore_errors=True)
+    aside = path.with_name(f".{path.name}.old")
+    if aside.is_dir() and not path.exists():
+        os.replace(aside, path)
+    elif aside.is_dir():
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+def _read_images(config: dict[str, Any], fmt: Format, img_size: int, opts: ExportOptions):
+    """Calibration and parity images, read before anything is written: missing data fails first."""
+    pre = _preprocess_at(config["preprocess"], img_size)
+    parity = opts.verify and (not fmt.macos_only or sys.platform == "darwin")
+    if not (fmt.needs_calibration or parity):
+        return None, None, None
+    train, val, _ = build_datasets(config["dataset"], opts.data_dir or config.get("train", {}).get("data_dir"),
+                                   img_size, augment=False)
+    calibration = sample_pixels(train.source, pre, opts.calibration_samples)[0] if fmt.needs_calibration else None
+    pixels, labels = sample_pixels(val.source, pre, opts.verify_samples) if parity else (None, None)
+    return calibration, pixels, labels
+
+
 def _preprocess_at(pre: dict[str, Any], img_size: int) -> dict[str, Any]:
     """The run's preprocessing at another input size (same resize-to-crop ratio)."""
     if img_size == pre["crop"]:
@@ -47,130 +147,70 @@ def _preprocess_at(pre: dict[str, Any], img_size: int) -> dict[str, Any]:
     return dict(pre, img_size=img_size, crop=img_size, resize=round(img_size * pre["resize"] / pre["crop"]))
 
 
-def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | None = None, int8: bool = False,
-           img_size: int | None = None, verify: bool = True, verify_samples: int = 256,
-           data_dir: str | None = None, dynamic_batch: bool = True, calibration_samples: int = 256,
-           qat_epochs: int = 0, qat_limit: int | None = None) -> ExportResult:
-    if format not in FORMATS:
-        raise UserError(f"unknown format {format!r}; choose one of: {', '.join(FORMATS)}")
-    if qat_epochs and not (int8 and format == "tflite"):
-        raise UserError("--qat-epochs fine-tunes for int8 TFLite: add --int8 and use --format tflite")
-    if qat_epochs < 0 or (qat_limit is not None and qat_limit < 1):
-        raise UserError("--qat-epochs must be >= 0 and --qat-limit positive")
-    t0 = time.perf_counter()
-    model, config = load_checkpoint(run_dir)
-    img_size = img_size or int(config["img_size"])
-    multiple = getattr(model, "input_multiple", 1)
-    if img_size < multiple or img_size % multiple:
-        raise UserError(f"--img-size {img_size} does not fit {config['model']}: use a multiple of {multiple}")
-    run_dir = Path(run_dir)
-    path = Path(out) if out else Path("exports") / f"{run_dir.name}{'_int8' if int8 else ''}{FORMATS[format]}"
-    if path.suffix != FORMATS[format]:
-        raise UserError(f"--out {path} should end in {FORMATS[format]} for --format {format}")
+def _metadata(config: dict[str, Any], fmt: Format, img_size: int) -> dict[str, Any]:
+    """What the exported file carries about itself (ONNX metadata_props, CoreML user metadata)."""
+    return dict(config, img_size=img_size, preprocess=_preprocess_at(config["preprocess"], img_size),
+                format=fmt.backend, precision=fmt.precision, exporter_version=__version__)
 
-    pre = _preprocess_at(config["preprocess"], img_size)
-    # Read the data first: missing calibration or parity images must fail before anything is written.
-    needs_calibration = int8 and format != "coreml"  # CoreML int8 is weight-only
-    needs_parity_images = verify and (format != "coreml" or sys.platform == "darwin")  # CoreML runs on macOS only
-    calibration = pixels = labels = None
-    if needs_calibration or needs_parity_images:
-        train, val, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"),
-                                       img_size, augment=False)
-        if needs_calibration:
-            calibration = sample_pixels(train.source, pre, calibration_samples)[0]
-        if needs_parity_images:
-            pixels, labels = sample_pixels(val.source, pre, verify_samples)
-    nhwc_model = PixelModel(model, config["mean"], config["std"], "nhwc")
 
-    if format == "onnx":
-        shape, layout = [-1 if dynamic_batch else 1, 3, img_size, img_size], "NCHW"
-    elif format == "tflite":
-        shape, layout = [1, img_size, img_size, 3], "NHWC"
-    else:
-        shape, layout = [1, 3, img_size, img_size], "image (RGB)"
-    exported = dict(config, img_size=img_size, preprocess=pre, format=format,
-                    precision="int8" if int8 else "float32",
-                    input={"name": "pixels", "layout": layout, "dtype": "float32", "shape": shape,
-                           "range": [0, 255], "quantization": None},
-                    output={"name": "logits", "dtype": "float32", "quantization": None},
-                    exporter_version=__version__)
-    macs_litert = None
-    if format == "onnx":
-        from .onnx_export import export_onnx, quantize_onnx_int8
+def _sidecar(job: ExportJob, spec: dict[str, Any], staged: Path, model) -> dict[str, Any]:
+    spec = dict(spec)
+    macs_litert = spec.pop("macs_litert", None)
+    sidecar = dict(job.config, **spec)
+    sidecar["complexity"] = {"params": count_params(model), "macs": count_macs(model, job.img_size)}
+    if macs_litert:  # the converter's own count, a check on ours
+        sidecar["complexity"]["macs_litert"] = int(macs_litert)
+    if job.calibration is not None:
+        sidecar["calibration"] = {"images": int(len(job.calibration)), "split": "train",
+                                  "dataset": job.config["dataset"]}
+    return sidecar
 
-        nchw_model = PixelModel(model, config["mean"], config["std"], "nchw")
-        if int8:
-            import tempfile
 
-            with tempfile.TemporaryDirectory() as tmp:
-                float_path = Path(tmp) / "float.onnx"
-                export_onnx(nchw_model, img_size, float_path, exported, dynamic_batch)
-                quantize_onnx_int8(float_path, calibration, path)
-        else:
-            export_onnx(nchw_model, img_size, path, exported, dynamic_batch)
-    elif format == "coreml":
-        from .coreml_export import export_coreml, validate_coreml
+def _parity(job: ExportJob, staged: Path, sidecar: dict[str, Any], pixels, labels) -> dict[str, Any] | None:
+    """The staged file in its real runtime against PyTorch on real validation images."""
+    from .parity import INT8_MIN_AGREEMENT, parity_report
 
-        norm = export_coreml(model, exported, img_size, path, int8)
-        exported["input"].update(name="image", dtype="image", normalization=norm)
-        exported["output"] = {"name": "classLabel", "probabilities": "classLabel_probs"}
-        exported["weights"] = "int8" if int8 else "float16"
-    elif not int8:
-        from .tflite_export import export_tflite
+    if job.fmt.backend == "coreml":
+        from .coreml_export import validate_coreml
 
-        macs_litert = export_tflite(nhwc_model, img_size, path)
-    else:
-        import tempfile
-
-        from .tflite_export import export_tflite, quantization_of, quantize_tflite_int8
-
-        to_quantize = nhwc_model
-        if qat_epochs:
-            from .qat import qat_finetune
-
-            tuned = qat_finetune(model, exported, img_size, qat_epochs, data_dir, qat_limit)
-            to_quantize = PixelModel(tuned, config["mean"], config["std"], "nhwc")
-            exported["qat"] = {"epochs": qat_epochs, "images_per_epoch": qat_limit, "loss": config.get("loss")}
-        with tempfile.TemporaryDirectory() as tmp:
-            float_path = Path(tmp) / "float.tflite"
-            macs_litert = export_tflite(to_quantize, img_size, float_path)
-            quantize_tflite_int8(float_path, calibration, path, img_size)
-        q = quantization_of(path)
-        exported["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
-        exported["output"].update(dtype=q["output"]["dtype"], quantization=q["output"])
-
-    exported["complexity"] = {"params": count_params(model), "macs": count_macs(model, img_size)}
-    if format == "tflite" and macs_litert:  # the converter's own count, a check on ours
-        exported["complexity"]["macs_litert"] = int(macs_litert)
-    if calibration is not None:
-        exported["calibration"] = {"images": int(len(calibration)), "split": "train", "dataset": config["dataset"]}
-
-    parity = None
-    if format == "coreml":
-        parity = validate_coreml(path, img_size, exported["class_names"])
-        if needs_parity_images:
-            parity.update(_coreml_numeric(path, nhwc_model, exported, pixels, labels))
+        parity = validate_coreml(staged, job.img_size, sidecar["class_names"])
+        if pixels is not None:  # macOS
+            parity.update(_coreml_numeric(staged, job, sidecar, pixels, labels))
             parity["passed"] = parity["passed"] and parity["top1_agreement"] >= INT8_MIN_AGREEMENT
-    elif verify:
-        from ..runtime import load
+        return parity
+    if pixels is None:
+        return None
+    from ..runtime import load
 
-        predictor = load(path, config=exported)
-        parity = parity_report(nhwc_model, predictor.backend, pixels, labels, exported["precision"])
-    exported["parity"] = parity
-    sidecar = sidecar_path(path)
-    write_json(sidecar, exported)
-    return ExportResult(path, sidecar, parity, time.perf_counter() - t0)
+    predictor = load(staged, config=sidecar)
+    return parity_report(job.pixel_model("nhwc"), predictor.backend, pixels, labels, job.fmt.precision)
 
 
-def _coreml_numeric(path: Path, nhwc_model, config, pixels, labels) -> dict[str, Any]:
+def _coreml_numeric(path: Path, job: ExportJob, config, pixels, labels) -> dict[str, Any]:
     """macOS only: CoreML's top-1 against PyTorch's on the same images, through skipnet.load."""
+    import torch
+
     from ..runtime import load
 
     with torch.inference_mode():
-        ref = nhwc_model(torch.from_numpy(pixels)).argmax(1).numpy()
+        ref = job.pixel_model("nhwc")(torch.from_numpy(pixels)).argmax(1).numpy()
     got = load(path, config=config).backend.logits(pixels).argmax(1)
     return {"images": int(len(pixels)), "top1_agreement": float((ref == got).mean()),
             "torch_top1": float((ref == labels).mean()), "exported_top1": float((got == labels).mean())}
 
 
-__all__ = ["FORMATS", "ExportResult", "export"]
+def _publish(staged: Path, path: Path) -> None:
+    """Model first, sidecar last; a package directory (CoreML) is swapped via a name beside it."""
+    crash_point("export:staged")
+    old = path.with_name(f".{path.name}.old")
+    if staged.is_dir() and path.exists():
+        os.replace(path, old)
+    os.replace(staged, path)
+    crash_point("export:model-moved")
+    os.replace(sidecar_path(staged), sidecar_path(path))
+    crash_point("export:sidecar-moved")
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)
+
+
+__all__ = ["EXPORTERS", "ExportJob", "ExportOptions", "ExportResult", "export", "get_exporter"]

@@ -1,4 +1,4 @@
-"""`skipnet-export RUN_DIR --format onnx [--out PATH]`: parse flags, call `export`, report parity."""
+"""`skipnet-export RUN_DIR --format tflite --int8 [--out PATH]`: parse flags, call `export`, report parity."""
 from __future__ import annotations
 
 import argparse
@@ -6,17 +6,20 @@ import sys
 from typing import Sequence
 
 from ..common.cli import ArgumentParser, run_cli
-from . import FORMATS, export
+from ..common.contract import BACKENDS, EXPORT_FORMATS
+from . import ExportOptions, export
 from .parity import INT8_MIN_AGREEMENT
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="skipnet-export", description="Export a trained run to a mobile format, "
                                                          "then check it predicts what PyTorch predicted.")
     p.add_argument("run_dir", help="run directory written by skipnet-train")
-    p.add_argument("--format", required=True, choices=list(FORMATS))
+    p.add_argument("--format", required=True, choices=list(dict.fromkeys(BACKENDS + EXPORT_FORMATS)),
+                   metavar="FORMAT", help=f"{', '.join(BACKENDS)} (with --int8), or a full name: "
+                                          f"{', '.join(f for f in EXPORT_FORMATS if f not in BACKENDS)}")
     p.add_argument("--int8", action="store_true", help="full-integer int8 quantisation")
-    p.add_argument("--out", help="output file (default exports/RUN.EXT)")
+    p.add_argument("--out", help="output file (default exports/RUN[_int8][_qat].EXT)")
     p.add_argument("--img-size", type=int, help="input side (default: the training size)")
     p.add_argument("--data-dir", help="dataset directory for the parity images (default: the run's)")
     p.add_argument("--verify-samples", type=int, default=256, help="validation images for the parity check")
@@ -26,15 +29,10 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--qat-limit", type=int, help="training images per QAT epoch (default: all)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
-    a = p.parse_args(argv)
-    if a.verify_samples < 1 or a.calibration_samples < 1:
-        p.error("--verify-samples and --calibration-samples must be positive")
-    r = export(a.run_dir, a.format, a.out, a.int8, a.img_size, not a.no_verify, a.verify_samples, a.data_dir,
-               a.dynamic_batch, a.calibration_samples, a.qat_epochs, a.qat_limit)
-    print(f"wrote {r.path} and {r.sidecar} in {r.seconds:.1f} s")
-    if r.parity is None:
-        return 0
-    q = r.parity
+    return p
+
+
+def _report(q: dict) -> int:
     if "spec_checks" in q:
         failed = [k for k, ok in q["spec_checks"].items() if not ok]
         print(f"CoreML spec checks: {'all passed' if not failed else 'FAILED: ' + ', '.join(failed)}"
@@ -53,6 +51,16 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"skipnet-export: parity check FAILED ({q['criterion']})", file=sys.stderr)
         return 1
     return 0
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    a = _parser().parse_args(argv)
+    opts = ExportOptions(int8=a.int8, img_size=a.img_size, verify=not a.no_verify, verify_samples=a.verify_samples,
+                         calibration_samples=a.calibration_samples, data_dir=a.data_dir,
+                         dynamic_batch=a.dynamic_batch, qat_epochs=a.qat_epochs, qat_limit=a.qat_limit)
+    r = export(a.run_dir, a.format, a.out, opts)
+    print(f"wrote {r.path} and {r.sidecar} in {r.seconds:.1f} s")
+    return 0 if r.parity is None else _report(r.parity)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -13,6 +13,19 @@ from torch import nn
 from ..common import UserError, atomic_dir
 
 
+class CoreMLExporter:
+    """An mlprogram classifier with an image input (iOS 16+); int8 means int8 weights."""
+
+    def write(self, job, path: Path) -> dict[str, Any]:
+        int8 = job.fmt.precision == "int8"
+        norm = export_coreml(job.model, job.config, job.img_size, path, int8)
+        return {"input": {"name": "image", "layout": "image (RGB)", "dtype": "image",
+                          "shape": [1, 3, job.img_size, job.img_size], "range": [0, 255], "quantization": None,
+                          "normalization": norm},
+                "output": {"name": "classLabel", "dtype": "string", "probabilities": "classLabel_probs"},
+                "weights": "int8" if int8 else "float16"}
+
+
 class _ChannelGain(nn.Module):
     """CoreML's ImageType has one scale for all channels; a per-channel std leaves a gain s0/s_c per channel."""
 

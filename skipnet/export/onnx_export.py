@@ -13,6 +13,27 @@ from ..common import UserError, atomic_path
 OPSET = 18
 
 
+class OnnxExporter:
+    """NCHW float32 raw pixels in (dynamic batch unless told otherwise), float32 logits out; int8 is
+    onnxruntime's static QDQ quantisation of the float graph."""
+
+    def write(self, job, path: Path) -> dict[str, Any]:
+        import tempfile
+
+        model, dynamic = job.pixel_model("nchw"), job.options.dynamic_batch
+        if job.fmt.precision == "int8":
+            with tempfile.TemporaryDirectory() as tmp:
+                float_path = Path(tmp) / "float.onnx"
+                export_onnx(model, job.img_size, float_path, job.config, dynamic)
+                quantize_onnx_int8(float_path, job.calibration, path)
+        else:
+            export_onnx(model, job.img_size, path, job.config, dynamic)
+        shape = [-1 if dynamic else 1, 3, job.img_size, job.img_size]
+        return {"input": {"name": "pixels", "layout": "NCHW", "dtype": "float32", "shape": shape, "range": [0, 255],
+                          "quantization": None},
+                "output": {"name": "logits", "dtype": "float32", "quantization": None}}
+
+
 def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[str, Any],
                 dynamic_batch: bool = True) -> None:
     try:

@@ -1,44 +1,49 @@
 """TFLite via litert-torch. Input NHWC float32 raw pixels 0..255 (the layout Android/iOS apps feed)."""
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from ..common import UserError, atomic_path
+from ..common.io import native_stderr_to
 from .tflite_graph import FLOAT_SCOPE, rewrite_graph
 
 
+class TFLiteExporter:
+    """NHWC raw pixels in, logits out: float32, or int8 (PTQ, or QAT fine-tuning first) with the
+    input and output scale and zero point in the sidecar."""
+
+    def write(self, job, path: Path) -> dict[str, Any]:
+        spec = {"input": {"name": "pixels", "layout": "NHWC", "dtype": "float32",
+                          "shape": [1, job.img_size, job.img_size, 3], "range": [0, 255], "quantization": None},
+                "output": {"name": "logits", "dtype": "float32", "quantization": None}}
+        if job.fmt.precision != "int8":
+            return dict(spec, macs_litert=export_tflite(job.pixel_model("nhwc"), job.img_size, path))
+        model = job.model
+        if job.fmt.int8 == "qat":
+            from .qat import qat_finetune
+
+            o = job.options
+            model = qat_finetune(job.model, job.config, job.img_size, o.qat_epochs, o.data_dir, o.qat_limit)
+            spec["qat"] = {"epochs": o.qat_epochs, "images_per_epoch": o.qat_limit, "loss": job.config.get("loss")}
+        with tempfile.TemporaryDirectory() as tmp:
+            float_path = Path(tmp) / "float.tflite"
+            spec["macs_litert"] = export_tflite(job.pixel_model("nhwc", model), job.img_size, float_path)
+            quantize_tflite_int8(float_path, job.calibration, path, job.img_size)
+        q = quantization_of(path)
+        spec["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
+        spec["output"].update(dtype=q["output"]["dtype"], quantization=q["output"])
+        return spec
+
+
 _MACS_LINE = re.compile(r"equivalently\s+([0-9.]+)\s*([KMG])\s+MACs")
-
-
-@contextlib.contextmanager
-def _native_stderr(sink: list[str]):
-    """Collect what C++ code writes to file descriptor 2 into ``sink``: the LiteRT converter logs
-    its own MAC estimate there, among INFO lines a user need not see. Shown only if conversion fails."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    failed = True
-    with tempfile.TemporaryFile(mode="w+b") as f:
-        os.dup2(f.fileno(), 2)
-        try:
-            yield
-            failed = False
-        finally:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            os.close(saved)
-            f.seek(0)
-            text = f.read().decode("utf-8", "replace")
-            sink.append(text)
-            if failed:
-                sys.stderr.write(text)
 
 
 def _import_litert_torch():
@@ -81,7 +86,7 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimi
     log: list[str] = []
     with atomic_path(path) as tmp:
         # The input permute is folded into the first convolution by the converter: no TRANSPOSE op remains.
-        with _native_stderr(log):
+        with native_stderr_to(log):
             litert_torch.convert(pixel_model_nhwc.eval(), (x,)).export(str(tmp))
         if optimize:  # the input normalisation as one depthwise conv: same arithmetic, faster (tflite_graph)
             rewrite_graph(tmp, tmp, ops=())

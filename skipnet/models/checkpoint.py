@@ -21,9 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..common import UserError, atomic_path, read_json
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from ..common.contract import CONFIG_FILE, WEIGHTS_FILE, RunConfig, parse
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -31,13 +29,13 @@ def is_run_dir(path: str | os.PathLike) -> bool:
 
 
 def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
+    """config.json of a run directory, checked against the contract's schema (types and ranges)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise UserError(f"run directory {run_dir} does not exist; pass the --out directory of skipnet-train")
-    cfg = read_json(run_dir / CONFIG_FILE)
-    if not isinstance(cfg, dict) or "model" not in cfg or "num_classes" not in cfg:
-        raise UserError(f"{run_dir / CONFIG_FILE} is not a SkipNet run config (no 'model'/'num_classes'); "
-                        "point at a directory written by skipnet-train")
+    path = run_dir / CONFIG_FILE
+    cfg = read_json(path)
+    parse(RunConfig, cfg, str(path), "point at a directory written by skipnet-train, or re-train it")
     return cfg
 
 

@@ -17,12 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common import UserError, read_yaml_mapping
-
-# One format name per exported file: (skipnet-export --format, --int8, --qat-epochs from the export section).
-EXPORT_FORMATS = {"tflite-int8": ("tflite", True, False), "tflite-int8-qat": ("tflite", True, True),
-                  "tflite": ("tflite", False, False), "onnx": ("onnx", False, False),
-                  "onnx-int8": ("onnx", True, False), "coreml": ("coreml", False, False),
-                  "coreml-int8": ("coreml", True, False)}
+from ..common.contract import FORMATS, PipelineConfig, export_name, parse
 
 # Settings of every pipeline; the training recipe defaults to the dataset's (skipnet-train's).
 DEFAULTS: dict[str, Any] = {
@@ -78,18 +73,24 @@ def load_config(path: str | None = None, full: bool = False, **flags: Any) -> di
     if path:
         cfg = merge(cfg, read_yaml_mapping(path), f"config file {path}")
     cfg = merge(cfg, {k: v for k, v in flags.items() if v is not None}, "flags")
-    return validate(cfg)
+    return validate(cfg, f"config file {path}" if path else "settings")
 
 
-def validate(cfg: dict[str, Any]) -> dict[str, Any]:
+def _listed(value: Any) -> Any:
+    """A comma-separated string (a flag) as a list; anything else as it is, for the schema to judge."""
+    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else value
+
+
+def validate(cfg: dict[str, Any], where: str = "settings") -> dict[str, Any]:
+    """Types and ranges through the contract's schema, then what only the other stages know (names)."""
     from ..data import list_datasets
     from ..models import list_models
 
+    cfg["models"] = _listed(cfg["models"])
+    cfg["export"]["formats"] = _listed(cfg["export"]["formats"])
+    cfg = parse(PipelineConfig, cfg, where, "see examples/pipeline/imagefolder.yaml for the keys and their types",
+                dashes=True).model_dump()
     models = cfg["models"]
-    if isinstance(models, str):
-        models = cfg["models"] = [m.strip() for m in models.split(",") if m.strip()]
-    if not isinstance(models, list) or not models:
-        raise UserError("models must list at least one model, e.g. [skipnet_s, mobilenet_v3_large]")
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(map(str, unknown))}; choose from: {', '.join(list_models())}")
@@ -105,27 +106,20 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
         if key in cfg["train"]:
             raise UserError(f"train: {key.replace('_', '-')} is set for the whole pipeline; "
                             f"put it at the top level ({'models' if key == 'model' else key.replace('_', '-')}:)")
-    formats = cfg["export"]["formats"]
-    if isinstance(formats, str):
-        formats = cfg["export"]["formats"] = [f.strip() for f in formats.split(",") if f.strip()]
-    bad = [f for f in formats if f not in EXPORT_FORMATS]
-    if bad or not formats:
-        raise UserError(f"export formats {bad or formats}: choose from {', '.join(EXPORT_FORMATS)}")
-    if all(f.startswith("coreml") for f in formats) and sys.platform != "darwin":
+    if all(FORMATS[f].macos_only for f in cfg["export"]["formats"]) and sys.platform != "darwin":
         raise UserError("CoreML models run only on macOS, so the accuracy gate and the benchmark need another "
                         "export format here: add tflite-int8 (or onnx) to export formats")
-    g, b, e = cfg["gate"], cfg["bench"], cfg["export"]
-    if g["max_drop"] is not None and not 0 <= float(g["max_drop"]) <= 100:
-        raise UserError(f"gate max-drop {g['max_drop']} must be in 0..100 points")
-    if g["min_top1"] is not None and not 0 <= float(g["min_top1"]) <= 1:
-        raise UserError(f"gate min-top1 {g['min_top1']} is a fraction: use 0..1, e.g. 0.85")
-    for where, key, value in [("gate", "limit", g["limit"]), ("bench", "runs", b["runs"]),
-                              ("bench", "threads", b["threads"]), ("export", "verify-samples", e["verify_samples"]),
-                              ("export", "calibration-samples", e["calibration_samples"]),
-                              ("export", "qat-epochs", e["qat_epochs"]), ("export", "qat-limit", e["qat_limit"])]:
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
-            raise UserError(f"{where} {key} must be a positive integer, got {value!r}")
-    if not cfg["out"]:
-        raise UserError("out must name the pipeline's directory, e.g. runs/demo")
     cfg["out"] = str(Path(cfg["out"]))
     return cfg
+
+
+def export_path(out: Path, model: str, fmt: str) -> Path:
+    """Where the pipeline keeps ``model``'s export in format ``fmt``: OUT/exports/MODEL[_int8][_qat].EXT."""
+    return Path(out) / "exports" / export_name(model, FORMATS[fmt])
+
+
+def gated_format(formats: list[str]) -> str:
+    """The file the accuracy gate checks: the first int8 export that runs here (int8 TFLite in the demo),
+    else the first that runs here, else the first."""
+    runnable = [f for f in formats if not FORMATS[f].macos_only]
+    return next((f for f in runnable if FORMATS[f].needs_calibration), next(iter(runnable), formats[0]))

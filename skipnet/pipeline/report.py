@@ -8,8 +8,8 @@ from typing import Any
 
 from .. import __version__
 from ..common import atomic_write_text, path_size, read_json, write_json
-from .config import EXPORT_FORMATS
-from .run import export_path, gated_format
+from ..common.contract import CONFIG_FILE, FORMATS, sidecar_path
+from .config import export_path, gated_format
 
 NICE = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagefolder": "image folders"}
 
@@ -26,7 +26,6 @@ def collect(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     """Everything the report shows, per model, read from the run, export, eval and bench files."""
     from ..bench import paired_ratio
     from ..runtime.evaluate import gate_failures
-    from ..runtime.predictor import sidecar_path
 
     formats = cfg["export"]["formats"]
     gated = gated_format(formats)
@@ -34,7 +33,7 @@ def collect(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
     baseline = cfg["baseline"] or (cfg["models"][1] if len(cfg["models"]) > 1 else None)
     models: dict[str, Any] = {}
     for model in cfg["models"]:
-        run = read_json(out / "runs" / model / "config.json")
+        run = read_json(out / "runs" / model / CONFIG_FILE)
         ev = read_json(out / "eval" / f"{model}.json")
         entry: dict[str, Any] = {
             "img_size": run["img_size"], "train": {k: run["train"][k] for k in ("recipe", "epochs", "limit_train", "loss")},
@@ -81,7 +80,7 @@ def plots(data: dict[str, Any], out: Path) -> list[str]:
         points.append({"label": f"{model} {m['gated_format']}", "model": model, "top1": m["gated_top1"],
                        "macs": m["macs"] / 1e6, "p50_ms": g.get("p50_ms"), "int8": True})
         for fmt, e in m["exports"].items():
-            if fmt != m["gated_format"] and e.get("p50_ms") is not None and not EXPORT_FORMATS[fmt][1]:
+            if fmt != m["gated_format"] and e.get("p50_ms") is not None and FORMATS[fmt].precision != "int8":
                 points.append({"label": f"{model} {fmt}", "model": model, "top1": m["float_top1"],
                                "p50_ms": e["p50_ms"]})
     written = []

@@ -20,11 +20,16 @@ from typing import Any, Callable
 
 from ..common import UserError, output_to, read_json, write_json
 from ..common.cli import signal_exit_code
-from .config import EXPORT_FORMATS
+from ..common.contract import (CONFIG_FILE, FORMATS, LOCK_FILE, METRICS_FILE, PIPELINE_FILE, STATE_FILE,
+                               check_writable_dir, exclusive, sidecar_path)
+from .config import export_path, gated_format
 
 # Settings whose change redoes only one step. Models can be added to (or dropped from) a study:
 # each model's train/export/gate steps are its own, only the benchmark times all files side by side.
 REDOABLE = {"gate": "eval", "bench": "bench.json", "models": "bench.json"}
+# Everything a pipeline writes in its directory: --overwrite removes these and nothing else.
+OUTPUTS = (PIPELINE_FILE, "runs", "exports", "eval", "logs", "bench.json", "steps.json", "report.md", "report.json",
+           "accuracy_vs_macs.png", "accuracy_vs_latency.png")
 
 
 class Interrupted(Exception):
@@ -39,25 +44,12 @@ class Interrupted(Exception):
         return signal_exit_code(self.signal)
 
 
-def export_path(out: Path, model: str, fmt: str) -> Path:
-    from ..export import FORMATS  # skipnet-export's file extension per format
-
-    kind, int8, qat = EXPORT_FORMATS[fmt]
-    return out / "exports" / f"{model}{'_int8' if int8 else ''}{'_qat' if qat else ''}{FORMATS[kind]}"
-
-
-def gated_format(formats: list[str]) -> str:
-    """The file the accuracy gate checks: the first int8 export (int8 TFLite in the demo), else the first."""
-    return next((f for f in formats if EXPORT_FORMATS[f][1] and f != "coreml-int8"),
-                next((f for f in formats if not f.startswith("coreml")), formats[0]))
-
-
 def _finished(run: Path) -> bool:
     """A run whose metrics.csv holds a row for each of its epochs."""
-    if not (run / "config.json").exists() or not (run / "metrics.csv").exists():
+    if not (run / CONFIG_FILE).exists() or not (run / METRICS_FILE).exists():
         return False
-    epochs = read_json(run / "config.json")["train"]["epochs"]
-    rows = (run / "metrics.csv").read_text(encoding="utf-8").strip().splitlines()[1:]
+    epochs = read_json(run / CONFIG_FILE)["train"]["epochs"]
+    rows = (run / METRICS_FILE).read_text(encoding="utf-8").strip().splitlines()[1:]
     return len(rows) >= epochs
 
 
@@ -73,39 +65,39 @@ class Pipeline:
 
     # --- bookkeeping ------------------------------------------------------------------------
     def _start(self, overwrite: bool) -> None:
-        saved = self.out / "pipeline.json"
-        if overwrite and self.out.exists():
-            if not saved.exists():
-                raise UserError(f"--overwrite would delete {self.out}, which is not a pipeline directory "
-                                "(no pipeline.json); choose another --out")
-            shutil.rmtree(self.out)
-        if saved.exists():
-            before = read_json(saved)
-            # "out" is where this file lives: a directory moved elsewhere holds the same run.
-            changed = sorted(k for k in set(before) | set(self.cfg) if k != "out" and before.get(k) != self.cfg.get(k))
-            # New gates or benchmark settings redo only those steps; anything else would mix two runs.
-            rest = [k for k in changed if k not in REDOABLE]
-            if rest:
-                raise UserError(f"{self.out} holds a pipeline run with other settings ({', '.join(rest)} "
-                                "differ); pass --overwrite to start over or choose another --out")
-            for key in changed:
-                if key == "models":
-                    old, new = before["models"], self.cfg["models"]
-                    if set(old) == set(new):
-                        continue  # only the order changed
-                    what = [f"{verb} {', '.join(ms)}" for verb, ms in
-                            (("adding", [m for m in new if m not in old]), ("dropping", [m for m in old if m not in new]))
-                            if ms]
-                    self.log(f"[models] {'; '.join(what)}: redoing the benchmark")
-                else:
-                    self.log(f"[{key}] settings changed: redoing this step")
-                target = self.out / REDOABLE[key]
+        saved = self.out / PIPELINE_FILE
+        if overwrite and saved.exists():  # run() refused a directory that is neither new nor a pipeline's
+            for name in OUTPUTS:
+                target = self.out / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-        elif self.out.exists() and any(self.out.iterdir()):
-            raise UserError(f"{self.out} exists and is not a pipeline directory; choose another --out")
+        if saved.exists():
+            self._compare(read_json(saved))
         write_json(saved, self.cfg)
         steps = self.out / "steps.json"
         self.steps = read_json(steps) if steps.exists() else {}
+
+    def _compare(self, before: dict[str, Any]) -> None:
+        """Settings that changed since the directory's last run: refused, or only their step redone."""
+        # "out" is where this file lives: a directory moved elsewhere holds the same run.
+        changed = sorted(k for k in set(before) | set(self.cfg) if k != "out" and before.get(k) != self.cfg.get(k))
+        # New gates or benchmark settings redo only those steps; anything else would mix two runs.
+        rest = [k for k in changed if k not in REDOABLE]
+        if rest:
+            raise UserError(f"{self.out} holds a pipeline run with other settings ({', '.join(rest)} "
+                            "differ); pass --overwrite to start over or choose another --out")
+        for key in changed:
+            if key == "models":
+                old, new = before["models"], self.cfg["models"]
+                if set(old) == set(new):
+                    continue  # only the order changed
+                what = [f"{verb} {', '.join(ms)}" for verb, ms in
+                        (("adding", [m for m in new if m not in old]), ("dropping", [m for m in old if m not in new]))
+                        if ms]
+                self.log(f"[models] {'; '.join(what)}: redoing the benchmark")
+            else:
+                self.log(f"[{key}] settings changed: redoing this step")
+            target = self.out / REDOABLE[key]
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
 
     def _step(self, name: str, done: bool, what: str, fn: Callable[[], Any]) -> Any:
         if done:
@@ -134,7 +126,7 @@ class Pipeline:
         run = self.run_dir(model)
 
         def go() -> None:
-            if (run / "trainer_state.pt").exists():
+            if (run / STATE_FILE).exists():
                 result = resume(run, progress=self.progress)  # a finished run only reports
             else:
                 settings = {**self.cfg["train"], "model": model, "data": self.cfg["data"],
@@ -143,18 +135,19 @@ class Pipeline:
             if result.interrupted:
                 raise Interrupted(result.signal)
 
-        resumable = (run / "trainer_state.pt").exists()
+        resumable = (run / STATE_FILE).exists()
         self._step(f"train {model}", _finished(run),
                    f"{'resume' if resumable else 'train'} {model} -> {run}", go)
 
     def export(self, model: str, fmt: str) -> None:
-        from ..export import export
-        from ..runtime.predictor import sidecar_path
+        from ..export import ExportOptions, export
 
         path = export_path(self.out, model, fmt)
         sidecar = sidecar_path(path)
-        kind, int8, qat = EXPORT_FORMATS[fmt]
         e = self.cfg["export"]
+        options = ExportOptions(verify_samples=e["verify_samples"], data_dir=self.cfg["data_dir"],
+                                calibration_samples=e["calibration_samples"], qat_limit=e["qat_limit"],
+                                qat_epochs=e["qat_epochs"] if FORMATS[fmt].int8 == "qat" else 0)
 
         log = self.out / "logs" / f"export_{model}_{fmt}.log"
 
@@ -162,11 +155,7 @@ class Pipeline:
             # Converters print pages of logs and progress bars: keep them in a file, not on the terminal.
             try:
                 with output_to(log):
-                    export(self.run_dir(model), kind, path, int8=int8, verify=True,
-                           verify_samples=e["verify_samples"], data_dir=self.cfg["data_dir"],
-                           calibration_samples=e["calibration_samples"],
-                           qat_epochs=e["qat_epochs"] if qat else 0,
-                           qat_limit=e["qat_limit"])
+                    export(self.run_dir(model), fmt, path, options)
             except UserError:
                 raise
             except Exception:
@@ -201,7 +190,7 @@ class Pipeline:
                  for f in self.cfg["export"]["formats"] if not f.startswith("coreml")}
 
         def go() -> None:
-            first = read_json(self.run_dir(self.cfg["models"][0]) / "config.json")
+            first = read_json(self.run_dir(self.cfg["models"][0]) / CONFIG_FILE)
             _, val, info = build_datasets(self.cfg["data"], self.cfg["data_dir"], augment=False)
             pixels = sample_pixels(val.source, preprocess_config(info, first["img_size"]), 1)[0]
             rows = time_files(files, pixels, b["threads"], b["runs"], b["warmup"], keep_times=True,
@@ -215,9 +204,18 @@ class Pipeline:
 
     # --- all --------------------------------------------------------------------------------
     def run(self, overwrite: bool = False) -> dict[str, Any]:
+        self.check_data()
+        check_writable_dir(self.out, "out")
+        if self.out.is_dir() and not (self.out / PIPELINE_FILE).exists() and any(
+                p.name != LOCK_FILE for p in self.out.iterdir()):  # checked before the lock file is made
+            raise UserError(f"{self.out} exists and is not a pipeline directory (no {PIPELINE_FILE}); "
+                            "choose a new or empty --out")
+        with exclusive(self.out / LOCK_FILE, str(self.out), "wait for it to finish or choose another --out"):
+            return self._run(overwrite)
+
+    def _run(self, overwrite: bool) -> dict[str, Any]:
         from .report import write_report
 
-        self.check_data()
         self._start(overwrite)
         t0 = time.perf_counter()
         models, formats = self.cfg["models"], self.cfg["export"]["formats"]

@@ -6,38 +6,37 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
-from .predictor import ModelLoadError, Prediction, Predictor
-
-FORMATS = {".onnx": "onnx", ".tflite": "tflite", ".mlpackage": "coreml"}
+from ..common import UserError
+from ..common.contract import format_of_path
+from .predictor import ModelLoadError, Prediction, Predictor, check_fits, model_config
 
 
 def load(path: str | os.PathLike, threads: int | None = None, config: dict | None = None) -> Predictor:
     """A Predictor for a run directory (PyTorch) or an exported model file.
 
-    ``config`` overrides the metadata read from the file or its NAME.EXT.json sidecar.
+    ``config`` overrides the metadata read from the file or its NAME.EXT.json sidecar (which must
+    describe this very file: a sidecar left beside another model is refused).
     """
-    from .backends import CoreMLBackend, OnnxBackend, TFLiteBackend, TorchBackend
+    from .backends import BACKENDS
 
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"model {path} does not exist; pass a run directory or an exported model file")
-    if path.is_dir() and path.suffix != ".mlpackage":  # a CoreML package is a directory too
-        backend = TorchBackend(path, threads)
-        return Predictor(backend, backend.config)
-    if path.suffix == ".mlpackage":
-        import sys
-
-        if sys.platform != "darwin":
-            raise ModelLoadError(f"{path}: CoreML models run only on macOS; on this machine use the .tflite or "
-                                 ".onnx export of the same run")
-    backends = {".onnx": OnnxBackend, ".tflite": TFLiteBackend, ".mlpackage": CoreMLBackend}
-    if path.suffix in backends:
-        backend = backends[path.suffix](path, threads, config)
-        return Predictor(backend, backend.config)
-    raise ModelLoadError(f"cannot run {path}: unknown model format {path.suffix or '(no extension)'}; "
-                         f"pass a run directory or one of: {', '.join(FORMATS)}")
+    try:
+        fmt = format_of_path(path)
+    except UserError as e:
+        raise ModelLoadError(str(e)) from None
+    if fmt.macos_only and sys.platform != "darwin":
+        raise ModelLoadError(f"{path}: CoreML models run only on macOS; on this machine use the .tflite or "
+                             ".onnx export of the same run")
+    if threads is not None and threads < 1:
+        raise ModelLoadError(f"threads must be positive, got {threads}; leave it out for the runtime's default")
+    backend = BACKENDS[fmt.backend](path, threads, config or model_config(path, fmt))
+    check_fits(path, backend)
+    return Predictor(backend, backend.config)
 
 
 __all__ = ["ModelLoadError", "Prediction", "Predictor", "load"]

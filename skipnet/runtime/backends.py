@@ -8,15 +8,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..common.contract import sidecar_path
+from ..common.io import native_stderr_to
 from ..models import PixelModel, load_checkpoint
-from .predictor import ModelLoadError, read_sidecar, sidecar_path
+from .predictor import ModelLoadError
 
 
 class TorchBackend:
     format = "torch"
     precision = "float32"
+    input_side = num_outputs = None  # the run's own config.json built this model
 
-    def __init__(self, run_dir: Path, threads: int | None = None):
+    def __init__(self, run_dir: Path, threads: int | None = None, config: dict[str, Any] | None = None):
         model, self.config = load_checkpoint(run_dir)
         self.model = PixelModel(model, self.config["mean"], self.config["std"], layout="nhwc").eval()
         self.threads = threads
@@ -52,6 +55,10 @@ class OnnxBackend:
         self.input_name = inp.name
         self.precision = self.config.get("precision", "float32")
         self.nhwc = self.config.get("input", {}).get("layout", "NCHW") == "NHWC"
+        side = inp.shape[2 if self.nhwc else 3] if len(inp.shape) == 4 else -1
+        classes = self.session.get_outputs()[0].shape[-1]
+        self.input_side = side if isinstance(side, int) else None
+        self.num_outputs = classes if isinstance(classes, int) else None
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         x = pixels if self.nhwc else pixels.transpose(0, 3, 1, 2)
@@ -59,16 +66,18 @@ class OnnxBackend:
 
 
 def _config_from(embedded: str | None, path: Path) -> dict[str, Any]:
-    if embedded:
-        try:
-            return json.loads(embedded)
-        except json.JSONDecodeError:
-            pass
-    side = read_sidecar(path)
-    if side is None:
+    """Metadata embedded in the model file (ONNX), for a file without its sidecar."""
+    from ..common.contract import RunConfig, parse
+
+    try:
+        config = json.loads(embedded) if embedded else None
+    except json.JSONDecodeError:
+        config = None
+    if not isinstance(config, dict):
         raise ModelLoadError(f"{path} has no SkipNet metadata and no {sidecar_path(path).name} beside it; "
                              "export it with skipnet-export")
-    return side
+    parse(RunConfig, config, f"{path} (embedded metadata)", "re-export it with skipnet-export")
+    return config
 
 
 class TFLiteBackend:
@@ -90,8 +99,9 @@ class TFLiteBackend:
         if head[4:8] != b"TFL3":  # the flatbuffer file identifier; never hand the interpreter random bytes
             raise ModelLoadError(f"{path} is not a TFLite model (no TFL3 identifier); re-export it")
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.interpreter.allocate_tensors()
+            with native_stderr_to([], replay_on_error=False):  # LiteRT's INFO lines are not the user's business
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
             raise ModelLoadError(f"{path} is not a loadable TFLite model ({first}); re-export it") from None
@@ -99,6 +109,9 @@ class TFLiteBackend:
         self.precision = self.config.get("precision", "float32")
         self.input = self.interpreter.get_input_details()[0]
         self.output = self.interpreter.get_output_details()[0]
+        shape_in, shape_out = list(self.input["shape"]), list(self.output["shape"])
+        self.input_side = int(shape_in[1]) if len(shape_in) == 4 else -1
+        self.num_outputs = int(shape_out[-1]) if shape_out else -1
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         # Converted at batch 1 (XNNPACK cannot always reshape), so images go one at a time.
@@ -138,6 +151,7 @@ class CoreMLBackend:
         self.config = config or _config_from(None, path)
         self.precision = self.config.get("precision", "float32")
         self.labels = list(self.config["class_names"])
+        self.input_side = self.num_outputs = None  # the spec was checked at export (validate_coreml)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         from PIL import Image
@@ -147,3 +161,6 @@ class CoreMLBackend:
             probs = self.model.predict({"image": Image.fromarray(image)})["classLabel_probs"]
             rows.append([probs[label] for label in self.labels])
         return np.log(np.clip(np.asarray(rows, np.float32), 1e-12, None))
+
+
+BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend, "tflite": TFLiteBackend, "coreml": CoreMLBackend}

@@ -5,7 +5,6 @@ logits; the backend alone knows its format's layout and dtype.
 """
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +14,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..common import UserError
+from ..common import UserError, read_json
+from ..common.contract import Format, Sidecar, parse, sidecar_path
+from ..common.io import file_record
 from ..data import build_transform, pixel_batch
 
 
@@ -26,6 +27,9 @@ class ModelLoadError(UserError):
 class Backend(Protocol):
     format: str
     precision: str
+    config: dict[str, Any]
+    input_side: int | None  # the image side the model file takes (None: any)
+    num_outputs: int | None  # its number of logits (None: not known before running it)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray: ...
 
@@ -50,7 +54,7 @@ class Predictor:
     def __init__(self, backend: Backend, config: dict[str, Any]):
         self.backend = backend
         self.config = config
-        self.labels: list[str] = list(config.get("class_names") or [str(i) for i in range(config["num_classes"])])
+        self.labels: list[str] = list(config["class_names"])
         self.preprocess: dict[str, Any] = config["preprocess"]
         self._transform = build_transform(self.preprocess, train=False, normalize=False)
 
@@ -96,17 +100,32 @@ def _open(img: ImageLike) -> Image.Image | np.ndarray:
         raise UserError(f"{path} is not a readable image ({e}); pass a PNG or JPEG file") from None
 
 
-def sidecar_path(model_path: Path) -> Path:
-    """``NAME.EXT.json`` beside ``NAME.EXT``: NAME.tflite and NAME.onnx of one run must not share a sidecar."""
-    return model_path.with_name(model_path.name + ".json")
-
-
-def read_sidecar(model_path: Path) -> dict[str, Any] | None:
-    """The sidecar written beside an exported model, if present."""
-    side = sidecar_path(model_path)
-    if not side.is_file():
+def model_config(path: Path, fmt: Format) -> dict[str, Any] | None:
+    """The metadata of an exported model: its sidecar, checked against the schema and against the
+    file itself; None when there is no sidecar (the backend may find metadata embedded in the file)."""
+    if not fmt.exported:
         return None
-    try:
-        return json.loads(side.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelLoadError(f"{side} is not valid JSON ({e}); re-export the model") from None
+    side = sidecar_path(path)
+    if not side.exists():
+        return None
+    fix = "re-export the model with skipnet-export"
+    data = read_json(side, fix)
+    parse(Sidecar, data, str(side), fix)
+    record = file_record(path)
+    if (record["bytes"], record["sha256"]) != (data["file"]["bytes"], data["file"]["sha256"]):
+        raise ModelLoadError(f"{side} describes another file than {path} (its size or sha256 differs: the model "
+                             f"was replaced or an export was interrupted); {fix}")
+    return data
+
+
+def check_fits(path: Path, backend: Backend) -> None:
+    """Refuse a model whose input size or number of outputs does not fit its metadata."""
+    config = backend.config
+    crop, labels = config["preprocess"]["crop"], config["class_names"]
+    side, outputs = backend.input_side, backend.num_outputs
+    if side is not None and side != crop:
+        raise ModelLoadError(f"{path} takes {side}x{side} images but its metadata says {crop}x{crop}; "
+                             "re-export it, or pass the metadata that belongs to it")
+    if outputs is not None and outputs != len(labels):
+        raise ModelLoadError(f"{path} has {outputs} outputs but its metadata names {len(labels)} classes; "
+                             "re-export it, or pass the metadata that belongs to it")

@@ -1,0 +1,80 @@
+"""Path rules: the files of a run directory, the names of exported files, and the checks every
+output path passes before any work starts."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from ..errors import UserError
+from .formats import Format
+
+# A run directory (skipnet-train --out DIR).
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+STATE_FILE = "trainer_state.pt"
+METRICS_FILE = "metrics.csv"
+TENSORBOARD_DIR = "tensorboard"
+LOCK_FILE = ".skipnet.lock"  # held while a process writes the directory (locks.exclusive)
+RUN_FILES = (WEIGHTS_FILE, CONFIG_FILE, STATE_FILE, METRICS_FILE)
+
+# A pipeline directory (skipnet-pipeline --out DIR).
+PIPELINE_FILE = "pipeline.json"
+
+
+def sidecar_path(model_path: str | os.PathLike) -> Path:
+    """``NAME.EXT.json`` beside ``NAME.EXT``: NAME.tflite and NAME.onnx of one run must not share a sidecar."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".json")
+
+
+def export_name(stem: str, fmt: Format) -> str:
+    """``s_int8_qat.tflite`` for run ``s`` in tflite-int8-qat: the format is readable from the name."""
+    return f"{stem}{'_int8' if fmt.precision == 'int8' else ''}{'_qat' if fmt.int8 == 'qat' else ''}{fmt.extension}"
+
+
+def default_export_path(run_dir: str | os.PathLike, fmt: Format) -> Path:
+    return Path("exports") / export_name(Path(run_dir).resolve().name, fmt)
+
+
+def temp_files(directory: Path, names: tuple[str, ...] | list[str]) -> list[Path]:
+    """Temporary files that io.atomic_path left for ``names`` in ``directory`` (``.NAME.XXXX.tmp``):
+    what a killed writer of ours leaves behind, and nothing else."""
+    if not directory.is_dir():
+        return []
+    return [p for name in names for p in directory.glob(f".{name}.*.tmp") if p.is_file()]
+
+
+def _first_existing(path: Path) -> Path:
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_dir(path: str | os.PathLike, flag: str, shown: str | os.PathLike | None = None) -> None:
+    """``path`` is, or can be created as, a directory we can write in (``shown``: the path the user gave)."""
+    path = Path(path)
+    shown = path if shown is None else shown
+    base = _first_existing(path)
+    if not base.is_dir():
+        raise UserError(f"{flag} {shown}: {os.path.relpath(base)} is a file, not a directory; choose another path")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".skipnet-probe-", dir=base)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"{flag} {shown}: cannot write in {base} ({e.strerror}); choose a writable location") from None
+
+
+def check_output_file(path: str | os.PathLike, flag: str, directory_ok: bool = False) -> Path:
+    """``path`` can be written as a file (or, with ``directory_ok``, a package directory), before any work."""
+    raw, path = os.fspath(path), Path(path)
+    if raw.endswith(("/", os.sep)) or path.name in ("", ".", ".."):
+        raise UserError(f"{flag} {path} names a directory; give a file path")
+    if path.is_dir() and not directory_ok:
+        raise UserError(f"{flag} {path} is a directory; give a file path")
+    if path.exists() and not directory_ok and not path.is_file():
+        raise UserError(f"{flag} {path} is not a regular file; give a file path")
+    check_writable_dir(path.parent, flag, shown=raw)
+    return path

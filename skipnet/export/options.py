@@ -1,0 +1,59 @@
+"""What an export is asked to do (ExportOptions) and what an exporter is handed (ExportJob)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+from torch import nn
+
+from ..common import UserError
+from ..common.contract import Format
+from ..models import PixelModel
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    """skipnet-export's flags, as one object. ``int8``/``qat_epochs`` pick the int8 variants of a backend
+    name (``export(run, "tflite", int8=True)``); a full format name (``"tflite-int8"``) says it alone."""
+
+    int8: bool = False
+    img_size: int | None = None  # default: the training size
+    verify: bool = True
+    verify_samples: int = 256
+    calibration_samples: int = 256
+    data_dir: str | None = None  # default: the run's
+    dynamic_batch: bool = True  # ONNX: any batch size
+    qat_epochs: int = 0
+    qat_limit: int | None = None  # training images per QAT epoch (default: all)
+
+    def check(self) -> "ExportOptions":
+        for flag, value, low in [("--verify-samples", self.verify_samples, 1),
+                                 ("--calibration-samples", self.calibration_samples, 1),
+                                 ("--qat-epochs", self.qat_epochs, 0), ("--img-size", self.img_size, 1),
+                                 ("--qat-limit", self.qat_limit, 1)]:
+            if value is None and flag in ("--img-size", "--qat-limit"):
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise UserError(f"{flag} must be an integer >= {low}, got {value!r}")
+        return self
+
+
+class Exporter(Protocol):
+    """One backend's converter: writes ``path`` and returns the sidecar's input/output description."""
+
+    def write(self, job: "ExportJob", path: Any) -> dict[str, Any]: ...
+
+
+@dataclass
+class ExportJob:
+    model: nn.Module  # eval mode; exporters wrap it, never change it
+    config: dict[str, Any]  # the metadata to embed: the run's config plus format, precision and input size
+    fmt: Format
+    img_size: int
+    calibration: np.ndarray | None  # raw uint8 NHWC training images, for int8 formats
+    options: ExportOptions
+
+    def pixel_model(self, layout: str, model: nn.Module | None = None) -> PixelModel:
+        """``model`` (default: the run's) behind the raw-pixel front end, in ``layout``."""
+        return PixelModel(model or self.model, self.config["mean"], self.config["std"], layout).eval()
