@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-
-from torchvision.datasets import ImageFolder
+from typing import TYPE_CHECKING
 
 from skipnet.common import UserError
+
+if TYPE_CHECKING:
+    from torchvision.datasets import ImageFolder
 
 _LAYOUT = "DATA_DIR/train/<class>/*.jpg and DATA_DIR/val/<class>/*.jpg"
 
@@ -27,6 +29,8 @@ def load(data_dir: str | None) -> tuple[ImageFolder, ImageFolder, list[str]]:
 
 
 def _split(folder: Path) -> ImageFolder:
+    from torchvision.datasets import ImageFolder  # here: the dataset table imports this module, torch-free
+
     if not folder.is_dir():
         raise UserError(f"{folder} is missing; --data-dir must hold {_LAYOUT}")
     try:
