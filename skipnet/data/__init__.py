@@ -14,6 +14,7 @@ import importlib
 _EXPORTS = {
     "DatasetInfo": "info", "DatasetSpec": "info", "dataset_spec": "info", "default_img_size": "info",
     "list_datasets": "info",
+    "MAX_IMAGE_PIXELS": "images", "check_image": "images", "open_image": "images",
     "SeededDataset": "seeded",
     "build_datasets": "build",
     "build_transform": "transforms", "pixel_batch": "transforms", "preprocess_config": "transforms",
