@@ -10,9 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from skipnet.common import UserError
+from skipnet.data import build_datasets, check_images
 from skipnet.data.images import MAX_IMAGE_PIXELS, check_image, open_image
 
 
@@ -107,3 +109,99 @@ def test_good_files_open_in_their_own_mode(tmp_path):
         img = open_image(tmp_path / name)
         assert (img.mode, img.size) == (mode, (64, 48))
     assert np.array_equal(np.asarray(open_image(tmp_path / "padded.jpg")), np.asarray(open_image(tmp_path / "rgb.jpg")))
+
+
+# ---- image folders: check_images and build_datasets ---------------------------------------------
+
+def _folder(root: Path, classes=("cat", "dog"), per_split=None) -> Path:
+    """A good image folder: JPEG and PNG pictures of each class in train/ and val/."""
+    per_split = per_split or {"train": classes, "val": classes}
+    for split, names in per_split.items():
+        for c, cls in enumerate(names):
+            (root / split / cls).mkdir(parents=True)
+            for i in range(3 if split == "train" else 2):
+                _photo(10 * c + i).save(root / split / cls / f"{i}.{'png' if i % 2 else 'jpg'}")
+    return root
+
+
+def test_check_images_counts_a_good_folder(tmp_path):
+    scan = check_images(_folder(tmp_path))
+    assert (scan.root, scan.classes, scan.images) == (tmp_path, ["cat", "dog"], {"train": 6, "val": 4})
+
+
+@pytest.mark.parametrize("kind", list(BAD))
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_bad_image_stops_check_and_training_before_any_work(tmp_path, kind, split):
+    root = _folder(tmp_path / "data")
+    name, message = BAD[kind]
+    bad = write_bad(root / split / "dog" / name, kind)
+    for entry in (lambda: check_images(root), lambda: build_datasets("imagefolder", data_dir=str(root))):
+        with pytest.raises(UserError) as e:
+            entry()
+        text = str(e.value)
+        assert text.startswith(f"{bad} ") and message in text and "\n" not in text
+        assert f"(1 of 11 images under {root} is bad)" in text
+
+
+def test_every_bad_file_is_counted_and_the_first_named(tmp_path):
+    root = _folder(tmp_path)
+    write_bad(root / "train" / "cat" / "z.jpg", "text")
+    write_bad(root / "val" / "dog" / "a.png", "corrupt-png")
+    write_bad(root / "train" / "dog" / "b.jpg", "truncated-jpeg")
+    with pytest.raises(UserError, match=re.escape(f"{root / 'train' / 'cat' / 'z.jpg'} is not an image")) as e:
+        check_images(root)
+    assert "(3 of 13 images under" in str(e.value)
+
+
+def test_files_without_an_image_extension_are_not_images_of_the_dataset(tmp_path):
+    root = _folder(tmp_path)
+    (root / "train" / "cat" / "labels.csv").write_text("not,an,image\n")
+    (root / "train" / "cat" / ".DS_Store").write_bytes(b"\0\0\0\1Bud1")
+    assert check_images(root).images == {"train": 6, "val": 4}
+
+
+def test_image_that_goes_bad_mid_run_names_the_file(tmp_path):
+    root = _folder(tmp_path)
+    train, val, _ = build_datasets("imagefolder", data_dir=str(root), img_size=16)
+    x, y = train[0]
+    assert x.shape == (3, 16, 16) and y == 0
+    path = Path(train.source.samples[0][0])
+    write_bad(path, "truncated-jpeg")  # replaced after the scan, e.g. by a sync tool
+    with pytest.raises(UserError, match=f"^{re.escape(str(path))} is truncated or corrupt"):
+        train[0]
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_a_single_class_is_refused(tmp_path, split):
+    per_split = {"train": ("cat", "dog"), "val": ("cat", "dog")}
+    per_split[split] = ("cat",)
+    root = _folder(tmp_path, per_split=per_split)
+    for entry in (lambda: check_images(root), lambda: build_datasets("imagefolder", data_dir=str(root))):
+        with pytest.raises(UserError, match=f"^{re.escape(str(root / split))} has one class folder .cat. but a "
+                                            "classifier needs at least 2"):
+            entry()
+
+
+def test_non_rgb_images_reach_the_transform_in_their_own_mode(tmp_path):
+    """open_image keeps the mode; the transform's ToRGB converts (16-bit gray is scaled, not clipped)."""
+    root = _folder(tmp_path)
+    Image.fromarray(np.full((48, 64), 40000, dtype=np.uint16)).save(root / "train" / "cat" / "gray16.png")
+    train, _, info = build_datasets("imagefolder", data_dir=str(root), img_size=16, augment=False)
+    src = train.source
+    i = [p for p, _ in src.samples].index(str(root / "train" / "cat" / "gray16.png"))
+    assert src[i][0].mode.startswith("I")
+    pixels = train[i][0] * torch.tensor(info.std)[:, None, None] + torch.tensor(info.mean)[:, None, None]
+    assert torch.allclose(pixels, torch.full_like(pixels, (40000 >> 8) / 255), atol=1e-5)
+
+
+def test_skipnet_train_stops_on_a_bad_image_before_any_epoch(tmp_path, capfd):
+    from skipnet.training.cli import main as train_main
+
+    root = _folder(tmp_path / "data")
+    bad = write_bad(root / "val" / "cat" / "scan.jpg", "truncated-jpeg")
+    out = tmp_path / "run"
+    assert train_main(["--data", "imagefolder", "--data-dir", str(root), "--model", "skipnet_xs",
+                       "--img-size", "32", "--epochs", "1", "--out", str(out)]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and f"{bad} is truncated or corrupt" in err
+    assert not list(out.glob("**/*.safetensors")) and not (out / "trainer_state.pt").exists()

@@ -15,6 +15,7 @@ _EXPORTS = {
     "DatasetInfo": "info", "DatasetSpec": "info", "dataset_spec": "info", "default_img_size": "info",
     "list_datasets": "info",
     "MAX_IMAGE_PIXELS": "images", "check_image": "images", "open_image": "images",
+    "ImageScan": "imagefolder", "check_images": "imagefolder",
     "SeededDataset": "seeded",
     "build_datasets": "build",
     "build_transform": "transforms", "pixel_batch": "transforms", "preprocess_config": "transforms",
