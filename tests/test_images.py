@@ -205,3 +205,43 @@ def test_skipnet_train_stops_on_a_bad_image_before_any_epoch(tmp_path, capfd):
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and f"{bad} is truncated or corrupt" in err
     assert not list(out.glob("**/*.safetensors")) and not (out / "trainer_state.pt").exists()
+
+
+# ---- skipnet-data check -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("kind", list(BAD))
+def test_cli_check_names_the_bad_file(tmp_path, capfd, kind):
+    from skipnet.data.cli import main
+
+    root = _folder(tmp_path)
+    name, message = BAD[kind]
+    bad = write_bad(root / "train" / "cat" / name, kind)
+    assert main(["check", str(root)]) == 2
+    out, err = capfd.readouterr()
+    assert out == "" and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"skipnet-data: error: {bad} ") and message in err
+
+
+@pytest.mark.parametrize("layout, message", [
+    ({"train": ("cat",), "val": ("cat",)}, "has one class folder (cat) but a classifier needs at least 2"),
+    ({"train": ("cat", "dog")}, "val is missing"),
+])
+def test_cli_check_refuses_a_bad_layout(tmp_path, capfd, layout, message):
+    from skipnet.data.cli import main
+
+    assert main(["check", str(_folder(tmp_path, per_split=layout))]) == 2
+    err = capfd.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err and message in err
+    assert main(["check", str(tmp_path / "nope")]) == 2
+    assert f"{tmp_path / 'nope'} is not a directory" in capfd.readouterr().err
+
+
+def test_cli_check_passes_a_good_folder(tmp_path, capfd):
+    from skipnet.data.cli import main
+
+    root = _folder(tmp_path, classes=("ant", "bee", "cow"))
+    assert main(["check", str(root)]) == 0
+    out, err = capfd.readouterr()
+    assert err == ""
+    assert out.splitlines() == ["train: 9 images checked", "val: 6 images checked", "classes (3): ant, bee, cow",
+                                f"ok: all 15 images in {root} are readable"]
