@@ -1,6 +1,7 @@
 """Tests of skipnet.data against real files: the installed Fashion-MNIST, and CIFAR / image folders written here."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -87,6 +88,8 @@ def test_dataset_table_reaches_every_stage():
         assert "fashion-mnist, cifar10, cifar100, imagefolder" in " ".join(parser.format_help().split())
     with pytest.raises(UserError, match="unknown dataset 'mnist'; choose one of: fashion-mnist, cifar10"):
         dataset_spec("mnist")
+    with pytest.raises(ValueError, match="augment must be one of"):  # a mistyped new row fails at import
+        dataclasses.replace(dataset_spec("cifar10"), augment="imagenet-style")
 
 
 def test_preprocess_config_is_json_and_complete():

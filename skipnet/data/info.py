@@ -40,6 +40,10 @@ class DatasetSpec:
     needs_data_dir: bool  # no default location: --data-dir is required
     data_dir_holds: str  # what --data-dir points at, for messages
 
+    def __post_init__(self) -> None:  # a typo in a new row would otherwise silently pick pad-crop
+        if self.augment not in AUGMENT_STYLES or not 0 < self.eval_crop <= 1:
+            raise ValueError(f"dataset {self.name}: augment must be one of {AUGMENT_STYLES} and 0 < eval_crop <= 1")
+
 
 _TABLE = (
     DatasetSpec("fashion-mnist", "Fashion-MNIST", (0.2860,) * 3, (0.3530,) * 3, 32, grayscale=True,
