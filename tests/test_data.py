@@ -1,6 +1,7 @@
 """Tests of skipnet.data against real files: the installed Fashion-MNIST, and CIFAR / image folders written here."""
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import io
 import json
@@ -18,8 +19,8 @@ import torch
 from PIL import Image
 
 from skipnet.common import UserError
-from skipnet.data import (DatasetInfo, SeededDataset, build_datasets, build_transform, default_img_size,
-                          list_datasets, preprocess_config)
+from skipnet.data import (DatasetInfo, SeededDataset, build_datasets, build_transform, dataset_spec,
+                          default_img_size, list_datasets, preprocess_config)
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 HAVE_FMNIST = all((FMNIST_DIR / f"{n}.gz").is_file() for n in (
@@ -44,6 +45,51 @@ def test_names_and_default_sizes():
     for call in (lambda: build_datasets("mnist"), lambda: default_img_size("mnist")):
         with pytest.raises(UserError, match="unknown dataset 'mnist'.*fashion-mnist, cifar10, cifar100, imagefolder"):
             call()
+
+
+# What each dataset's row gave before the table existed (info.py, transforms.py, training/config.py,
+# pipeline/report.py held these facts separately): moving them into one table must not change them.
+_PINNED = {  # name: (mean, std, size, gray, eval resize at the default size, train crop, recipe, title, train images)
+    "fashion-mnist": ((0.2860,) * 3, (0.3530,) * 3, 32, True, 32, "RandomCrop", "fast", "Fashion-MNIST", 60000),
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, False, 32, "RandomCrop", "paper",
+                "CIFAR-10", 50000),
+    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32, False, 32, "RandomCrop", "paper",
+                 "CIFAR-100", 50000),
+    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, False, 256, "RandomResizedCrop", "finetune",
+                    "image folders", None),
+}
+
+
+@pytest.mark.parametrize("name", list(_PINNED))
+def test_dataset_table_keeps_every_fact(name):
+    from skipnet.data.info import make_info
+    from skipnet.training import DEFAULT_RECIPE, RECIPES
+
+    mean, std, size, gray, resize, crop, recipe, title, n = _PINNED[name]
+    spec = dataset_spec(name)
+    assert (spec.mean, spec.std, spec.img_size, spec.grayscale, spec.title, spec.train_images) == (
+        mean, std, size, gray, title, n)
+    pre = preprocess_config(make_info(name, ["a", "b"]), size)
+    assert (pre["resize"], pre["crop"], pre["grayscale_to_rgb"], pre["mean"], pre["std"]) == (
+        resize, size, gray, list(mean), list(std))
+    steps = [type(t).__name__ for t in build_transform(pre, train=True, dataset=name).transforms]
+    assert crop in steps and "RandomHorizontalFlip" in steps
+    assert DEFAULT_RECIPE[name] == spec.recipe == recipe and recipe in RECIPES
+    assert spec.needs_data_dir == (name == "imagefolder")
+
+
+def test_dataset_table_reaches_every_stage():
+    from skipnet.bench.core import IMAGENET_MEAN, IMAGENET_STD
+    from skipnet.pipeline.cli import build_parser as pipeline_parser
+    from skipnet.training.cli import build_parser as train_parser
+
+    assert (IMAGENET_MEAN, IMAGENET_STD) == (dataset_spec("imagefolder").mean, dataset_spec("imagefolder").std)
+    for parser in (train_parser(), pipeline_parser()):
+        assert "fashion-mnist, cifar10, cifar100, imagefolder" in " ".join(parser.format_help().split())
+    with pytest.raises(UserError, match="unknown dataset 'mnist'; choose one of: fashion-mnist, cifar10"):
+        dataset_spec("mnist")
+    with pytest.raises(ValueError, match="augment must be one of"):  # a mistyped new row fails at import
+        dataclasses.replace(dataset_spec("cifar10"), augment="imagenet-style")
 
 
 def test_preprocess_config_is_json_and_complete():

@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..common import UserError, path_size
 from ..common.contract import FORMATS as CONTRACT_FORMATS
 from ..common.contract import export_name
-from ..data import build_datasets, preprocess_config, sample_pixels
+from ..data import build_datasets, dataset_spec, preprocess_config, sample_pixels
 from ..models import PixelModel, count_macs, count_params, create_model, list_models
 
 # The contract's formats that need no training run, timed as they are; CoreML once per compute unit.
@@ -30,7 +30,7 @@ ALIASES = {"coreml": tuple(COMPUTE_UNITS)}
 # onnxruntime alternating at 64x64. A few calls restore the steady state of an app that calls its
 # model repeatedly, while the round-robin still spreads the machine's drift over every model.
 SETTLE_CALLS = 2
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+IMAGENET_MEAN, IMAGENET_STD = dataset_spec("imagefolder").mean, dataset_spec("imagefolder").std  # ImageNet's
 
 
 def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:

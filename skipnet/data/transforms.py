@@ -15,7 +15,7 @@ from torchvision.transforms.v2 import InterpolationMode
 
 from skipnet.common import UserError
 
-from .info import DatasetInfo, check_name
+from .info import DatasetInfo, dataset_spec
 
 Transform = Callable[[Image.Image | np.ndarray], torch.Tensor]
 
@@ -26,8 +26,7 @@ def preprocess_config(info: DatasetInfo, img_size: int) -> dict[str, Any]:
     """The JSON-serialisable "preprocess" section of config.json: everything needed to feed a trained model."""
     if not isinstance(img_size, int) or isinstance(img_size, bool) or img_size < 1:
         raise UserError(f"image size must be a positive integer, got {img_size}; pass e.g. --img-size 32")
-    # ImageNet-style eval resizes to 1/0.875 of the crop; the small datasets are used whole.
-    resize = round(img_size / 0.875) if info.name == "imagefolder" else img_size
+    resize = round(img_size / dataset_spec(info.name).eval_crop)  # eval_crop 1.0: the image is used whole
     return {
         "img_size": int(img_size),
         "resize": int(resize),
@@ -70,9 +69,9 @@ def build_transform(preprocess: dict[str, Any], train: bool, dataset: str | None
     ``normalize=False`` stops before scaling: a uint8 tensor of raw RGB pixels, what exported
     models take (they normalise inside).
 
-    ``train=True`` adds the dataset's augmentation: random resized crop for ``imagefolder``,
-    pad-and-random-crop for the small datasets. Without ``dataset`` the style follows the
-    preprocess section (a resize larger than the crop means ImageNet-style).
+    ``train=True`` adds the dataset's augmentation (its ``augment`` in the dataset table): random
+    resized crop ("imagenet") or pad-and-random-crop ("pad-crop"). Without ``dataset`` the style
+    follows the preprocess section (a resize larger than the crop means ImageNet-style).
     """
     p = _checked(preprocess)
     resize = v2.Resize(p["resize"], interpolation=InterpolationMode.BILINEAR, antialias=True)
@@ -113,7 +112,7 @@ def sample_pixels(source, preprocess: dict[str, Any], n: int) -> tuple[np.ndarra
 def _imagenet_style(p: dict[str, Any], dataset: str | None) -> bool:
     if dataset is None:
         return p["resize"] != p["crop"]
-    return check_name(dataset) == "imagefolder"
+    return dataset_spec(dataset).augment == "imagenet"
 
 
 def _checked(p: dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,8 @@ import sys
 from typing import Sequence
 
 from ..common.cli import ArgumentParser, run_cli
-from .config import load_config
+from ..data import list_datasets
+from .config import DEFAULTS, load_config
 from .run import Interrupted, run_pipeline
 
 
@@ -18,7 +19,7 @@ def build_parser():
     a = p.add_argument
     a("--config", help="YAML settings (keys: out, data, data-dir, models, train, export, gate, bench)")
     a("--out", help="pipeline directory (default runs/demo; runs/demo-full with --full)")
-    a("--data", help="fashion-mnist (default), cifar10, cifar100 or imagefolder")
+    a("--data", help=f"dataset: {', '.join(list_datasets())} (default {DEFAULTS['data']})")
     a("--data-dir", help="dataset directory (imagefolder: holds train/ and val/ class folders)")
     a("--models", help="comma-separated; the first is the model to ship (default skipnet_s,mobilenet_v3_large)")
     a("--full", action="store_true", help="the full training recipe on every training image (hours on a CPU)")

@@ -83,7 +83,7 @@ def _listed(value: Any) -> Any:
 
 def validate(cfg: dict[str, Any], where: str = "settings") -> dict[str, Any]:
     """Types and ranges through the contract's schema, then what only the other stages know (names)."""
-    from ..data import list_datasets
+    from ..data import dataset_spec, list_datasets
     from ..models import list_models
 
     cfg["models"] = _listed(cfg["models"])
@@ -100,8 +100,8 @@ def validate(cfg: dict[str, Any], where: str = "settings") -> dict[str, Any]:
         raise UserError(f"models lists a model twice: {models}")
     if cfg["data"] not in list_datasets():
         raise UserError(f"unknown data {cfg['data']!r}; choose one of: {', '.join(list_datasets())}")
-    if cfg["data"] == "imagefolder" and not cfg["data_dir"]:
-        raise UserError("data imagefolder needs data-dir: a folder holding train/ and val/ class folders")
+    if dataset_spec(cfg["data"]).needs_data_dir and not cfg["data_dir"]:
+        raise UserError(f"data {cfg['data']} needs data-dir: a folder holding {dataset_spec(cfg['data']).data_dir_holds}")
     for key in ("model", "data", "data_dir", "out"):
         if key in cfg["train"]:
             raise UserError(f"train: {key.replace('_', '-')} is set for the whole pipeline; "

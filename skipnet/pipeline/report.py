@@ -9,9 +9,8 @@ from typing import Any
 from .. import __version__
 from ..common import atomic_write_text, path_size, read_json, write_json
 from ..common.contract import CONFIG_FILE, FORMATS, sidecar_path
+from ..data import dataset_spec
 from .config import export_path, gated_format
-
-NICE = {"fashion-mnist": "Fashion-MNIST", "cifar10": "CIFAR-10", "cifar100": "CIFAR-100", "imagefolder": "image folders"}
 
 
 def _pct(x: float | None, digits: int = 2) -> str:
@@ -65,7 +64,7 @@ def _settings_line(cfg: dict[str, Any], first: dict[str, Any], images_total: int
     t = first["train"]
     n = f"{t['limit_train']:,}" if t.get("limit_train") else "all"
     of = f" of the {images_total:,}" if images_total and t.get("limit_train") else ""
-    return (f"{NICE.get(cfg['data'], cfg['data'])}, {n}{of} training images x {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} "
+    return (f"{dataset_spec(cfg['data']).title}, {n}{of} training images x {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} "
             f"({t['recipe']} recipe, {'Bias Loss' if t['loss'] == 'bias' else 'cross-entropy'}), "
             f"{first['img_size']}x{first['img_size']} input, accuracy on {first['eval_images']:,} held-out images")
 
@@ -106,7 +105,7 @@ def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: 
     first = models[first_name]
     base = data["baseline"]
     gated = data["gated_format"]
-    images_total = 60000 if cfg["data"] == "fashion-mnist" else None
+    images_total = dataset_spec(cfg["data"]).train_images
     failures: list[str] = []
     for model, m in models.items():
         for fmt, e in m["exports"].items():

@@ -5,6 +5,7 @@ import sys
 from typing import Sequence
 
 from ..common.cli import ArgumentParser, run_cli
+from ..data import list_datasets
 from . import load
 
 
@@ -34,7 +35,7 @@ def _eval(argv: Sequence[str] | None) -> int:
 
     p = ArgumentParser(prog="skipnet-eval", description="Accuracy of a run directory or exported model, with CI gates.")
     p.add_argument("model", help="run directory, .onnx, .tflite or .mlpackage (macOS)")
-    p.add_argument("--data", required=True, help="fashion-mnist, cifar10, cifar100 or imagefolder")
+    p.add_argument("--data", required=True, help=f"dataset: {', '.join(list_datasets())}")
     p.add_argument("--data-dir", help="where the dataset's files are (default: the installed copy)")
     p.add_argument("--split", default="test", choices=SPLITS, help="the held-out split (both names mean it)")
     p.add_argument("--limit", type=int, help="evaluate this many images, spread over the split (default: all)")

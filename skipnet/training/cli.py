@@ -7,7 +7,8 @@ from typing import Sequence
 
 from ..common import UserError
 from ..common.cli import ArgumentParser, run_cli, signal_exit_code
-from .config import LOSSES, NORMALIZATIONS, OPTIMIZERS, RECIPES, SCHEDULERS, load_yaml_config, resolve_config
+from ..data import list_datasets
+from .config import LOSSES, NORMALIZATIONS, OPTIMIZERS, RECIPES, SCHEDULERS, TrainConfig, load_yaml_config, resolve_config
 from .loop import resume, train
 
 
@@ -26,7 +27,7 @@ def build_parser():
     )
     a = p.add_argument
     a("--model", help="model name (skipnet-models lists them); recipe default")
-    a("--data", help="fashion-mnist (default), cifar10, cifar100 or imagefolder")
+    a("--data", help=f"dataset: {', '.join(list_datasets())} (default {TrainConfig.data})")
     a("--data-dir", help="dataset directory (imagefolder: holds train/ and val/)")
     a("--download", action="store_const", const=True, help="download CIFAR if missing")
     a("--out", help="run directory to write (required)")

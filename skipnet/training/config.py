@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from ..common import UserError, read_yaml_mapping
+from ..data import dataset_spec, list_datasets
 
 LOSSES = ("bias", "ce")
 NORMALIZATIONS = ("global", "local")
@@ -57,7 +58,6 @@ class TrainConfig:
     recipe: str | None = None  # the named recipe the unset fields came from (RECIPES)
 
     def validate(self) -> "TrainConfig":
-        from ..data import list_datasets
         from ..models import list_models
 
         def choose(flag: str, value: str, options) -> None:
@@ -88,8 +88,8 @@ class TrainConfig:
             raise UserError(f"--ema-decay must be in (0, 1), got {self.ema_decay}")
         if self.scheduler == "multistep" and not self.milestones:
             raise UserError("--scheduler multistep needs --milestones, e.g. --milestones 80,122")
-        if self.data == "imagefolder" and not self.data_dir:
-            raise UserError("--data imagefolder needs --data-dir DIR holding train/ and val/ class folders")
+        if dataset_spec(self.data).needs_data_dir and not self.data_dir:
+            raise UserError(f"--data {self.data} needs --data-dir DIR holding {dataset_spec(self.data).data_dir_holds}")
         if not self.out:
             raise UserError("--out DIR is required: the run directory to write")
         return self
@@ -116,7 +116,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     "finetune": dict(model="skipnet_m", epochs=30, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=4e-5,
                      scheduler="cosine", warmup_epochs=1.0, label_smoothing=0.1, workers=2),
 }
-DEFAULT_RECIPE = {"fashion-mnist": "fast", "cifar10": "paper", "cifar100": "paper", "imagefolder": "finetune"}
+DEFAULT_RECIPE = {name: dataset_spec(name).recipe for name in list_datasets()}  # the dataset table's
 
 FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
 
