@@ -145,7 +145,7 @@ def test_load_refuses_corrupt_models(tmp_path, onnx_export, capsys):
         load(tmp_path / "missing.onnx")
     _bad(capsys, predict_main, [onnx_export.path, tmp_path / "missing.png"], "does not exist")
     (tmp_path / "bad.png").write_bytes(b"not a png")
-    _bad(capsys, predict_main, [onnx_export.path, tmp_path / "bad.png"], "not a readable image")
+    _bad(capsys, predict_main, [onnx_export.path, tmp_path / "bad.png"], "bad.png is not an image file")
 
 
 # ---- TFLite (litert-torch converter, LiteRT interpreter) -------------------------------------

@@ -17,7 +17,7 @@ from PIL import Image
 from ..common import UserError, read_json
 from ..common.contract import Format, Sidecar, parse, sidecar_path
 from ..common.io import file_record
-from ..data import build_transform, pixel_batch
+from ..data import build_transform, open_image, pixel_batch
 
 
 class ModelLoadError(UserError):
@@ -87,17 +87,7 @@ class Predictor:
 
 
 def _open(img: ImageLike) -> Image.Image | np.ndarray:
-    if isinstance(img, (Image.Image, np.ndarray)):
-        return img
-    path = Path(img)
-    try:
-        with Image.open(path) as im:
-            im.load()
-            return im
-    except FileNotFoundError:
-        raise UserError(f"image {path} does not exist; check the path") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"{path} is not a readable image ({e}); pass a PNG or JPEG file") from None
+    return img if isinstance(img, (Image.Image, np.ndarray)) else open_image(img)
 
 
 def model_config(path: Path, fmt: Format) -> dict[str, Any] | None:
