@@ -34,7 +34,7 @@ from skipnet.training import DEFAULT_RECIPE, RECIPES, resolve_config, resume, tr
 # Two-sided 95% quantiles of Student's t by degrees of freedom (the CI of a mean over few seeds).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
         12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-# paper.md, CIFAR-100 top-1 with the paper's recipe: (Bias Loss, cross-entropy).
+# docs/paper.md, CIFAR-100 top-1 with the paper's recipe: (Bias Loss, cross-entropy).
 PAPER_CIFAR100 = {"resnet18": (75.51, 74.33), "densenet121": (77.83, 75.98), "shufflenet_v2_x0_5": (72.00, 71.55)}
 
 
@@ -99,7 +99,7 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float, train_
         lines.append(f"| {model} | {s['bias_mean']:.2f} ± {s['bias_std']:.2f} | {s['ce_mean']:.2f} ± {s['ce_std']:.2f} "
                      f"| {_fmt(s['diff_mean'])} | [{_fmt(ci[0])}, {_fmt(ci[1])}] "
                      f"| {', '.join(_fmt(d) for d in s['diffs'])} | {statistics.median(s['seconds']):.0f} |")
-    lines += ["", "Paper reference (../shared/docs/paper.md, CIFAR-100, 160 epochs, one run each): "
+    lines += ["", "Paper reference (docs/paper.md, CIFAR-100, 160 epochs, one run each): "
               + "; ".join(f"{m} {b:.2f} vs {c:.2f} ({b - c:+.2f})" for m, (b, c) in PAPER_CIFAR100.items()) + "."]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.with_suffix(".json").write_text(json.dumps({

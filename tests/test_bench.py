@@ -41,7 +41,7 @@ def test_benchmark_table_for_two_small_models(capsys, tmp_path):
 
 
 def test_litert_mac_estimate_matches_the_paper_figure(tmp_path):
-    """count_macs gives paper.md's 216.6 M for MobileNetV3-Large (test_models); LiteRT's converter,
+    """count_macs gives docs/paper.md's 216.6 M for MobileNetV3-Large (test_models); LiteRT's converter,
     which also counts element-wise ops, lands within 2% of it at 224x224."""
     from skipnet.bench.core import IMAGENET_MEAN, IMAGENET_STD
     from skipnet.export.tflite_export import export_tflite

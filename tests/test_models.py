@@ -1,4 +1,4 @@
-"""Models stage: shapes, figures from paper.md, checkpoint loading (our format and the authors' layout)."""
+"""Models stage: shapes, figures from docs/paper.md, checkpoint loading (our format and the authors' layout)."""
 import os
 import subprocess
 import sys
@@ -28,7 +28,7 @@ def test_registry_has_every_design_name():
     assert list_models() == DESIGN_NAMES
 
 
-# paper.md: parameters and conv+linear MACs at 224x224, 1000 classes.
+# docs/paper.md: parameters and conv+linear MACs at 224x224, 1000 classes.
 @pytest.mark.parametrize("name,params,macs_m", [
     ("skipnet_xs", None, 76.6),
     ("skipnet_s", None, 170.7),
@@ -136,7 +136,7 @@ def test_torchvision_state_dict_loads_into_baseline(tmp_path):
 
 
 # An independent rendering of the authors' reference network (module tree, key names and the
-# adaptive pooling they use), written from paper.md, to check that their checkpoint layout loads
+# adaptive pooling they use), written from docs/paper.md, to check that their checkpoint layout loads
 # and gives the same outputs as our SkipNet-M.
 
 def _div8(v):

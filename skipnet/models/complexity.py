@@ -15,7 +15,7 @@ def count_macs(model: nn.Module, img_size: int = 224, in_chans: int = 3) -> int:
     """Multiply-accumulates of one forward pass at batch 1.
 
     FlopCounterMode counts 2 flops per MAC for convolutions (output elements x in/groups x k*k)
-    and linear layers; element-wise ops are not counted - the convention of paper.md.
+    and linear layers; element-wise ops are not counted - the convention of docs/paper.md.
     """
     was_training = model.training
     model.eval()

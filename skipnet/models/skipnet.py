@@ -121,7 +121,7 @@ class BlockConfig:
     stride: int
 
 
-# SkipNet-M, exactly as in the paper's reference code (paper.md, "SkipNet-M, exactly").
+# SkipNet-M, exactly as in the paper's reference code (docs/paper.md, "SkipNet-M").
 #        stage  k  exp   out   SE     hswish stride
 SKIPNET_M_BLOCKS: tuple[BlockConfig, ...] = tuple(
     BlockConfig(*row)

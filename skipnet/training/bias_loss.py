@@ -5,7 +5,7 @@
 ``Var(F_i)`` is the unbiased variance of all C*H*W values of sample ``i``'s feature map
 (the last convolutional feature map before global pooling), computed on detached
 features in float32. Samples whose features are less diverse get a smaller weight.
-See ``docs/paper.md``, section "Bias Loss, exactly", for the specification, and
+See ``docs/paper.md``, section "Bias Loss", for the specification, and
 :class:`skipnet.training.taps.FeatureTap` for getting the features out of a model
 without changing it.
 """
