@@ -9,6 +9,7 @@ from typing import Any, Sequence
 
 from ..common import UserError, atomic_write_text, write_json
 from ..common.cli import ArgumentParser, run_cli
+from ..common.contract import check_output_file
 from .core import ALIASES, FORMATS, benchmark
 
 DEFAULT_MODELS = "skipnet_xs,skipnet_s,skipnet_m,skipnet_l,mobilenet_v3_small,mobilenet_v3_large"
@@ -105,6 +106,11 @@ def _main(argv: Sequence[str] | None) -> int:
     accuracy = _read_accuracy(a.accuracy)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     formats = [f.strip() for f in a.formats.split(",") if f.strip()]
+    if not models or not formats:
+        p.error(f"--models and --formats each need at least one name, e.g. --models {DEFAULT_MODELS.split(',')[0]}")
+    for flag, path in (("--json", a.json), ("--csv", a.csv), ("--plot", a.plot)):
+        if path is not None:
+            check_output_file(path, flag)
     if android and a.formats == p.get_default("formats"):
         formats = ["tflite", "tflite-int8"]
     rows = benchmark(models, formats, a.img_size, _threads(a.threads), a.runs, a.warmup, data_dir=a.data_dir,

@@ -5,6 +5,7 @@ import sys
 from typing import Sequence
 
 from ..common.cli import ArgumentParser, run_cli
+from ..common.contract import check_output_file
 from ..data import list_datasets
 from . import load
 
@@ -49,6 +50,11 @@ def _eval(argv: Sequence[str] | None) -> int:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     check_gates(a.min_top1, a.max_drop, a.reference)  # before minutes of evaluation
+    if a.threads is not None and a.threads < 1:
+        p.error(f"--threads must be positive, got {a.threads}; leave it out for the runtime's default")
+    for flag, path in (("--json", a.json), ("--plot", a.plot)):
+        if path is not None:
+            check_output_file(path, flag)
     r = evaluate(a.model, a.data, a.data_dir, a.split, a.limit, a.batch_size, a.reference, a.min_top1, a.max_drop,
                  a.threads, progress=not a.quiet)
     print(f"{r['model']} ({r['format']}, {r['precision']}) on {r['dataset']} {r['split']}: {r['images']} images, "

@@ -56,6 +56,8 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
         raise UserError(f"--limit {limit} evaluates nothing: give a positive number of images or leave it out")
     if batch_size < 1:
         raise UserError(f"--batch-size {batch_size} must be positive")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads} must be positive; leave it out for the runtime's default")
     check_gates(min_top1, max_drop, None if reference is None else str(reference))
     predictor = load(model, threads=threads)
     ref = load(reference, threads=threads) if reference is not None else None

@@ -1,0 +1,323 @@
+"""The README's guarantees, class by class, through the commands users type.
+
+Each class of hostile input is parametrized over the commands it applies to; every refusal must be
+exit 2 (1 for a failed check) with exactly one line on stderr, no traceback, and nothing written.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import needs_fmnist
+
+pytest.importorskip("onnxruntime")
+
+from skipnet.bench.cli import main as bench_main  # noqa: E402
+from skipnet.data.cli import main as data_main  # noqa: E402
+from skipnet.export import export  # noqa: E402
+from skipnet.export.cli import main as export_main  # noqa: E402
+from skipnet.pipeline.cli import main as pipeline_main  # noqa: E402
+from skipnet.runtime.cli import eval_main, predict_main  # noqa: E402
+
+MAINS = {"skipnet-export": export_main, "skipnet-eval": eval_main, "skipnet-predict": predict_main,
+         "skipnet-bench": bench_main, "skipnet-pipeline": pipeline_main, "skipnet-data": data_main}
+
+
+def refused(capfd, command, args, match, code=2):
+    """Run ``command`` in-process; exit ``code`` with one stderr line containing ``match``, no traceback.
+    capfd also sees what native code (LiteRT, onnxruntime) writes to file descriptor 2."""
+    rc = MAINS[command]([str(a) for a in args])
+    err = capfd.readouterr().err
+    assert rc == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert match in lines[0], lines[0]
+    return lines[0]
+
+
+def snapshot(folder):
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+@pytest.fixture(scope="module")
+def pair(small_run, tmp_path_factory):
+    """A float ONNX export of the small run with its sidecar (parity checked on 64 images)."""
+    path = tmp_path_factory.mktemp("pair") / "xs.onnx"
+    export(small_run, "onnx", path, verify_samples=64)
+    return path
+
+
+@pytest.fixture
+def image(tmp_path):
+    from PIL import Image
+
+    path = tmp_path / "shirt.png"
+    Image.new("L", (28, 28), 120).save(path)
+    return path
+
+
+# ---- outputs are checked before any work ---------------------------------------------------
+
+@needs_fmnist
+@pytest.mark.parametrize("command, flag, kind", [
+    ("skipnet-export", "--out", "directory"), ("skipnet-export", "--out", "under-a-file"),
+    ("skipnet-export", "--out", "unwritable"),
+    ("skipnet-eval", "--json", "directory"), ("skipnet-eval", "--plot", "under-a-file"),
+    ("skipnet-eval", "--json", "unwritable"),
+    ("skipnet-bench", "--json", "directory"), ("skipnet-bench", "--csv", "under-a-file"),
+    ("skipnet-bench", "--plot", "unwritable"),
+    ("skipnet-pipeline", "--out", "under-a-file"), ("skipnet-pipeline", "--out", "unwritable"),
+])
+def test_bad_output_path_is_refused_before_work(capfd, tmp_path, small_run, pair, command, flag, kind):
+    ext = {"skipnet-export": ".onnx", "skipnet-eval": ".json", "skipnet-bench": ".json"}.get(command, "")
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / f"adir{ext}").mkdir()
+    target = {"directory": tmp_path / f"adir{ext}", "under-a-file": tmp_path / "afile" / f"x{ext}",
+              "unwritable": f"/proc/skipnet-test/x{ext}"}[kind]
+    (tmp_path / "eval.json").write_text(json.dumps({"architecture": "skipnet_xs", "top1": 0.5}))  # for --plot
+    before = snapshot(tmp_path)
+    args = {"skipnet-export": [small_run, "--format", "onnx"],
+            "skipnet-eval": [pair, "--data", "fashion-mnist", "--limit", "8"],
+            "skipnet-bench": ["--models", "skipnet_xs", "--formats", "torch", "--runs", "1",
+                              "--accuracy", tmp_path / "eval.json"],
+            "skipnet-pipeline": ["--models", "skipnet_xs"]}[command]
+    line = refused(capfd, command, [*args, flag, target], str(target) if kind != "unwritable" else "/proc")
+    assert any(w in line for w in ("directory", "is a file", "cannot write")), line
+    assert snapshot(tmp_path) == before  # nothing made, nothing removed
+
+
+@needs_fmnist
+def test_export_never_overwrites_a_file_it_did_not_write(capfd, tmp_path, small_run):
+    theirs = tmp_path / "model.onnx"
+    theirs.write_bytes(b"someone else's model")
+    refused(capfd, "skipnet-export", [small_run, "--format", "onnx", "--out", theirs], "not written by skipnet-export")
+    assert theirs.read_bytes() == b"someone else's model" and snapshot(tmp_path) == ["model.onnx"]
+
+
+# ---- values read from files are type-checked ------------------------------------------------
+
+CONFIG_EDITS = {
+    "num_classes is text": ("num_classes", "ten", "field num_classes"),
+    "class_names is a number": ("class_names", 5, "field class_names"),
+    "img_size missing": ("img_size", None, "field img_size"),
+    "labels do not fit": ("class_names", ["a", "b"], "class_names has 2 names"),
+    "std is zero": ("preprocess", {"img_size": 32, "resize": 32, "crop": 32, "grayscale_to_rgb": True,
+                                   "mean": [0.3] * 3, "std": [0, 0.3, 0.3]}, "field preprocess.std.0"),
+}
+
+
+@needs_fmnist
+@pytest.mark.parametrize("edit", CONFIG_EDITS)
+@pytest.mark.parametrize("command", ["skipnet-export", "skipnet-eval", "skipnet-predict"])
+def test_bad_run_config_names_the_file_and_field(capfd, tmp_path, small_run, image, command, edit):
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    key, value, match = CONFIG_EDITS[edit]
+    config = json.loads((run / "config.json").read_text())
+    if value is None:
+        del config[key]
+    else:
+        config[key] = value
+    (run / "config.json").write_text(json.dumps(config))
+    args = {"skipnet-export": [run, "--format", "onnx", "--out", tmp_path / "x.onnx"],
+            "skipnet-eval": [run, "--data", "fashion-mnist", "--limit", "8"],
+            "skipnet-predict": [run, image]}[command]
+    line = refused(capfd, command, args, match)
+    assert "config.json" in line
+    assert not (tmp_path / "x.onnx").exists()
+
+
+@needs_fmnist
+@pytest.mark.parametrize("content, match", [("{}", "field model"), ("[]", "valid dictionary"),
+                                            ("{not json", "not valid JSON")])
+@pytest.mark.parametrize("command", ["skipnet-eval", "skipnet-predict"])
+def test_bad_sidecar_is_refused(capfd, tmp_path, pair, image, command, content, match):
+    model = tmp_path / pair.name
+    shutil.copy(pair, model)
+    (tmp_path / (pair.name + ".json")).write_text(content)
+    args = [model, "--data", "fashion-mnist", "--limit", "8"] if command == "skipnet-eval" else [model, image]
+    line = refused(capfd, command, args, match)
+    assert "xs.onnx.json" in line and "re-export" in line
+
+
+@pytest.mark.parametrize("yaml, match", [
+    ("gate: {max-drop: lots}", "field gate.max-drop"), ("export: {formats: 5}", "field export.formats"),
+    ("model: skipnet_xs", "unknown key 'model'"), ("bench: {runs: -1}", "field bench.runs"),
+    ("out: 5", "field out"), ("[1, 2]", "must be a mapping"),
+])
+def test_bad_pipeline_yaml_names_the_file_and_field(capfd, tmp_path, yaml, match):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(yaml + "\n")
+    refused(capfd, "skipnet-pipeline", ["--config", cfg], match)
+    assert snapshot(tmp_path) == ["p.yaml"]
+
+
+# ---- a model that does not fit its labels or input is refused at load -----------------------
+
+@needs_fmnist
+@pytest.mark.parametrize("command", ["skipnet-eval", "skipnet-predict"])
+@pytest.mark.parametrize("mismatch", ["1000 outputs", "another input size"])
+def test_model_that_does_not_fit_its_metadata(capfd, tmp_path, pair, image, command, mismatch):
+    """A model file replaced by another one, with a sidecar edited to match its checksum: the
+    shapes still have to fit the labels and the preprocessing."""
+    from skipnet.common.io import file_record
+    from skipnet.export import ExportJob, ExportOptions, get_exporter
+    from skipnet.common.contract import FORMATS
+    from skipnet.models import create_model
+
+    side = json.loads((pair.parent / (pair.name + ".json")).read_text())
+    model = tmp_path / "other.onnx"
+    classes, size = (1000, 32) if mismatch == "1000 outputs" else (10, 64)
+    net = create_model("skipnet_xs", classes).eval()
+    job = ExportJob(net, dict(side, num_classes=classes, class_names=[str(i) for i in range(classes)]),
+                    FORMATS["onnx"], size, None, ExportOptions())
+    get_exporter("onnx").write(job, model)
+    (tmp_path / "other.onnx.json").write_text(json.dumps(dict(side, file=file_record(model))))
+    args = [model, "--data", "fashion-mnist", "--limit", "8"] if command == "skipnet-eval" else [model, image]
+    expected = "has 1000 outputs but its metadata names 10 classes" if classes == 1000 else \
+        "takes 64x64 images but its metadata says 32x32"
+    refused(capfd, command, args, expected)
+
+
+# ---- images --------------------------------------------------------------------------------
+
+@needs_fmnist
+@pytest.mark.parametrize("kind, match", [("truncated JPEG", "truncated or corrupt"), ("text as PNG", "not an image"),
+                                         ("14000x14000 PNG", "over the limit"), ("missing", "does not exist")])
+def test_bad_image_for_predict_names_the_file(capfd, tmp_path, pair, kind, match):
+    import struct
+    import zlib
+
+    from PIL import Image
+
+    path = tmp_path / ("bad.jpg" if "JPEG" in kind else "bad.png")
+    if kind == "truncated JPEG":
+        Image.new("RGB", (64, 64), (10, 200, 30)).save(path, quality=90)
+        path.write_bytes(path.read_bytes()[:300])
+    elif kind == "text as PNG":
+        path.write_text("hello")
+    elif kind.startswith("14000"):  # a valid PNG announcing 14000x14000 pixels, with (almost) no pixel data
+
+        def chunk(kind: bytes, data: bytes) -> bytes:
+            return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+        path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 14000, 14000, 8, 0, 0, 0, 0))
+                         + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+    line = refused(capfd, "skipnet-predict", [pair, path], match)
+    assert str(path) in line
+
+
+# ---- values that used to be accepted silently ----------------------------------------------
+
+@needs_fmnist
+@pytest.mark.parametrize("command, args, match", [
+    ("skipnet-export", ["--format", "onnx", "--img-size", "0"], "--img-size must be an integer >= 1"),
+    ("skipnet-export", ["--format", "tflite", "--img-size", "48"], "multiple of 32"),
+    ("skipnet-export", ["--format", "onnx", "--verify-samples", "0"], "--verify-samples"),
+    ("skipnet-export", ["--format", "onnx", "--qat-epochs", "1"], "--qat-epochs fine-tunes for int8 TFLite"),
+    ("skipnet-export", ["--format", "tflite-int8", "--qat-epochs", "-1"], "--qat-epochs must be"),
+    ("skipnet-eval", ["--data", "fashion-mnist", "--threads", "-5"], "--threads must be positive"),
+    ("skipnet-eval", ["--data", "fashion-mnist", "--limit", "0"], "--limit 0"),
+    ("skipnet-eval", ["--data", "fashion-mnist", "--min-top1", "90"], "--min-top1 90"),
+    ("skipnet-eval", ["--data", "nope"], "unknown dataset"),
+    ("skipnet-predict", ["IMAGE", "--top-k", "0"], "--top-k must be positive"),
+])
+def test_bad_values_exit_2_in_one_line(capfd, small_run, image, command, args, match):
+    model = [small_run]
+    args = [image if a == "IMAGE" else a for a in args]
+    refused(capfd, command, [*model, *args], match)
+
+
+@pytest.mark.parametrize("args, match", [
+    (["--models", ","], "at least one name"), (["--formats", ","], "at least one name"),
+    (["--models", "nope"], "unknown model"), (["--formats", "pdf"], "unknown format"),
+    (["--threads", "0"], "--threads 0"), (["--runs", "0"], "--runs"), (["--img-size", "33"], "multiple of 32"),
+])
+def test_bench_bad_values(capfd, args, match):
+    refused(capfd, "skipnet-bench", args, match)
+
+
+def test_one_class_image_folder_is_refused(capfd, tmp_path):
+    from PIL import Image
+
+    for split in ("train", "val"):
+        (tmp_path / split / "cat").mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(tmp_path / split / "cat" / "a.png")
+    refused(capfd, "skipnet-data", ["check", tmp_path], "needs at least 2")
+
+
+# ---- the model/sidecar pair survives kill -9 at any moment of an export ----------------------
+
+@pytest.fixture(scope="module")
+def old_pair(small_run, tmp_path_factory):
+    """An export without the parity check (the pair rule is about files, not accuracy)."""
+    path = tmp_path_factory.mktemp("old") / "m.onnx"
+    export(small_run, "onnx", path, verify=False)
+    return path
+
+
+def _export_cmd(small_run, out, *extra):
+    return [sys.executable, "-m", "skipnet.export", str(small_run), "--format", "onnx", "--out", str(out),
+            "--no-verify", *extra]
+
+
+def _loads(path):
+    """(exit code, stderr) of skipnet-predict on ``path`` in a fresh process, as a user would see it."""
+    from PIL import Image
+
+    img = path.parent / "probe.png"
+    Image.new("L", (28, 28), 90).save(img)
+    r = subprocess.run([sys.executable, "-m", "skipnet.runtime", str(path), str(img)],
+                       capture_output=True, text=True, timeout=300)
+    return r.returncode, r.stderr
+
+
+@needs_fmnist
+@pytest.mark.slow
+@pytest.mark.parametrize("point, expect", [("export:staged", "old"), ("export:model-moved", "refused"),
+                                           ("export:sidecar-moved", "new")])
+def test_kill_9_during_export_leaves_old_new_or_refused_pair(tmp_path, small_run, old_pair, point, expect):
+    out = tmp_path / "m.onnx"
+    shutil.copy(old_pair, out)
+    shutil.copy(old_pair.with_name("m.onnx.json"), tmp_path / "m.onnx.json")
+    old = json.loads((tmp_path / "m.onnx.json").read_text())["file"]["sha256"]
+    # A 64x64 export differs from the old 32x32 one, so old and new files can be told apart.
+    r = subprocess.run(_export_cmd(small_run, out, "--img-size", "64"), capture_output=True, text=True,
+                       timeout=600, env=dict(os.environ, SKIPNET_CRASH_AT=point))
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    rc, err = _loads(out)
+    side = json.loads((tmp_path / "m.onnx.json").read_text())
+    if expect == "refused":
+        assert rc == 2 and len(err.strip().splitlines()) == 1 and "describes another file" in err, err
+    else:
+        assert rc == 0, err
+        assert (side["file"]["sha256"] == old) == (expect == "old") and side["img_size"] == (32 if expect == "old" else 64)
+    # The next export of the same target cleans up after the killed one and leaves a good pair.
+    r = subprocess.run(_export_cmd(small_run, out), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json", "probe.png"]
+    assert _loads(out)[0] == 0
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_two_exports_to_one_target_the_second_is_refused(tmp_path, small_run, capfd):
+    out = tmp_path / "m.onnx"
+    first = subprocess.Popen(_export_cmd(small_run, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while not list(tmp_path.glob(".m.onnx.staging-*")) and time.time() < deadline:  # it holds the lock
+            time.sleep(0.05)
+        assert first.poll() is None
+        line = refused(capfd, "skipnet-export", [small_run, "--format", "onnx", "--out", out, "--no-verify"],
+                       "is being written by another process")
+        assert f"pid {first.pid}" in line
+    finally:
+        stdout, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
