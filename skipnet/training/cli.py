@@ -1,14 +1,15 @@
 """`skipnet-train`: parse flags, resolve the configuration, call `train`. Also `python -m skipnet.training` (torchrun)."""
 from __future__ import annotations
 
-import sys
 import argparse
+import os
+import sys
 from typing import Sequence
 
-from ..common import UserError
+from ..common import CheckFailed, UserError
 from ..common.cli import ArgumentParser, run_cli, signal_exit_code
 from .config import LOSSES, NORMALIZATIONS, OPTIMIZERS, RECIPES, SCHEDULERS, load_yaml_config, resolve_config
-from .loop import resume, train
+from .loop import TrainResult, resume, train
 
 
 def _milestones(text: str) -> list[int]:
@@ -71,17 +72,24 @@ def build_parser():
     return p
 
 
-def _main(argv: Sequence[str] | None) -> int:
-    args = vars(build_parser().parse_args(argv))
+def _run(args: dict) -> TrainResult:
     is_resume, overwrite, quiet, config_file = (args.pop(k) for k in ("resume", "overwrite", "quiet", "config"))
     if is_resume:
         if not args["out"]:
             raise UserError("--resume needs --out DIR, the run directory to continue")
         explicit = load_yaml_config(config_file) if config_file else {}
         explicit.update({k: v for k, v in args.items() if v is not None})
-        result = resume(explicit.pop("out"), progress=not quiet, **explicit)
-    else:
-        result = train(resolve_config(args, config_file).validate(), progress=not quiet, overwrite=overwrite)
+        return resume(explicit.pop("out"), progress=not quiet, **explicit)
+    return train(resolve_config(args, config_file).validate(), progress=not quiet, overwrite=overwrite)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    try:
+        result = _run(vars(build_parser().parse_args(argv)))
+    except CheckFailed:
+        if os.environ.get("RANK", "0") != "0":
+            return 1  # under torchrun rank 0 says why: one line, not one per process
+        raise
     if result.interrupted:
         return signal_exit_code(result.signal)
     m = result.metrics

@@ -20,7 +20,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..common import UserError, atomic_write_text, write_json
+from ..common import CheckFailed, UserError, atomic_write_text, write_json
 from ..data import build_datasets, default_img_size, preprocess_config
 from ..models import CONFIG_FILE, WEIGHTS_FILE, create_model, save_weights
 from . import distributed
@@ -279,11 +279,23 @@ def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distribut
     return Trainer(cfg, out, dist_info, progress).setup(state).fit()
 
 
+def _all_finite(module: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
+
+
+def _position(epoch: int, batch: int, steps_per_epoch: int) -> str:
+    """Where a checkpoint resumes, in words: (1, 0) is 'the end of epoch 1'."""
+    if batch == 0:
+        return f"the end of epoch {epoch}" if epoch else "the start"
+    return f"epoch {epoch + 1}, step {batch} of {steps_per_epoch}"
+
+
 class Trainer:
     """One process's part of a run: ``setup`` builds (or restores) everything, ``fit`` trains.
 
     ``fit`` runs ``train_epoch`` then ``end_epoch`` (``validate`` and ``checkpoint``) until the
-    last epoch or a signal.
+    last epoch or a signal. A loss or weights that stop being finite end it with CheckFailed,
+    and the last good checkpoint stays on disk as it was.
     """
 
     def __init__(self, cfg: TrainConfig, out: Path, dist_info: distributed.DistInfo, progress: bool):
@@ -292,7 +304,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []
         self.run_sums = [0.0, 0.0, 0.0]  # loss sum, correct, count of the current epoch so far
         self.epoch_seconds = 0.0
-        self.resumed = False
+        self.last_loss = 0.0
+        self.saved_at: tuple[int, int] | None = None  # (epoch, batch) the checkpoint on disk resumes at
 
     # ---- setup --------------------------------------------------------------------------------
     def setup(self, state: dict | None) -> "Trainer":
@@ -326,6 +339,9 @@ class Trainer:
         self.img_size = cfg.img_size or default_img_size(cfg.data)
         if cfg.weights and fresh:  # a resumed run's weights come from its checkpoint instead
             model = create_model(cfg.model, self.info.num_classes, weights=cfg.weights, reset_head=cfg.reset_head)
+            if not _all_finite(model):
+                raise UserError(f"--weights {cfg.weights} holds NaN or inf values; start from a checkpoint "
+                                "of a run that did not diverge")
         else:
             model = create_model(cfg.model, self.info.num_classes)
         multiple = getattr(model, "input_multiple", 1)
@@ -375,7 +391,7 @@ class Trainer:
         self.criterion.load_state_dict(state["loss"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.start_batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
-        self.resumed = True
+        self.saved_at = (self.epoch, self.start_batch)
         self.history = list(state["history"])
         self.run_sums = list(state["run_sums"])
         self.epoch_seconds = float(state["epoch_seconds"])
@@ -384,8 +400,10 @@ class Trainer:
     # ---- training -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Train the remaining epochs; stop early (with a checkpoint) on SIGINT/SIGTERM."""
-        if self.dist.is_main and not self.resumed:
-            self.checkpoint(0, 0)  # the run directory exists (and is resumable) from the start
+        if self.saved_at is None:  # a new run: its directory exists (and is resumable) from the start
+            if self.dist.is_main:
+                self._write(0, 0)
+            self.saved_at = (0, 0)
         board = _tensorboard(self.out / "tensorboard") if self.dist.is_main else None
         interrupted = False
         try:
@@ -424,7 +442,7 @@ class Trainer:
                 self.epoch_seconds += now - t_last
                 self._show(bar, images, now - t_last)
                 t_last = now
-                stopping = distributed.any_rank(stop.signum is not None, self.dist, self.device)  # all stop together
+                stopping = self._should_stop(stop)
                 if stopping:
                     break
                 if cfg.save_every and self.global_step % cfg.save_every == 0 and self.batch < self.steps_per_epoch:
@@ -435,7 +453,7 @@ class Trainer:
         return stopping
 
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> int:
-        """One optimisation step; returns the batch size."""
+        """One optimisation step; returns the batch size. Its loss is left in ``last_loss``."""
         cfg, device = self.cfg, self.device
         x, y = _to(x, cfg, device), y.to(device, non_blocking=True)
         with _autocast(cfg, device):
@@ -451,10 +469,21 @@ class Trainer:
             self.ema.update_parameters(self.model)
         self.batch += 1
         self.global_step += 1
-        self.run_sums[0] += loss.item() * y.numel()
+        self.last_loss = loss.item()
+        self.run_sums[0] += self.last_loss * y.numel()
         self.run_sums[1] += (logits.detach().argmax(1) == y).sum().item()
         self.run_sums[2] += y.numel()
         return y.numel()
+
+    def _should_stop(self, stop: _StopFlag) -> bool:
+        """Asks every process, in one collective: did a loss stop being finite (raise), did a signal
+        come (True)? All processes then stop together."""
+        finite = math.isfinite(self.last_loss)
+        diverged, stopping = distributed.any_rank_each([not finite, stop.signum is not None], self.dist, self.device)
+        if diverged:
+            what = "the loss is not finite on another process" if finite else f"the loss is {self.last_loss}"
+            raise self._diverged(f"epoch {self.epoch + 1}, step {self.batch} of {self.steps_per_epoch}", what)
+        return stopping
 
     def _show(self, bar: tqdm, images: int, seconds: float) -> None:
         if bar.n % 10 == 0 or self.batch == self.steps_per_epoch:
@@ -486,15 +515,25 @@ class Trainer:
         loader = DataLoader(self.val_ds, batch_size=self.per_rank, sampler=self.val_sampler,
                             num_workers=self.cfg.workers)
         val_loss, val_top1 = evaluate(self._final_model(), loader, self.cfg, self.device, self.dist)
+        if not (math.isfinite(tl) and math.isfinite(val_loss)):  # the same sums on every rank: all stop
+            raise self._diverged(f"the end of epoch {self.epoch + 1}",
+                                 f"training loss sum {tl}, validation loss {val_loss}")
         return {"epoch": self.epoch + 1, "train_loss": tl / tn, "train_top1": tc / tn, "val_loss": val_loss,
                 "val_top1": val_top1, "lr": self.optimizer.param_groups[0]["lr"],
                 "seconds": round(self.epoch_seconds, 3)}
 
     # ---- checkpoints --------------------------------------------------------------------------
     def checkpoint(self, next_epoch: int, next_batch: int) -> None:
-        """Save a checkpoint that resumes at (next_epoch, next_batch): the run directory, written by rank 0."""
-        if not self.dist.is_main:
-            return
+        """Save a checkpoint that resumes at (next_epoch, next_batch). Every process calls it; rank 0
+        writes. Weights that are not finite are never written: the last good checkpoint stays."""
+        finite = _all_finite(self.model) and (self.ema is None or _all_finite(self.ema.module))
+        if distributed.any_rank(not finite, self.dist, self.device):
+            raise self._diverged(_position(next_epoch, next_batch, self.steps_per_epoch), "the weights are not finite")
+        if self.dist.is_main:
+            self._write(next_epoch, next_batch)
+        self.saved_at = (next_epoch, next_batch)
+
+    def _write(self, next_epoch: int, next_batch: int) -> None:
         cfg, out, info = self.cfg, self.out, self.info
         out.mkdir(parents=True, exist_ok=True)
         meta = {"model": cfg.model, "num_classes": str(info.num_classes)}
@@ -513,3 +552,8 @@ class Trainer:
     def _final_model(self) -> nn.Module:
         """The weights a run ships (model.safetensors) and validates: the EMA's when EMA is on."""
         return self.ema.module if self.ema is not None else self.model
+
+    def _diverged(self, where: str, what: str) -> CheckFailed:
+        kept = _position(*self.saved_at, self.steps_per_epoch) if self.saved_at else "the start"
+        return CheckFailed(f"training diverged at {where} ({what}); nothing was written, the checkpoint at {kept} "
+                           f"in {self.out} is kept. Lower --lr (now {self.cfg.lr:g}) and start over with --overwrite")
