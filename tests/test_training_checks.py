@@ -1,4 +1,5 @@
-"""skipnet-train's checks: a diverging run is stopped with its last good checkpoint kept (exit 1)."""
+"""skipnet-train's checks: bad values refused before any work (exit 2), a diverging run stopped with
+its last good checkpoint kept (exit 1)."""
 import json
 import re
 from pathlib import Path
@@ -9,7 +10,8 @@ from safetensors.torch import load_file
 
 from conftest import needs_fmnist
 from skipnet.common import CheckFailed
-from skipnet.training import resolve_config
+from skipnet.training import TrainConfig, resolve_config
+from skipnet.training.cli import build_parser
 from skipnet.training.cli import main as train_main
 
 TINY = ["--model", "skipnet_xs", "--limit-train", "128", "--batch-size", "64", "--limit-val", "64", "--epochs", "1",
@@ -28,6 +30,67 @@ def _one_error_line(capfd, args, rc_expected: int) -> str:
     assert rc == rc_expected, err
     assert len(lines) == 1 and "Traceback" not in err, err
     return lines[0]
+
+
+# ---- bad values: exit 2, one line naming the flag or the config file's key ------------------
+
+BAD_FLAGS = [
+    ("lr", "nan"), ("lr", "inf"), ("lr", "0"), ("lr", "-0.1"),
+    ("momentum", "1"), ("momentum", "nan"), ("weight-decay", "-1e-4"), ("weight-decay", "inf"),
+    ("alpha", "-1"), ("alpha", "nan"), ("beta", "1.5"), ("beta", "-inf"),
+    ("label-smoothing", "1"), ("label-smoothing", "nan"), ("gamma", "0"), ("gamma", "inf"),
+    ("warmup-epochs", "-1"), ("warmup-epochs", "nan"), ("ema-decay", "1"), ("ema-decay", "nan"),
+    ("epochs", "0"), ("batch-size", "0"), ("img-size", "0"), ("limit-train", "0"), ("limit-val", "-1"),
+    ("workers", "-1"), ("save-every", "-1"), ("seed", "-1"), ("milestones", "a,b"), ("milestones", "0,3"),
+]
+
+
+@pytest.mark.parametrize("flag,value", BAD_FLAGS)
+def test_bad_flag_value_is_refused_before_any_work(capfd, tmp_path, flag, value):
+    out = tmp_path / "run"
+    line = _one_error_line(capfd, ["--out", out, f"--{flag}={value}"], 2)
+    assert line.startswith(f"skipnet-train: error: --{flag} must be "), line
+    assert f"e.g. --{flag} " in line  # says what would be accepted
+    assert not out.exists()
+
+
+BAD_YAML = [("milestones: 'a,b'", "milestones"), ("out: 5", "out"), ("lr: .nan", "lr"), ("epochs: 0", "epochs"),
+            ("ema: 1", "ema"), ("seed: -1", "seed"), ("batch-size: 2.5", "batch-size"), ("loss: focal", "loss")]
+
+
+@pytest.mark.parametrize("text,key", BAD_YAML)
+def test_bad_config_file_value_names_the_file_and_key(capfd, tmp_path, text, key):
+    path = tmp_path / "c.yaml"
+    path.write_text(text + "\n")
+    line = _one_error_line(capfd, ["--out", tmp_path / "run", "--config", path], 2)
+    assert f"config file {path}: {key} must be " in line, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_value_on_resume_is_refused_before_the_run_is_read(capfd, tmp_path):
+    from skipnet.training.state import save_state
+
+    run = tmp_path / "run"
+    save_state(run / "trainer_state.pt", {"model": {}, "config": TrainConfig(out=str(run)).to_dict()})
+    line = _one_error_line(capfd, ["--out", run, "--resume", "--epochs", "0"], 2)
+    assert "--epochs must be a positive integer, got 0" in line
+
+
+def test_help_lists_every_setting_with_its_help():
+    text = " ".join(build_parser().format_help().split())
+    for name, field in TrainConfig.model_fields.items():
+        assert f"--{name.replace('_', '-')}" in text
+        assert " ".join(field.description.split()) in text, name
+    assert "--lr LR peak learning rate; > 0" in text and "--no-channels-last" in text
+
+
+def test_one_definition_gives_types_defaults_and_ranges():
+    cfg = resolve_config({"milestones": "3,5", "lr": 1, "scheduler": "multistep"})
+    assert cfg.milestones == [3, 5] and cfg.lr == 1.0 and isinstance(cfg.lr, float)
+    assert TrainConfig().to_dict()["channels_last"] is True
+    args = vars(build_parser().parse_args(["--lr", "0.5", "--no-channels-last", "--ema", "--milestones", "2,4"]))
+    assert (args["lr"], args["channels_last"], args["ema"], args["milestones"], args["epochs"]) == \
+        (0.5, False, True, "2,4", None)  # None: not given, so the recipe and --config apply
 
 
 # ---- a loss that stops being finite: exit 1, the last good checkpoint kept ---------------------

@@ -25,7 +25,7 @@ from ..data import build_datasets, default_img_size, preprocess_config
 from ..models import CONFIG_FILE, WEIGHTS_FILE, create_model, save_weights
 from . import distributed
 from .bias_loss import BiasLoss
-from .config import TrainConfig
+from .config import TrainConfig, check_settings
 from .sampler import ResumableSampler
 from .state import STATE_FILE, capture_rng, load_state, restore_rng, save_state
 from .taps import FeatureTap
@@ -246,19 +246,24 @@ def resume(out: str | os.PathLike, progress: bool = True, **changes: Any) -> Tra
     out = Path(out)
     _check_out_dir(out, resume=True, overwrite=False)
     state = load_state(out / STATE_FILE)
-    cfg = TrainConfig(**state["config"])
-    for key, value in changes.items():
-        if value is None or key in RESUME_CHANGEABLE:
-            continue
-        if getattr(cfg, key, value) != value:
+    cfg = _resumed_config(state["config"], changes, out)
+    return _launch(cfg, out, state, progress)
+
+
+def _resumed_config(saved: dict[str, Any], changes: dict[str, Any], out: Path) -> TrainConfig:
+    try:
+        before = TrainConfig(**saved)
+    except UserError as e:
+        raise UserError(f"{out / STATE_FILE} holds settings this version refuses ({e}); "
+                        "start over with --overwrite") from None
+    asked = check_settings({k: v for k, v in changes.items() if v is not None})
+    for key, value in asked.items():
+        if key not in RESUME_CHANGEABLE and getattr(before, key) != value:
             flag = "--" + key.replace("_", "-")
-            raise UserError(f"{flag} {value} differs from the run being resumed ({getattr(cfg, key)}); "
+            raise UserError(f"{flag} {value} differs from the run being resumed ({getattr(before, key)}); "
                             f"only --epochs, --workers and --save-every can change on --resume")
-    for key in RESUME_CHANGEABLE:
-        if changes.get(key) is not None:
-            setattr(cfg, key, changes[key])
-    cfg.out = str(out)
-    return _launch(cfg.validate(), out, state, progress)
+    kept = {k: v for k, v in asked.items() if k in RESUME_CHANGEABLE}
+    return TrainConfig(**{**before.to_dict(), **kept, "out": str(out)}).validate()
 
 
 def _launch(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> TrainResult:
