@@ -1,12 +1,13 @@
 """skipnet-train's checks: bad values refused before any work (exit 2), a diverging run stopped with
-its last good checkpoint kept (exit 1)."""
+its last good checkpoint kept (exit 1), a finished run's files checked on --resume."""
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from conftest import needs_fmnist
 from skipnet.common import CheckFailed
@@ -140,3 +141,58 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
                                           r"checkpoint at epoch 1, step 1 of 2"):
         trainer.checkpoint(0, 2)
     assert {p.name: p.read_bytes() for p in Path(cfg.out).iterdir()} == before
+
+
+# ---- --resume of a finished run: its files checked, one line on stdout -------------------------
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    from skipnet.training import train
+
+    out = tmp_path_factory.mktemp("finished") / "run"
+    cfg = resolve_config({"model": "skipnet_xs", "limit_train": 128, "batch_size": 64, "limit_val": 64,
+                          "epochs": 2, "out": str(out)})
+    train(cfg.validate(), progress=False)
+    return out
+
+
+@pytest.fixture
+def finished_copy(finished_run, tmp_path):
+    shutil.copytree(finished_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+@needs_fmnist
+def test_resume_of_finished_run_says_so_and_changes_nothing(capfd, finished_copy):
+    run = finished_copy
+    before = {p.name: p.read_bytes() for p in run.iterdir()}
+    rc, out, err = _run(capfd, ["--out", run, "--resume", "--quiet"])
+    assert rc == 0 and err == "", err
+    top1 = json.loads((run / "config.json").read_text())["metrics"]["val_top1"]
+    assert out.splitlines() == [f"nothing to train: the run saved to {run} is finished (2 of 2 epochs, val top-1 "
+                                f"{top1:.4f}); to train longer: skipnet-train --out {run} --resume --epochs M (M > 2)"]
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+    line = _one_error_line(capfd, ["--out", run, "--resume", "--epochs", "1"], 2)
+    assert "--epochs 1 is fewer than the 2 epochs" in line and "--epochs M with M > 2" in line
+    assert {p.name: p.read_bytes() for p in run.iterdir()} == before
+
+
+@needs_fmnist
+@pytest.mark.parametrize("damage,match", [
+    ("truncate", "model.safetensors is not a valid safetensors file"),
+    ("nan", "model.safetensors holds NaN or inf weights"),
+    ("config", "config.json is not valid JSON"),
+])
+def test_resume_of_finished_run_with_damaged_files_is_refused(capfd, finished_copy, damage, match):
+    run = finished_copy
+    weights = run / "model.safetensors"
+    if damage == "truncate":
+        weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    elif damage == "nan":
+        tensors = load_file(str(weights))
+        next(t for t in tensors.values() if t.is_floating_point()).view(-1)[0] = float("nan")
+        save_file(tensors, str(weights), metadata={"format": "pt", "model": "skipnet_xs"})
+    else:
+        (run / "config.json").write_text('{"model": "skipnet_xs", ')
+    line = _one_error_line(capfd, ["--out", run, "--resume", "--quiet"], 2)
+    assert match in line, line

@@ -59,7 +59,11 @@ def _run(args: dict) -> TrainResult:
 
 
 def _summary(result: TrainResult) -> str:
-    m = result.metrics
+    m, n = result.metrics, len(result.history)
+    if result.finished:
+        top1 = f", val top-1 {m['val_top1']:.4f}" if m else ""
+        return (f"nothing to train: the run saved to {result.out} is finished ({n} of {n} epochs{top1}); "
+                f"to train longer: skipnet-train --out {result.out} --resume --epochs M (M > {n})")
     if m:
         return f"run saved to {result.out} (val top-1 {m['val_top1']:.4f}, val loss {m['val_loss']:.4f})"
     return f"run saved to {result.out}"

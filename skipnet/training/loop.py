@@ -42,6 +42,7 @@ class TrainResult:
     signal: int | None = None  # the signal that stopped the run early
     is_main: bool = True  # rank 0 under torchrun: the process that reports and writes
     history: list[dict[str, float]] = field(default_factory=list)
+    finished: bool = False  # resumed with all its epochs done: checked and reported, nothing trained
 
 
 class _StopFlag:
@@ -241,12 +242,15 @@ def resume(out: str | os.PathLike, progress: bool = True, **changes: Any) -> Tra
     """Continue the run in ``out`` from its last checkpoint, with its saved configuration.
 
     ``changes`` may raise ``epochs`` or set ``workers`` / ``save_every``; any other key must
-    equal the saved value (a resumed run cannot change what it is training).
+    equal the saved value (a resumed run cannot change what it is training). A run that has
+    done all its epochs is checked (its files must be intact) and reported, not trained.
     """
     out = Path(out)
     _check_out_dir(out, resume=True, overwrite=False)
     state = load_state(out / STATE_FILE)
     cfg = _resumed_config(state["config"], changes, out)
+    if state["epoch"] >= cfg.epochs:
+        return _finished_run(cfg, out, state)
     return _launch(cfg, out, state, progress)
 
 
@@ -264,6 +268,21 @@ def _resumed_config(saved: dict[str, Any], changes: dict[str, Any], out: Path) -
                             f"only --epochs, --workers and --save-every can change on --resume")
     kept = {k: v for k, v in asked.items() if k in RESUME_CHANGEABLE}
     return TrainConfig(**{**before.to_dict(), **kept, "out": str(out)}).validate()
+
+
+def _finished_run(cfg: TrainConfig, out: Path, state: dict[str, Any]) -> TrainResult:
+    """Report a run whose epochs are all done, once its files are known to be intact."""
+    done = state["epoch"]
+    if done > cfg.epochs:
+        raise UserError(f"--epochs {cfg.epochs} is fewer than the {done} epochs {out} has done; to train longer "
+                        f"pass --epochs M with M > {done}")
+    # The files every later stage reads: config.json parses, the weights load into the model and are finite.
+    model = create_model(cfg.model, weights=out)
+    if not _all_finite(model):
+        raise UserError(f"{out / WEIGHTS_FILE} holds NaN or inf weights; start the run over with --overwrite")
+    history = list(state["history"])
+    return TrainResult(out, _final_metrics(history), is_main=os.environ.get("RANK", "0") == "0",
+                       history=history, finished=True)
 
 
 def _launch(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> TrainResult:
