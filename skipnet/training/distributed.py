@@ -47,8 +47,13 @@ def all_reduce_sum(values: list[float], info: DistInfo, device: torch.device) ->
 
 def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
     """True if the flag is set on any rank (all ranks must stop together)."""
+    return any_rank_each([flag], info, device)[0]
+
+
+def any_rank_each(flags: list[bool], info: DistInfo, device: torch.device) -> list[bool]:
+    """Each flag OR-ed over all ranks, in one collective (a training step asks two questions)."""
     if not info.enabled:
-        return flag
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
+        return list(flags)
+    t = torch.tensor([1.0 if f else 0.0 for f in flags], device=device)
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
-    return bool(t.item())
+    return [bool(v) for v in t.tolist()]

@@ -1,4 +1,4 @@
-"""The training loop: one function, `train(cfg)`, that writes a run directory (design.md)."""
+"""The training loop: `train(cfg)` / `resume(out)` run a `Trainer`, which writes a run directory (its files: skipnet.common.contract.paths)."""
 from __future__ import annotations
 
 import csv
@@ -20,12 +20,12 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..common import UserError, atomic_write_text, write_json
+from ..common import CheckFailed, UserError, atomic_write_text, write_json
 from ..data import build_datasets, default_img_size, preprocess_config
 from ..models import CONFIG_FILE, WEIGHTS_FILE, create_model, save_weights
 from . import distributed
 from .bias_loss import BiasLoss
-from .config import TrainConfig
+from .config import TrainConfig, check_settings
 from .sampler import ResumableSampler
 from .state import STATE_FILE, capture_rng, load_state, restore_rng, save_state
 from .taps import FeatureTap
@@ -42,6 +42,7 @@ class TrainResult:
     signal: int | None = None  # the signal that stopped the run early
     is_main: bool = True  # rank 0 under torchrun: the process that reports and writes
     history: list[dict[str, float]] = field(default_factory=list)
+    finished: bool = False  # resumed with all its epochs done: checked and reported, nothing trained
 
 
 class _StopFlag:
@@ -241,24 +242,47 @@ def resume(out: str | os.PathLike, progress: bool = True, **changes: Any) -> Tra
     """Continue the run in ``out`` from its last checkpoint, with its saved configuration.
 
     ``changes`` may raise ``epochs`` or set ``workers`` / ``save_every``; any other key must
-    equal the saved value (a resumed run cannot change what it is training).
+    equal the saved value (a resumed run cannot change what it is training). A run that has
+    done all its epochs is checked (its files must be intact) and reported, not trained.
     """
     out = Path(out)
     _check_out_dir(out, resume=True, overwrite=False)
     state = load_state(out / STATE_FILE)
-    cfg = TrainConfig(**state["config"])
-    for key, value in changes.items():
-        if value is None or key in RESUME_CHANGEABLE:
-            continue
-        if getattr(cfg, key, value) != value:
+    cfg = _resumed_config(state["config"], changes, out)
+    if state["epoch"] >= cfg.epochs:
+        return _finished_run(cfg, out, state)
+    return _launch(cfg, out, state, progress)
+
+
+def _resumed_config(saved: dict[str, Any], changes: dict[str, Any], out: Path) -> TrainConfig:
+    try:
+        before = TrainConfig(**saved)
+    except UserError as e:
+        raise UserError(f"{out / STATE_FILE} holds settings this version refuses ({e}); "
+                        "start over with --overwrite") from None
+    asked = check_settings({k: v for k, v in changes.items() if v is not None})
+    for key, value in asked.items():
+        if key not in RESUME_CHANGEABLE and getattr(before, key) != value:
             flag = "--" + key.replace("_", "-")
-            raise UserError(f"{flag} {value} differs from the run being resumed ({getattr(cfg, key)}); "
+            raise UserError(f"{flag} {value} differs from the run being resumed ({getattr(before, key)}); "
                             f"only --epochs, --workers and --save-every can change on --resume")
-    for key in RESUME_CHANGEABLE:
-        if changes.get(key) is not None:
-            setattr(cfg, key, changes[key])
-    cfg.out = str(out)
-    return _launch(cfg.validate(), out, state, progress)
+    kept = {k: v for k, v in asked.items() if k in RESUME_CHANGEABLE}
+    return TrainConfig(**{**before.to_dict(), **kept, "out": str(out)}).validate()
+
+
+def _finished_run(cfg: TrainConfig, out: Path, state: dict[str, Any]) -> TrainResult:
+    """Report a run whose epochs are all done, once its files are known to be intact."""
+    done = state["epoch"]
+    if done > cfg.epochs:
+        raise UserError(f"--epochs {cfg.epochs} is fewer than the {done} epochs {out} has done; to train longer "
+                        f"pass --epochs M with M > {done}")
+    # The files every later stage reads: config.json parses, the weights load into the model and are finite.
+    model = create_model(cfg.model, weights=out)
+    if not _all_finite(model):
+        raise UserError(f"{out / WEIGHTS_FILE} holds NaN or inf weights; start the run over with --overwrite")
+    history = list(state["history"])
+    return TrainResult(out, _final_metrics(history), is_main=os.environ.get("RANK", "0") == "0",
+                       history=history, finished=True)
 
 
 def _launch(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> TrainResult:
@@ -276,167 +300,284 @@ def _launch(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> 
 
 def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distributed.DistInfo,
            progress: bool) -> TrainResult:
-    device = _device(cfg, dist_info.local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    if cfg.deterministic:
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        torch.use_deterministic_algorithms(True)
-        torch.backends.cudnn.benchmark = False
-    if cfg.batch_size % dist_info.world_size:
-        raise UserError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
-                        f"{dist_info.world_size} processes")
-    torch.manual_seed(cfg.seed)  # same initial weights on every rank
+    return Trainer(cfg, out, dist_info, progress).setup(state).fit()
 
-    train_ds, val_ds, info = build_datasets(cfg.data, cfg.data_dir, cfg.img_size, cfg.download, seed=cfg.seed)
-    img_size = cfg.img_size or default_img_size(cfg.data)
-    if cfg.weights and state is None:
-        model = create_model(cfg.model, info.num_classes, weights=cfg.weights, reset_head=cfg.reset_head)
-    else:
-        model = create_model(cfg.model, info.num_classes)
-    multiple = getattr(model, "input_multiple", 1)
-    if img_size % multiple:
-        raise UserError(f"--img-size {img_size} is not a multiple of {multiple}, which {cfg.model} needs; "
-                        f"use e.g. {max(multiple, img_size // multiple * multiple)}")
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
 
-    train_idx = _subset(len(train_ds), cfg.limit_train, cfg.seed, shuffle=True)
-    val_idx = _subset(len(val_ds), cfg.limit_val, cfg.seed, shuffle=False)
-    if len(train_idx) < cfg.batch_size:
-        raise UserError(f"only {len(train_idx)} training images for --batch-size {cfg.batch_size}; "
-                        "lower --batch-size or raise --limit-train")
-    per_rank = cfg.batch_size // dist_info.world_size
-    train_sampler = ResumableSampler(train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                     rank=dist_info.rank, world_size=dist_info.world_size)
-    val_sampler = ResumableSampler(val_idx, cfg.batch_size, shuffle=False, rank=dist_info.rank,
-                                   world_size=dist_info.world_size, drop_last=False)
-    steps_per_epoch = train_sampler.batches_per_epoch
+def _all_finite(module: nn.Module) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in module.state_dict().values() if t.is_floating_point())
 
-    criterion = build_loss(loss_section(cfg))
-    criterion.to(device)
-    tap = FeatureTap(model) if cfg.loss == "bias" else None
-    net: nn.Module = model
-    if dist_info.enabled:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = _make_optimizer(cfg, model)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg, steps_per_epoch))
-    ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True) if cfg.ema else None
-    scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
 
-    epoch, start_batch, global_step = 0, 0, 0
-    history: list[dict[str, float]] = []
-    run_sums = [0.0, 0.0, 0.0]  # loss sum, correct, count of the current epoch so far
-    epoch_seconds = 0.0
-    if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if ema is not None:
-            ema.load_state_dict(state["ema"])
-        criterion.load_state_dict(state["loss"])
-        scaler.load_state_dict(state["scaler"])
-        epoch, start_batch, global_step = state["epoch"], state["batch"], state["global_step"]
-        history = list(state["history"])
-        run_sums = list(state["run_sums"])
-        epoch_seconds = float(state["epoch_seconds"])
+def _position(epoch: int, batch: int, steps_per_epoch: int) -> str:
+    """Where a checkpoint resumes, in words: (1, 0) is 'the end of epoch 1'."""
+    if batch == 0:
+        return f"the end of epoch {epoch}" if epoch else "the start"
+    return f"epoch {epoch + 1}, step {batch} of {steps_per_epoch}"
+
+
+class Trainer:
+    """One process's part of a run: ``setup`` builds (or restores) everything, ``fit`` trains.
+
+    ``fit`` runs ``train_epoch`` then ``end_epoch`` (``validate`` and ``checkpoint``) until the
+    last epoch or a signal. A loss or weights that stop being finite end it with CheckFailed,
+    and the last good checkpoint stays on disk as it was.
+    """
+
+    def __init__(self, cfg: TrainConfig, out: Path, dist_info: distributed.DistInfo, progress: bool):
+        self.cfg, self.out, self.dist, self.progress = cfg, out, dist_info, progress
+        self.epoch, self.start_batch, self.batch, self.global_step = 0, 0, 0, 0
+        self.history: list[dict[str, float]] = []
+        self.run_sums = [0.0, 0.0, 0.0]  # loss sum, correct, count of the current epoch so far
+        self.epoch_seconds = 0.0
+        self.last_loss = 0.0
+        self.saved_at: tuple[int, int] | None = None  # (epoch, batch) the checkpoint on disk resumes at
+
+    # ---- setup --------------------------------------------------------------------------------
+    def setup(self, state: dict | None) -> "Trainer":
+        """Device, data, model, optimizer, schedule, EMA and loss; then ``state`` (a checkpoint) if given."""
+        self._setup_device()
+        torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
+        self._setup_model(fresh=state is None)
+        self._setup_samplers()
+        self._setup_optimization()
+        if state is not None:
+            self._restore(state)
+        return self
+
+    def _setup_device(self) -> None:
+        cfg = self.cfg
+        self.device = _device(cfg, self.dist.local_rank)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True)
+            torch.backends.cudnn.benchmark = False
+        if cfg.batch_size % self.dist.world_size:
+            raise UserError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
+                            f"{self.dist.world_size} processes")
+
+    def _setup_model(self, fresh: bool) -> None:
+        cfg = self.cfg
+        self.train_ds, self.val_ds, self.info = build_datasets(cfg.data, cfg.data_dir, cfg.img_size, cfg.download,
+                                                               seed=cfg.seed)
+        self.img_size = cfg.img_size or default_img_size(cfg.data)
+        if cfg.weights and fresh:  # a resumed run's weights come from its checkpoint instead
+            model = create_model(cfg.model, self.info.num_classes, weights=cfg.weights, reset_head=cfg.reset_head)
+            if not _all_finite(model):
+                raise UserError(f"--weights {cfg.weights} holds NaN or inf values; start from a checkpoint "
+                                "of a run that did not diverge")
+        else:
+            model = create_model(cfg.model, self.info.num_classes)
+        multiple = getattr(model, "input_multiple", 1)
+        if self.img_size % multiple:
+            raise UserError(f"--img-size {self.img_size} is not a multiple of {multiple}, which {cfg.model} needs; "
+                            f"use e.g. {max(multiple, self.img_size // multiple * multiple)}")
+        model.to(self.device)
+        if cfg.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.model = model
+
+    def _setup_samplers(self) -> None:
+        cfg, d = self.cfg, self.dist
+        train_idx = _subset(len(self.train_ds), cfg.limit_train, cfg.seed, shuffle=True)
+        val_idx = _subset(len(self.val_ds), cfg.limit_val, cfg.seed, shuffle=False)
+        if len(train_idx) < cfg.batch_size:
+            raise UserError(f"only {len(train_idx)} training images for --batch-size {cfg.batch_size}; "
+                            "lower --batch-size or raise --limit-train")
+        self.per_rank = cfg.batch_size // d.world_size
+        self.train_sampler = ResumableSampler(train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                                              rank=d.rank, world_size=d.world_size)
+        self.val_sampler = ResumableSampler(val_idx, cfg.batch_size, shuffle=False, rank=d.rank,
+                                            world_size=d.world_size, drop_last=False)
+        self.steps_per_epoch = self.train_sampler.batches_per_epoch
+
+    def _setup_optimization(self) -> None:
+        cfg, model, device = self.cfg, self.model, self.device
+        self.criterion = build_loss(loss_section(cfg))
+        self.criterion.to(device)
+        self.tap = FeatureTap(model) if cfg.loss == "bias" else None
+        self.net: nn.Module = model
+        if self.dist.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = _make_optimizer(cfg, model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, self.steps_per_epoch))
+        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+                    if cfg.ema else None)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.criterion.load_state_dict(state["loss"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.start_batch, self.global_step = state["epoch"], state["batch"], state["global_step"]
+        self.saved_at = (self.epoch, self.start_batch)
+        self.history = list(state["history"])
+        self.run_sums = list(state["run_sums"])
+        self.epoch_seconds = float(state["epoch_seconds"])
         restore_rng(state["rng"])
 
-    def checkpoint(next_epoch: int, next_batch: int) -> None:
-        if not dist_info.is_main:
-            return
+    # ---- training -----------------------------------------------------------------------------
+    def fit(self) -> TrainResult:
+        """Train the remaining epochs; stop early (with a checkpoint) on SIGINT/SIGTERM."""
+        if self.saved_at is None:  # a new run: its directory exists (and is resumable) from the start
+            if self.dist.is_main:
+                self._write(0, 0)
+            self.saved_at = (0, 0)
+        board = _tensorboard(self.out / "tensorboard") if self.dist.is_main else None
+        interrupted = False
+        try:
+            with _StopFlag() as stop:
+                while self.epoch < self.cfg.epochs and not interrupted:
+                    interrupted = self.train_epoch(stop)
+                    if not interrupted:
+                        self.end_epoch(board)
+        finally:
+            if self.tap is not None:
+                self.tap.remove()
+            if board is not None:
+                board.close()
+        if interrupted and self.dist.is_main:
+            print(f"stopped at epoch {self.epoch + 1}, step {self.batch}; checkpoint saved. Continue with: "
+                  f"skipnet-train --out {self.out} --resume", file=sys.stderr)
+        return TrainResult(self.out, _final_metrics(self.history), interrupted,
+                           stop.signum if interrupted else None, self.dist.is_main, self.history)
+
+    def train_epoch(self, stop: _StopFlag) -> bool:
+        """The rest of the current epoch; True if a signal stopped it (after a checkpoint)."""
+        cfg = self.cfg
+        self.train_sampler.set_epoch(self.epoch, self.start_batch)
+        self.train_ds.set_epoch(self.epoch)
+        loader = _loader(self.train_ds, self.train_sampler, self.per_rank, cfg, self.device, self.epoch)
+        self.net.train()
+        bar = tqdm(total=self.steps_per_epoch, initial=self.start_batch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True, mininterval=1.0,
+                   file=sys.stderr)
+        with bar:
+            t_last = time.perf_counter()
+            self.batch, stopping = self.start_batch, False
+            for x, y in loader:
+                images = self._step(x, y)
+                now = time.perf_counter()
+                self.epoch_seconds += now - t_last
+                self._show(bar, images, now - t_last)
+                t_last = now
+                stopping = self._should_stop(stop)
+                if stopping:
+                    break
+                if cfg.save_every and self.global_step % cfg.save_every == 0 and self.batch < self.steps_per_epoch:
+                    self.checkpoint(self.epoch, self.batch)
+                    t_last = time.perf_counter()
+        if stopping:
+            self.checkpoint(self.epoch, self.batch)
+        return stopping
+
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> int:
+        """One optimisation step; returns the batch size. Its loss is left in ``last_loss``."""
+        cfg, device = self.cfg, self.device
+        x, y = _to(x, cfg, device), y.to(device, non_blocking=True)
+        with _autocast(cfg, device):
+            logits = self.net(x)
+            loss = (self.criterion(logits, y, features=self.tap.features) if self.tap is not None
+                    else self.criterion(logits.float(), y))
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+        self.batch += 1
+        self.global_step += 1
+        self.last_loss = loss.item()
+        self.run_sums[0] += self.last_loss * y.numel()
+        self.run_sums[1] += (logits.detach().argmax(1) == y).sum().item()
+        self.run_sums[2] += y.numel()
+        return y.numel()
+
+    def _should_stop(self, stop: _StopFlag) -> bool:
+        """Asks every process, in one collective: did a loss stop being finite (raise), did a signal
+        come (True)? All processes then stop together."""
+        finite = math.isfinite(self.last_loss)
+        diverged, stopping = distributed.any_rank_each([not finite, stop.signum is not None], self.dist, self.device)
+        if diverged:
+            what = "the loss is not finite on another process" if finite else f"the loss is {self.last_loss}"
+            raise self._diverged(f"epoch {self.epoch + 1}, step {self.batch} of {self.steps_per_epoch}", what)
+        return stopping
+
+    def _show(self, bar: tqdm, images: int, seconds: float) -> None:
+        if bar.n % 10 == 0 or self.batch == self.steps_per_epoch:
+            loss, correct, count = self.run_sums
+            bar.set_postfix(loss=f"{loss / count:.3f}", acc=f"{correct / count:.3f}",
+                            img_s=f"{images * self.dist.world_size / max(seconds, 1e-9):.0f}", refresh=False)
+        bar.update(1)
+
+    def end_epoch(self, board) -> None:
+        """Validate, record the epoch's metrics (log, tensorboard) and checkpoint the start of the next."""
+        row = self.validate()
+        self.history.append(row)
+        if self.dist.is_main:
+            tqdm.write(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.4f} | "
+                       f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.4f} | {self.epoch_seconds:.0f} s",
+                       file=sys.stderr)
+        if board is not None:
+            for key, value in row.items():
+                if key != "epoch":
+                    board.add_scalar(key, value, row["epoch"])
+            board.flush()
+        self.epoch, self.start_batch, self.run_sums, self.epoch_seconds = self.epoch + 1, 0, [0.0, 0.0, 0.0], 0.0
+        self.checkpoint(self.epoch, 0)
+
+    def validate(self) -> dict[str, float]:
+        """The epoch's metrics row: training loss/top-1 over all processes, then validation (of the EMA
+        weights when EMA is on)."""
+        tl, tc, tn = distributed.all_reduce_sum(self.run_sums, self.dist, self.device)
+        loader = DataLoader(self.val_ds, batch_size=self.per_rank, sampler=self.val_sampler,
+                            num_workers=self.cfg.workers)
+        val_loss, val_top1 = evaluate(self._final_model(), loader, self.cfg, self.device, self.dist)
+        if not (math.isfinite(tl) and math.isfinite(val_loss)):  # the same sums on every rank: all stop
+            raise self._diverged(f"the end of epoch {self.epoch + 1}",
+                                 f"training loss sum {tl}, validation loss {val_loss}")
+        return {"epoch": self.epoch + 1, "train_loss": tl / tn, "train_top1": tc / tn, "val_loss": val_loss,
+                "val_top1": val_top1, "lr": self.optimizer.param_groups[0]["lr"],
+                "seconds": round(self.epoch_seconds, 3)}
+
+    # ---- checkpoints --------------------------------------------------------------------------
+    def checkpoint(self, next_epoch: int, next_batch: int) -> None:
+        """Save a checkpoint that resumes at (next_epoch, next_batch). Every process calls it; rank 0
+        writes. Weights that are not finite are never written: the last good checkpoint stays."""
+        finite = _all_finite(self.model) and (self.ema is None or _all_finite(self.ema.module))
+        if distributed.any_rank(not finite, self.dist, self.device):
+            raise self._diverged(_position(next_epoch, next_batch, self.steps_per_epoch), "the weights are not finite")
+        if self.dist.is_main:
+            self._write(next_epoch, next_batch)
+        self.saved_at = (next_epoch, next_batch)
+
+    def _write(self, next_epoch: int, next_batch: int) -> None:
+        cfg, out, info = self.cfg, self.out, self.info
         out.mkdir(parents=True, exist_ok=True)
-        final = ema.module if ema is not None else model
         meta = {"model": cfg.model, "num_classes": str(info.num_classes)}
-        save_weights(final, out / WEIGHTS_FILE, meta)
-        write_json(out / CONFIG_FILE, _run_config(cfg, info, img_size, _final_metrics(history)))
-        _write_metrics(out, history)
+        save_weights(self._final_model(), out / WEIGHTS_FILE, meta)
+        write_json(out / CONFIG_FILE, _run_config(cfg, info, self.img_size, _final_metrics(self.history)))
+        _write_metrics(out, self.history)
         save_state(out / STATE_FILE, {
-            "model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-            "ema": ema.state_dict() if ema is not None else {}, "loss": criterion.state_dict(),
-            "scaler": scaler.state_dict(), "epoch": next_epoch, "batch": next_batch, "global_step": global_step,
-            "history": history, "run_sums": run_sums, "epoch_seconds": epoch_seconds, "rng": capture_rng(),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else {},
+            "loss": self.criterion.state_dict(), "scaler": self.scaler.state_dict(), "epoch": next_epoch,
+            "batch": next_batch, "global_step": self.global_step, "history": self.history,
+            "run_sums": self.run_sums, "epoch_seconds": self.epoch_seconds, "rng": capture_rng(),
             "config": cfg.to_dict(), "version": __version__,
         })
 
-    if dist_info.is_main and state is None:
-        checkpoint(0, 0)  # the run directory exists (and is resumable) from the start
-    board = _tensorboard(out / "tensorboard") if dist_info.is_main else None
+    def _final_model(self) -> nn.Module:
+        """The weights a run ships (model.safetensors) and validates: the EMA's when EMA is on."""
+        return self.ema.module if self.ema is not None else self.model
 
-    interrupted = False
-    with _StopFlag() as stop:
-        while epoch < cfg.epochs and not interrupted:
-            train_sampler.set_epoch(epoch, start_batch)
-            train_ds.set_epoch(epoch)
-            loader = _loader(train_ds, train_sampler, per_rank, cfg, device, epoch)
-            net.train()
-            bar = tqdm(total=steps_per_epoch, initial=start_batch, desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                       disable=not (progress and dist_info.is_main), dynamic_ncols=True, mininterval=1.0,
-                       file=sys.stderr)
-            t_last = time.perf_counter()
-            batch = start_batch
-            for x, y in loader:
-                x, y = _to(x, cfg, device), y.to(device, non_blocking=True)
-                with _autocast(cfg, device):
-                    logits = net(x)
-                    loss = (criterion(logits, y, features=tap.features) if tap is not None
-                            else criterion(logits.float(), y))
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                if ema is not None:
-                    ema.update_parameters(model)
-                batch += 1
-                global_step += 1
-                run_sums[0] += loss.item() * y.numel()
-                run_sums[1] += (logits.detach().argmax(1) == y).sum().item()
-                run_sums[2] += y.numel()
-                now = time.perf_counter()
-                epoch_seconds += now - t_last
-                if bar.n % 10 == 0 or batch == steps_per_epoch:
-                    bar.set_postfix(loss=f"{run_sums[0] / run_sums[2]:.3f}", acc=f"{run_sums[1] / run_sums[2]:.3f}",
-                                    img_s=f"{y.numel() * dist_info.world_size / max(now - t_last, 1e-9):.0f}",
-                                    refresh=False)
-                bar.update(1)
-                t_last = now
-                if distributed.any_rank(stop.signum is not None, dist_info, device):
-                    interrupted = True
-                    break
-                if cfg.save_every and global_step % cfg.save_every == 0 and batch < steps_per_epoch:
-                    checkpoint(epoch, batch)
-                    t_last = time.perf_counter()
-            bar.close()
-            if interrupted:
-                checkpoint(epoch, batch)
-                break
-            # End of epoch: evaluate (the EMA weights when EMA is on) and write everything.
-            tl, tc, tn = distributed.all_reduce_sum(run_sums, dist_info, device)
-            val_loss, val_top1 = evaluate(ema.module if ema is not None else model,
-                                          DataLoader(val_ds, batch_size=per_rank, sampler=val_sampler,
-                                                     num_workers=cfg.workers),
-                                          cfg, device, dist_info)
-            history.append({"epoch": epoch + 1, "train_loss": tl / tn, "train_top1": tc / tn, "val_loss": val_loss,
-                            "val_top1": val_top1, "lr": optimizer.param_groups[0]["lr"],
-                            "seconds": round(epoch_seconds, 3)})
-            if dist_info.is_main:
-                tqdm.write(f"epoch {epoch + 1}: train loss {tl / tn:.4f} top-1 {tc / tn:.4f} | "
-                           f"val loss {val_loss:.4f} top-1 {val_top1:.4f} | {epoch_seconds:.0f} s", file=sys.stderr)
-            if board is not None:
-                for key, value in history[-1].items():
-                    if key != "epoch":
-                        board.add_scalar(key, value, epoch + 1)
-                board.flush()
-            epoch, start_batch, run_sums, epoch_seconds = epoch + 1, 0, [0.0, 0.0, 0.0], 0.0
-            checkpoint(epoch, 0)
-    if tap is not None:
-        tap.remove()
-    if board is not None:
-        board.close()
-    metrics = _final_metrics(history)
-    if interrupted and dist_info.is_main:
-        print(f"stopped at epoch {epoch + 1}, step {batch}; checkpoint saved. Continue with: "
-              f"skipnet-train --out {out} --resume", file=sys.stderr)
-    return TrainResult(out, metrics, interrupted, stop.signum if interrupted else None, dist_info.is_main, history)
+    def _diverged(self, where: str, what: str) -> CheckFailed:
+        kept = _position(*self.saved_at, self.steps_per_epoch) if self.saved_at else "the start"
+        return CheckFailed(f"training diverged at {where} ({what}); nothing was written, the checkpoint at {kept} "
+                           f"in {self.out} is kept. Lower --lr (now {self.cfg.lr:g}) and start over with --overwrite")
