@@ -321,3 +321,96 @@ def test_two_exports_to_one_target_the_second_is_refused(tmp_path, small_run, ca
         stdout, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m.onnx", "m.onnx.json"]
+
+
+# ---- skipnet-train: --out is a new directory or a run of ours; one writer at a time ----------
+
+from skipnet.training.cli import main as train_main  # noqa: E402
+
+MAINS["skipnet-train"] = train_main
+TINY = ["--model", "skipnet_xs", "--limit-train", "128", "--limit-val", "64", "--batch-size", "64", "--epochs", "1",
+        "--quiet"]
+
+
+@needs_fmnist
+@pytest.mark.parametrize("kind, match", [
+    ("unwritable", "cannot write in /proc"), ("under-a-file", "is a file, not a directory"),
+    ("someone's folder", "holds files that are not a skipnet-train run"),
+    ("someone's config.json", "holds files that are not a skipnet-train run"),
+    ("a run of ours", "already holds a run; pass --resume"),
+])
+def test_train_out_is_new_or_ours_and_checked_first(capfd, tmp_path, small_run, kind, match):
+    (tmp_path / "afile").write_text("mine")
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    if kind == "someone's folder":
+        (folder / "notes.txt").write_text("mine")
+        (folder / ".draft.tmp").write_text("mine")  # not ours, though it looks like a temporary file
+    elif kind == "someone's config.json":
+        (folder / "config.json").write_text('{"learning_rate": 3}')
+        (folder / "metrics.csv").write_text("mine")
+    elif kind == "a run of ours":
+        shutil.rmtree(folder)
+        shutil.copytree(small_run, folder)
+    out = {"unwritable": "/proc/skipnet-test/run", "under-a-file": tmp_path / "afile" / "run"}.get(kind, folder)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    refused(capfd, "skipnet-train", [*TINY, "--out", out], match)
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before  # nothing touched
+
+
+@needs_fmnist
+def test_bad_trainer_state_names_the_file_and_field(capfd, tmp_path, small_run):
+    import torch
+
+    run = tmp_path / "run"
+    shutil.copytree(small_run, run)
+    state = torch.load(run / "trainer_state.pt", weights_only=True)
+    state["model"] = {}
+    torch.save(state, run / "trainer_state.pt")
+    refused(capfd, "skipnet-train", ["--out", run, "--resume", "--epochs", "2"], "trainer_state.pt: field model")
+
+
+def _train_cmd(out, *extra):
+    return [sys.executable, "-m", "skipnet.training", "--model", "skipnet_xs", "--limit-train", "4096",
+            "--limit-val", "64", "--batch-size", "64", "--epochs", "1", "--quiet", "--out", str(out), *extra]
+
+
+def _wait_for(path, proc, seconds=180):
+    deadline = time.time() + seconds
+    while not path.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert path.exists() and proc.poll() is None, proc.communicate()[1] if proc.poll() is not None else "timeout"
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_two_trainings_on_one_out_the_second_is_refused(capfd, tmp_path):
+    out = tmp_path / "run"
+    first = subprocess.Popen(_train_cmd(out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(out / "trainer_state.pt", first)  # its first checkpoint: it is training now
+        for extra in (["--overwrite"], ["--resume"]):
+            args = [*TINY, "--out", out, *extra] if extra == ["--overwrite"] else ["--out", out, "--resume"]
+            line = refused(capfd, "skipnet-train", args, "is being written by another process")
+            assert f"pid {first.pid}" in line
+    finally:
+        _, stderr = first.communicate(timeout=600)
+    assert first.returncode == 0, stderr
+    assert json.loads((out / "config.json").read_text())["train"]["limit_train"] == 4096  # the first run's, whole
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_kill_9_mid_training_then_resume(tmp_path):
+    """A killed run leaves only whole files (and its temporary ones, removed on resume); its lock dies with it."""
+    out = tmp_path / "run"
+    proc = subprocess.Popen(_train_cmd(out, "--save-every", "4"), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    _wait_for(out / "trainer_state.pt", proc)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=60)
+    r = subprocess.run([sys.executable, "-m", "skipnet.training", "--out", str(out), "--resume", "--quiet"],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+    assert len((out / "metrics.csv").read_text().strip().splitlines()) == 2  # header + the one epoch

@@ -46,8 +46,9 @@ def trained_run(tmp_path_factory):
 @needs_fmnist
 def test_run_directory_follows_design(trained_run):
     out, r = trained_run
-    assert sorted(p.name for p in out.iterdir()) == ["config.json", "metrics.csv", "model.safetensors",
-                                                     "trainer_state.pt"]
+    # The four files of the contract, and the lock file that kept other writers out while it trained.
+    assert sorted(p.name for p in out.iterdir()) == [".skipnet.lock", "config.json", "metrics.csv",
+                                                     "model.safetensors", "trainer_state.pt"]
     cfg = json.loads((out / "config.json").read_text())
     for key in ("model", "num_classes", "class_names", "img_size", "mean", "std", "preprocess", "dataset", "loss",
                 "metrics", "version"):
@@ -110,7 +111,10 @@ def test_resume_refuses_to_change_what_is_trained(capsys, tmp_path):
     from skipnet.training.config import TrainConfig
 
     run = tmp_path / "run"
-    save_state(run / "trainer_state.pt", {"model": {}, "config": TrainConfig(out=str(run), lr=0.2).to_dict()})
+    # The least a state file must hold to pass the contract's schema; its config is what is compared.
+    save_state(run / "trainer_state.pt", {"model": {"w": torch.zeros(1)}, "optimizer": {}, "scheduler": {}, "epoch": 0,
+                                          "batch": 0, "global_step": 0, "history": [], "rng": {},
+                                          "config": TrainConfig(out=str(run), lr=0.2).to_dict()})
     _bad(capsys, ["--out", run, "--resume", "--lr", "0.5"], "--lr 0.5 differs from the run being resumed (0.2)")
 
 

@@ -22,15 +22,16 @@ from tqdm import tqdm
 from .. import __version__
 from ..common import CheckFailed, UserError, atomic_write_text, write_json
 from ..data import build_datasets, default_img_size, preprocess_config
-from ..models import CONFIG_FILE, WEIGHTS_FILE, create_model, save_weights
+from ..common.contract import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RUN_FILES, STATE_FILE, TENSORBOARD_DIR,
+                               WEIGHTS_FILE, check_run_out, exclusive, temp_files)
+from ..models import create_model, save_weights
 from . import distributed
 from .bias_loss import BiasLoss
 from .config import TrainConfig, check_settings
 from .sampler import ResumableSampler
-from .state import STATE_FILE, capture_rng, load_state, restore_rng, save_state
+from .state import capture_rng, load_state, restore_rng, save_state
 from .taps import FeatureTap
 
-METRICS_FILE = "metrics.csv"
 METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "seconds"]
 
 
@@ -163,13 +164,7 @@ def _subset(n: int, limit: int | None, seed: int, shuffle: bool) -> list[int]:
 def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
     if os.environ.get("RANK", "0") != "0":
         return  # rank 0 checks (and fails for all); others would race with its first checkpoint
-    has_state = (out / STATE_FILE).exists()
-    if resume and not has_state:
-        raise UserError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume to start a new run")
-    if not resume and has_state and not overwrite:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a directory path")
+    check_run_out(out, resume, overwrite)
 
 
 def _final_metrics(history: list[dict[str, float]]) -> dict[str, float]:
@@ -246,21 +241,21 @@ def resume(out: str | os.PathLike, progress: bool = True, **changes: Any) -> Tra
     done all its epochs is checked (its files must be intact) and reported, not trained.
     """
     out = Path(out)
+    asked = check_settings({k: v for k, v in changes.items() if v is not None})  # the flags, before the files
     _check_out_dir(out, resume=True, overwrite=False)
     state = load_state(out / STATE_FILE)
-    cfg = _resumed_config(state["config"], changes, out)
+    cfg = _resumed_config(state["config"], asked, out)
     if state["epoch"] >= cfg.epochs:
         return _finished_run(cfg, out, state)
     return _launch(cfg, out, state, progress)
 
 
-def _resumed_config(saved: dict[str, Any], changes: dict[str, Any], out: Path) -> TrainConfig:
+def _resumed_config(saved: dict[str, Any], asked: dict[str, Any], out: Path) -> TrainConfig:
     try:
         before = TrainConfig(**saved)
     except UserError as e:
         raise UserError(f"{out / STATE_FILE} holds settings this version refuses ({e}); "
                         "start over with --overwrite") from None
-    asked = check_settings({k: v for k, v in changes.items() if v is not None})
     for key, value in asked.items():
         if key not in RESUME_CHANGEABLE and getattr(before, key) != value:
             flag = "--" + key.replace("_", "-")
@@ -286,10 +281,15 @@ def _finished_run(cfg: TrainConfig, out: Path, state: dict[str, Any]) -> TrainRe
 
 
 def _launch(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> TrainResult:
-    if os.environ.get("RANK", "0") == "0":
-        for stale in out.glob(".*.tmp"):  # temporary files of a process that was killed mid-write
+    if os.environ.get("RANK", "0") != "0":  # rank 0 holds the lock and writes for all
+        return _run(cfg, out, state, progress)
+    with exclusive(out / LOCK_FILE, str(out), "wait for that training to finish or choose another --out"):
+        for stale in temp_files(out, RUN_FILES):  # what one of ours left when it was killed mid-write
             stale.unlink(missing_ok=True)
+        return _run(cfg, out, state, progress)
 
+
+def _run(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> TrainResult:
     device_kind = "cuda" if cfg.device != "cpu" and torch.cuda.is_available() else "cpu"
     dist_info = distributed.setup(device_kind)
     try:
@@ -428,7 +428,7 @@ class Trainer:
             if self.dist.is_main:
                 self._write(0, 0)
             self.saved_at = (0, 0)
-        board = _tensorboard(self.out / "tensorboard") if self.dist.is_main else None
+        board = _tensorboard(self.out / TENSORBOARD_DIR) if self.dist.is_main else None
         interrupted = False
         try:
             with _StopFlag() as stop:

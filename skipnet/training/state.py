@@ -12,7 +12,7 @@ import torch
 from ..common import UserError, atomic_path
 from ..models.checkpoint import safe_torch_load
 
-STATE_FILE = "trainer_state.pt"
+from ..common.contract import TrainerState, parse
 
 
 def capture_rng() -> dict[str, Any]:
@@ -46,6 +46,5 @@ def load_state(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise UserError(f"nothing to resume: {path} does not exist; start the run without --resume")
     state = safe_torch_load(path, fix="delete it to start the run over")
-    if not isinstance(state, dict) or "model" not in state or "config" not in state:
-        raise UserError(f"{path} is not a skipnet-train state file; delete it to start over")
+    parse(TrainerState, state, str(path), "it is not a skipnet-train state file; start the run over with --overwrite")
     return state

@@ -78,3 +78,42 @@ def check_output_file(path: str | os.PathLike, flag: str, directory_ok: bool = F
         raise UserError(f"{flag} {path} is not a regular file; give a file path")
     check_writable_dir(path.parent, flag, shown=raw)
     return path
+
+
+def check_run_out(out: str | os.PathLike, resume: bool, overwrite: bool, flag: str = "--out") -> None:
+    """``out`` may be written as a run directory: a new or empty directory, or a run of ours (one that
+    ``resume`` continues or ``overwrite`` replaces). A folder holding anything else is refused untouched."""
+    out = Path(out)
+    check_writable_dir(out, flag)
+    others = _foreign_files(out)
+    if others:
+        raise UserError(f"{flag} {out} holds files that are not a skipnet-train run (e.g. {others[0]}); "
+                        "choose a new or empty directory")
+    has_state = (out / STATE_FILE).is_file()
+    if resume and not has_state:
+        raise UserError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume to start a new run")
+    if not resume and not overwrite and (has_state or (out / CONFIG_FILE).exists()):
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
+
+
+def _foreign_files(out: Path) -> list[str]:
+    """Names in ``out`` that make it someone else's folder; none for a run of ours or an empty folder."""
+    if not out.is_dir():
+        return []
+    ours = {LOCK_FILE, *(p.name for p in temp_files(out, RUN_FILES))}
+    names = sorted(p.name for p in out.iterdir() if p.name not in ours)
+    if not names or (out / STATE_FILE).is_file() or _is_run_config(out / CONFIG_FILE):
+        return []
+    return names
+
+
+def _is_run_config(path: Path) -> bool:
+    import json
+
+    from .schemas import RunConfig
+
+    try:
+        RunConfig.model_validate(json.loads(path.read_text(encoding="utf-8")))
+        return True
+    except Exception:  # missing, unreadable, not JSON or not ours: all mean "not a run config"
+        return False
