@@ -149,6 +149,7 @@ def test_bad_sidecar_is_refused(capfd, tmp_path, pair, image, command, content, 
     ("gate: {max-drop: lots}", "field gate.max-drop"), ("export: {formats: 5}", "field export.formats"),
     ("model: skipnet_xs", "unknown key 'model'"), ("bench: {runs: -1}", "field bench.runs"),
     ("out: 5", "field out"), ("[1, 2]", "must be a mapping"),
+    ("train: {lr: .nan}", "train: lr must be a finite number"), ("train: {milestones: 'a,b'}", "train: milestones"),
 ])
 def test_bad_pipeline_yaml_names_the_file_and_field(capfd, tmp_path, yaml, match):
     cfg = tmp_path / "p.yaml"

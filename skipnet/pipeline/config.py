@@ -85,6 +85,7 @@ def validate(cfg: dict[str, Any], where: str = "settings") -> dict[str, Any]:
     """Types and ranges through the contract's schema, then what only the other stages know (names)."""
     from ..data import dataset_spec, list_datasets
     from ..models import list_models
+    from ..training.config import check_settings
 
     cfg["models"] = _listed(cfg["models"])
     cfg["export"]["formats"] = _listed(cfg["export"]["formats"])
@@ -106,6 +107,7 @@ def validate(cfg: dict[str, Any], where: str = "settings") -> dict[str, Any]:
         if key in cfg["train"]:
             raise UserError(f"train: {key.replace('_', '-')} is set for the whole pipeline; "
                             f"put it at the top level ({'models' if key == 'model' else key.replace('_', '-')}:)")
+    cfg["train"] = check_settings(cfg["train"], where=f"{where}: train")  # skipnet-train's own checks
     if all(FORMATS[f].macos_only for f in cfg["export"]["formats"]) and sys.platform != "darwin":
         raise UserError("CoreML models run only on macOS, so the accuracy gate and the benchmark need another "
                         "export format here: add tflite-int8 (or onnx) to export formats")
