@@ -224,52 +224,15 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
     threads = (threads,) if isinstance(threads, int) else tuple(dict.fromkeys(threads))
     _check(models, formats, img_size, threads, runs, warmup)
     if android is not None:
-        from .android import Adb, check_binary
-
-        if any(not f.startswith("tflite") for f in formats):
-            raise UserError("--android times .tflite files: use --formats tflite,tflite-int8")
-        check_binary(android["benchmark_binary"])
-        Adb(android.get("serial")).require_device()  # fail before minutes of export
+        _check_android(android, formats)
     calib = calibration_pixels(calibration, img_size, data_dir)
-    x = calib[:1]
-    rows, timed = [], {}
-    host = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0))}
+    rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
-        for name in tqdm(models, desc="export", disable=not progress):
-            torch.manual_seed(0)
-            model = create_model(name, 1000).eval()
-            params, macs = count_params(model), count_macs(model, img_size)
-            pm = PixelModel(model, IMAGENET_MEAN, IMAGENET_STD, "nhwc")
-            estimate_bn_statistics(pm, calib)
-            for fmt in formats:
-                base = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size, **host}
-                if fmt.startswith("coreml") and sys.platform != "darwin":
-                    rows.extend({**base, "threads": t, "skipped": "CoreML runs only on macOS: not timed on this host"}
-                                for t in threads)
-                    continue
-                built = _export(fmt, model, name, img_size, calib, work)
-                size = path_size(built["path"]) if built["path"] else sum(
-                    p.numel() * p.element_size() for p in model.state_dict().values())
-                base.update(runtime=built["runtime"], size_mb=round(size / 1e6, 2))
-                if built.get("macs_litert") is not None:  # LiteRT's own count: the check on `macs`
-                    base["macs_litert"] = int(built["macs_litert"])
-                for t in threads:
-                    row = dict(base, threads=t)
-                    rows.append(row)
-                    timed[(name, fmt, t)] = (None if android else _runner(fmt, built, pm, t), row, built["path"])
+        timed = _export_all(models, formats, img_size, threads, calib, Path(tmp), rows, progress, android is None)
         if android is not None:
-            from .android import run_on_android
-
-            for t in threads:
-                keys = [k for k in timed if k[2] == t]
-                device = run_on_android([(f"{k[0]} {k[1]}", timed[k][2]) for k in keys], android["benchmark_binary"],
-                                        android.get("serial"), t, runs, warmup, android.get("delegate"))
-                for k, measured in zip(keys, device):
-                    timed[k][1].update({k2: v for k2, v in measured.items() if k2 not in ("model", "file")},
-                                       cpu=measured["device"], cores=None)
+            _time_on_android(timed, threads, runs, warmup, android)
             return rows
-        times = interleaved_times({k: v[0] for k, v in timed.items()}, x, runs, warmup, progress)
+        times = interleaved_times({k: v[0] for k, v in timed.items()}, calib[:1], runs, warmup, progress)
     for (name, fmt, t), (_, row, _) in timed.items():
         ts = times[(name, fmt, t)]
         row.update(latency_stats(ts))
@@ -279,3 +242,56 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
         if ref:
             row[f"latency_vs_{reference}"] = round(paired_ratio(ts, ref), 3)
     return rows
+
+
+def _check_android(android: dict[str, Any], formats: list[str]) -> None:
+    from .android import Adb, check_binary
+
+    if any(not f.startswith("tflite") for f in formats):
+        raise UserError("--android times .tflite files: use --formats tflite,tflite-int8")
+    check_binary(android["benchmark_binary"])
+    Adb(android.get("serial")).require_device()  # fail before minutes of export
+
+
+def _export_all(models: list[str], formats: list[str], img_size: int, threads: tuple[int, ...], calib: np.ndarray,
+                work: Path, rows: list[dict[str, Any]], progress: bool, here: bool) -> dict[tuple, tuple]:
+    """Build and export every model in every format, appending one row per thread count to ``rows``;
+    returns (model, format, threads) -> (runner on this host or None, its row, the file)."""
+    timed = {}
+    host = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0))}
+    for name in tqdm(models, desc="export", disable=not progress):
+        torch.manual_seed(0)
+        model = create_model(name, 1000).eval()
+        params, macs = count_params(model), count_macs(model, img_size)
+        pm = PixelModel(model, IMAGENET_MEAN, IMAGENET_STD, "nhwc")
+        estimate_bn_statistics(pm, calib)
+        for fmt in formats:
+            base = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size, **host}
+            if fmt.startswith("coreml") and sys.platform != "darwin":
+                rows.extend({**base, "threads": t, "skipped": "CoreML runs only on macOS: not timed on this host"}
+                            for t in threads)
+                continue
+            built = _export(fmt, model, name, img_size, calib, work)
+            size = path_size(built["path"]) if built["path"] else sum(
+                p.numel() * p.element_size() for p in model.state_dict().values())
+            base.update(runtime=built["runtime"], size_mb=round(size / 1e6, 2))
+            if built.get("macs_litert") is not None:  # LiteRT's own count: the check on `macs`
+                base["macs_litert"] = int(built["macs_litert"])
+            for t in threads:
+                rows.append(row := dict(base, threads=t))
+                timed[(name, fmt, t)] = (_runner(fmt, built, pm, t) if here else None, row, built["path"])
+    return timed
+
+
+def _time_on_android(timed: dict[tuple, tuple], threads: tuple[int, ...], runs: int, warmup: int,
+                     android: dict[str, Any]) -> None:
+    """benchmark_model on the phone, per thread count; its figures go into the rows."""
+    from .android import run_on_android
+
+    for t in threads:
+        keys = [k for k in timed if k[2] == t]
+        device = run_on_android([(f"{k[0]} {k[1]}", timed[k][2]) for k in keys], android["benchmark_binary"],
+                                android.get("serial"), t, runs, warmup, android.get("delegate"))
+        for k, measured in zip(keys, device):
+            timed[k][1].update({k2: v for k2, v in measured.items() if k2 not in ("model", "file")},
+                               cpu=measured["device"], cores=None)
