@@ -415,3 +415,46 @@ def test_kill_9_mid_training_then_resume(tmp_path):
     assert r.returncode == 0, r.stderr
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
     assert len((out / "metrics.csv").read_text().strip().splitlines()) == 2  # header + the one epoch
+
+
+# ---- inputs of the wrong kind ---------------------------------------------------------------
+
+@needs_fmnist
+@pytest.mark.parametrize("command, args, match", [
+    ("skipnet-export", ["AFILE", "--format", "onnx"], "is a file, not a run directory"),
+    ("skipnet-export", ["MISSING", "--format", "onnx"], "does not exist"),
+    ("skipnet-eval", ["AFILE", "--data", "fashion-mnist"], "unknown model format"),
+    ("skipnet-eval", ["RUN", "--data", "fashion-mnist", "--reference", "MISSING"], "does not exist"),
+    ("skipnet-predict", ["RUN", "ADIR"], "is a folder, not an image file"),
+    ("skipnet-train", ["--config", "ADIR", "--out", "NEW"], "cannot be read (Is a directory)"),
+    ("skipnet-train", ["--config", "MISSING", "--out", "NEW"], "does not exist"),
+    ("skipnet-pipeline", ["--config", "ADIR"], "cannot be read (Is a directory)"),
+    ("skipnet-data", ["check", "AFILE"], "is not a directory"),
+    ("skipnet-train", ["--weights", "AFILE", "--out", "NEW", *TINY], "afile"),
+])
+def test_input_of_the_wrong_kind(capfd, tmp_path, small_run, command, args, match):
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "adir").mkdir()
+    names = {"AFILE": tmp_path / "afile", "ADIR": tmp_path / "adir", "MISSING": tmp_path / "missing",
+             "RUN": small_run, "NEW": tmp_path / "new"}
+    before = snapshot(tmp_path)
+    refused(capfd, command, [names.get(a, a) for a in args], match)
+    assert snapshot(tmp_path) == before
+
+
+def test_training_that_fails_before_its_first_checkpoint_leaves_no_directory(capfd, tmp_path):
+    """A corrupt image is found by the scan before the first epoch: exit 2 naming it, and the run
+    directory the command made (for its lock) is taken back."""
+    from PIL import Image
+
+    data = tmp_path / "data"
+    for split in ("train", "val"):
+        for cls in ("cat", "dog"):
+            (data / split / cls).mkdir(parents=True)
+            Image.new("RGB", (16, 16), (9, 9, 9)).save(data / split / cls / "ok.png")
+    (data / "train" / "dog" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut off")
+    line = refused(capfd, "skipnet-train", ["--data", "imagefolder", "--data-dir", data, "--model", "skipnet_xs",
+                                            "--img-size", "32", "--epochs", "1", "--quiet", "--out", tmp_path / "run"],
+                   "broken.jpg")
+    assert "1 of 5 images" in line
+    assert not (tmp_path / "run").exists()

@@ -106,6 +106,8 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
         where = getattr(e, "problem_mark", None)
         at = f" at line {where.line + 1}" if where is not None else ""
         raise UserError(f"config file {path} is not valid YAML{at}; fix its syntax") from None
+    except OSError as e:  # a directory, no permission, ...
+        raise UserError(f"config file {path} cannot be read ({e.strerror}); pass a YAML file") from None
     if raw is None:
         return {}
     if not isinstance(raw, dict):

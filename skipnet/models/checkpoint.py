@@ -32,7 +32,8 @@ def read_run_config(run_dir: str | os.PathLike) -> dict[str, Any]:
     """config.json of a run directory, checked against the contract's schema (types and ranges)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
-        raise UserError(f"run directory {run_dir} does not exist; pass the --out directory of skipnet-train")
+        what = "is a file, not a run directory" if run_dir.exists() else "does not exist"
+        raise UserError(f"run directory {run_dir} {what}; pass the --out directory of skipnet-train")
     path = run_dir / CONFIG_FILE
     cfg = read_json(path)
     parse(RunConfig, cfg, str(path), "point at a directory written by skipnet-train, or re-train it")

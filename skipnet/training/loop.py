@@ -23,8 +23,8 @@ from .. import __version__
 from ..common import CheckFailed, UserError, atomic_write_text, write_json
 from ..data import build_datasets, default_img_size, preprocess_config
 from ..common.contract import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RUN_FILES, STATE_FILE, TENSORBOARD_DIR,
-                               WEIGHTS_FILE, check_run_out, exclusive, temp_files)
-from ..models import create_model, save_weights
+                               WEIGHTS_FILE, check_run_out, exclusive, remove_if_unused, temp_files)
+from ..models import create_model, read_state_dict, save_weights
 from . import distributed
 from .bias_loss import BiasLoss
 from .config import TrainConfig, check_settings
@@ -229,6 +229,8 @@ RESUME_CHANGEABLE = ("epochs", "workers", "save_every", "out")
 def train(cfg: TrainConfig, progress: bool = True, overwrite: bool = False) -> TrainResult:
     """Train ``cfg.model`` on ``cfg.data`` and write the run directory ``cfg.out``."""
     out = Path(cfg.out)
+    if cfg.weights:
+        read_state_dict(cfg.weights)  # a missing or corrupt --weights fails before anything is made
     _check_out_dir(out, resume=False, overwrite=overwrite)
     return _launch(cfg, out, None, progress)
 
@@ -283,10 +285,16 @@ def _finished_run(cfg: TrainConfig, out: Path, state: dict[str, Any]) -> TrainRe
 def _launch(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> TrainResult:
     if os.environ.get("RANK", "0") != "0":  # rank 0 holds the lock and writes for all
         return _run(cfg, out, state, progress)
-    with exclusive(out / LOCK_FILE, str(out), "wait for that training to finish or choose another --out"):
-        for stale in temp_files(out, RUN_FILES):  # what one of ours left when it was killed mid-write
-            stale.unlink(missing_ok=True)
-        return _run(cfg, out, state, progress)
+    created = not out.exists()
+    try:
+        with exclusive(out / LOCK_FILE, str(out), "wait for that training to finish or choose another --out"):
+            for stale in temp_files(out, RUN_FILES):  # what one of ours left when it was killed mid-write
+                stale.unlink(missing_ok=True)
+            return _run(cfg, out, state, progress)
+    except BaseException:
+        if created:  # failed before its first checkpoint: take back the directory it made
+            remove_if_unused(out)
+        raise
 
 
 def _run(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> TrainResult:

@@ -96,6 +96,16 @@ def check_run_out(out: str | os.PathLike, resume: bool, overwrite: bool, flag: s
         raise UserError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
 
 
+def remove_if_unused(out: Path) -> None:
+    """Remove a run directory that holds nothing but our lock and temporary files (one we made for a
+    run that failed before its first checkpoint); anything else in it keeps it."""
+    ours = {LOCK_FILE, *(p.name for p in temp_files(out, RUN_FILES))}
+    if out.is_dir() and all(p.name in ours for p in out.iterdir()):
+        for name in ours:
+            (out / name).unlink(missing_ok=True)
+        out.rmdir()
+
+
 def _foreign_files(out: Path) -> list[str]:
     """Names in ``out`` that make it someone else's folder; none for a run of ours or an empty folder."""
     if not out.is_dir():
