@@ -71,13 +71,18 @@ def test_pipeline_end_to_end_gate_and_resume(tmp_path, capsys):
     assert "all checks passed" in printed
     assert (weights.stat().st_mtime_ns, (out / "exports" / "skipnet_xs_int8.tflite").stat().st_mtime_ns) == stamp
 
-    # An interrupted pipeline resumes: a missing export is redone, the rest is kept.
+    # An interrupted pipeline resumes: a missing export is redone, and so is one whose model no longer
+    # matches its sidecar (an export killed between the two); the rest is kept.
     for p in (out / "exports").glob("mobilenet_v3_small.onnx*"):
         p.unlink()
+    with open(out / "exports" / "mobilenet_v3_small_int8.tflite", "ab") as f:
+        f.write(b"\0")
     shutil.rmtree(out / "eval")
     assert main(["--config", _config(tmp_path, 0.0), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "[export mobilenet_v3_small onnx] mobilenet_v3_small onnx ->" in printed
+    assert "mobilenet_v3_small_int8.tflite does not match its sidecar" in printed
+    assert "[export mobilenet_v3_small tflite-int8] mobilenet_v3_small tflite-int8 ->" in printed
     assert "[export skipnet_xs onnx] done earlier" in printed
     assert (out / "exports" / "mobilenet_v3_small.onnx").exists()
 

@@ -162,8 +162,19 @@ class Pipeline:
                 self.log(f"  export failed; the converter's output is in {log}")
                 raise
 
-        self._step(f"export {model} {fmt}", path.exists() and sidecar.exists(),
+        self._step(f"export {model} {fmt}", path.exists() and sidecar.exists() and self._pair_intact(path, fmt),
                    f"{model} {fmt} -> {path} (converter log: {log})", go)
+
+    def _pair_intact(self, path: Path, fmt: str) -> bool:
+        """An earlier export whose sidecar still describes its model (not one cut short by a kill)."""
+        from ..runtime.predictor import model_config
+
+        try:
+            model_config(path, FORMATS[fmt])
+            return True
+        except UserError:
+            self.log(f"  {path.name} does not match its sidecar (an export cut short?): exporting it again")
+            return False
 
     def gate(self, model: str) -> None:
         from ..runtime.evaluate import evaluate
