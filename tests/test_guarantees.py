@@ -458,3 +458,41 @@ def test_training_that_fails_before_its_first_checkpoint_leaves_no_directory(cap
                    "broken.jpg")
     assert "1 of 5 images" in line
     assert not (tmp_path / "run").exists()
+
+
+@needs_fmnist
+@pytest.mark.slow
+def test_two_pipelines_on_one_out_the_second_is_refused(capfd, tmp_path):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text(f"out: {tmp_path / 'p'}\nmodels: [skipnet_xs]\n"
+                   "train: {limit-train: 4096, limit-val: 64, batch-size: 64, epochs: 1}\n")
+    first = subprocess.Popen([sys.executable, "-m", "skipnet.pipeline", "--config", str(cfg), "--quiet"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(tmp_path / "p" / "runs" / "skipnet_xs" / "trainer_state.pt", first)
+        line = refused(capfd, "skipnet-pipeline", ["--config", cfg, "--quiet"], "is being written by another process")
+        assert f"pid {first.pid}" in line
+    finally:
+        first.send_signal(signal.SIGTERM)  # it saves a checkpoint and stops, as after Ctrl-C
+        first.communicate(timeout=300)
+    assert first.returncode == 128 + signal.SIGTERM
+
+
+@pytest.fixture(scope="module")
+def tflite_file(small_run, tmp_path_factory):
+    pytest.importorskip("litert_torch")
+    path = tmp_path_factory.mktemp("tfl") / "xs.tflite"
+    export(small_run, "tflite", path, verify=False)
+    return path
+
+
+@needs_fmnist
+@pytest.mark.parametrize("command, args, match", [
+    ("skipnet-predict", ["MODEL", "MISSING"], "does not exist"),
+    ("skipnet-eval", ["MODEL", "--data", "imagefolder", "--data-dir", "EMPTY"], "is missing"),
+])
+def test_errors_after_litert_loads_are_still_one_line(capfd, tmp_path, tflite_file, command, args, match):
+    """LiteRT prints an INFO line when it creates its XNNPACK delegate; it must not precede the error."""
+    (tmp_path / "empty").mkdir()
+    names = {"MODEL": tflite_file, "MISSING": tmp_path / "missing.png", "EMPTY": tmp_path / "empty"}
+    refused(capfd, command, [names.get(a, a) for a in args], match)
