@@ -496,3 +496,12 @@ def test_errors_after_litert_loads_are_still_one_line(capfd, tmp_path, tflite_fi
     (tmp_path / "empty").mkdir()
     names = {"MODEL": tflite_file, "MISSING": tmp_path / "missing.png", "EMPTY": tmp_path / "empty"}
     refused(capfd, command, [names.get(a, a) for a in args], match)
+
+
+@needs_fmnist
+def test_run_files_get_the_permissions_of_any_new_file(small_run, tmp_path):
+    """Temporary files are made 0600; what is renamed into place must not stay so (model.safetensors did)."""
+    (tmp_path / "probe").write_text("x")
+    expected = (tmp_path / "probe").stat().st_mode & 0o777
+    assert {p.name: p.stat().st_mode & 0o777 for p in small_run.iterdir() if not p.name.startswith(".")} == \
+        {p.name: expected for p in small_run.iterdir() if not p.name.startswith(".")}

@@ -24,9 +24,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tmp)
     umask = os.umask(0)
     os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; the final file should get normal permissions
     try:
         yield tmp
+        # mkstemp creates 0600, and some writers (safetensors) replace the file: give the result the
+        # permissions any other new file gets.
+        os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
