@@ -75,7 +75,7 @@ def plot(rows: list[dict[str, Any]], accuracy: dict[str, float], path: str) -> N
     save(fig, path, "SkipNet (red) vs MobileNetV3 (blue)")
 
 
-def _main(argv: Sequence[str] | None) -> int:
+def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="skipnet-bench", description="Benchmark SkipNet against MobileNetV3 on this host.")
     p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default: {DEFAULT_MODELS})")
     p.add_argument("--formats", default="torch,onnx,tflite,tflite-int8", help=f"comma-separated: {','.join([*FORMATS, *ALIASES])} (coreml: both units, macOS only)")
@@ -93,7 +93,11 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--benchmark-binary", help="with --android: TensorFlow Lite's benchmark_model for the phone")
     p.add_argument("--delegate", choices=("gpu", "nnapi"), help="with --android: a delegate instead of CPU/XNNPACK")
     p.add_argument("--quiet", action="store_true")
-    a = p.parse_args(argv)
+    return p
+
+
+def _checked(p: ArgumentParser, a) -> tuple[list[str], list[str], dict[str, Any] | None]:
+    """Models, formats and the phone settings, once every flag and output path has been checked."""
     android = None
     if a.android:
         if not a.benchmark_binary:
@@ -103,7 +107,6 @@ def _main(argv: Sequence[str] | None) -> int:
         p.error("--serial, --benchmark-binary and --delegate go with --android")
     if a.plot and not a.accuracy:
         p.error("--plot draws accuracy against MACs and latency: add --accuracy with skipnet-eval --json reports")
-    accuracy = _read_accuracy(a.accuracy)
     models = [m.strip() for m in a.models.split(",") if m.strip()]
     formats = [f.strip() for f in a.formats.split(",") if f.strip()]
     if not models or not formats:
@@ -113,12 +116,10 @@ def _main(argv: Sequence[str] | None) -> int:
             check_output_file(path, flag)
     if android and a.formats == p.get_default("formats"):
         formats = ["tflite", "tflite-int8"]
-    rows = benchmark(models, formats, a.img_size, _threads(a.threads), a.runs, a.warmup, data_dir=a.data_dir,
-                     progress=not a.quiet, android=android)
-    for r in rows:
-        if r["model"] in accuracy:
-            r["top1"] = accuracy[r["model"]]
-    print(table(rows))
+    return models, formats, android
+
+
+def _write(a, rows: list[dict[str, Any]], accuracy: dict[str, float]) -> None:
     if a.json:
         write_json(a.json, {"date": time.strftime("%Y-%m-%d"), "rows": rows})
     if a.csv:
@@ -129,6 +130,20 @@ def _main(argv: Sequence[str] | None) -> int:
         atomic_write_text(a.csv, buf.getvalue())
     if a.plot:
         plot(rows, accuracy, a.plot)
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    p = _parser()
+    a = p.parse_args(argv)
+    models, formats, android = _checked(p, a)
+    accuracy = _read_accuracy(a.accuracy)
+    rows = benchmark(models, formats, a.img_size, _threads(a.threads), a.runs, a.warmup, data_dir=a.data_dir,
+                     progress=not a.quiet, android=android)
+    for r in rows:
+        if r["model"] in accuracy:
+            r["top1"] = accuracy[r["model"]]
+    print(table(rows))
+    _write(a, rows, accuracy)
     return 0
 
 
