@@ -505,3 +505,11 @@ def test_run_files_get_the_permissions_of_any_new_file(small_run, tmp_path):
     expected = (tmp_path / "probe").stat().st_mode & 0o777
     assert {p.name: p.stat().st_mode & 0o777 for p in small_run.iterdir() if not p.name.startswith(".")} == \
         {p.name: expected for p in small_run.iterdir() if not p.name.startswith(".")}
+
+
+def test_output_closed_early_ends_quietly():
+    """`skipnet-models | head -1`: the reader goes away; no traceback, the SIGPIPE exit code."""
+    p = subprocess.Popen([sys.executable, "-m", "skipnet.models"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    p.stdout.close()  # before the child has printed anything (it is still importing torch)
+    err = p.stderr.read().decode()
+    assert p.wait(timeout=120) == 141 and "Traceback" not in err, err

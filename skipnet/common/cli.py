@@ -1,6 +1,7 @@
 """One way for every console script to turn user errors into exit code 2 and a one-line message."""
 from __future__ import annotations
 
+import os
 import sys
 from typing import Callable, Sequence
 
@@ -29,6 +30,9 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
             raise
         print(f"{prog}: interrupted", file=sys.stderr)
         return signal_exit_code(None)
+    except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as other Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return signal_exit_code(13)  # SIGPIPE
 
 
 def signal_exit_code(signal: int | None) -> int:
