@@ -12,7 +12,8 @@ Variants per model; the int8 ones are cumulative steps of the graph work (tflite
   int8-pools        + average pools as depthwise convs, 8x8 split into 4x4 then 2x2
   int8-all-integer  + the input normalisation as one depthwise conv
   int8              + the ops reading or writing maps >= 1/2 of the input size kept float (the
-                    stem and first blocks; what skipnet-export --int8 writes)
+                    stem and first blocks), uint8 input; what skipnet-export --int8 writes
+Every graph ends in the softmax skipnet-export puts there (float in the int8 graphs too).
 Calibration uses real Fashion-MNIST training images resized to the input size. The models are
 freshly initialised (latency does not depend on the weights) with BatchNorm statistics estimated
 on those images, so activation ranges, and with them the int8 scales, look like a trained
@@ -69,7 +70,7 @@ def main() -> None:
         torch.manual_seed(0)
         model = create_model(name, 1000).eval()
         macs[name] = count_macs(model, args.img_size)
-        pm = PixelModel(model, IMAGENET_MEAN, IMAGENET_STD, "nhwc")
+        pm = PixelModel(model, IMAGENET_MEAN, IMAGENET_STD, "nhwc", probabilities=True)  # as exported
         estimate_bn_statistics(pm, calib)
         p = {v: work / f"{name}_{v}.tflite" for v in VARIANTS}
         export_tflite(pm, args.img_size, p["float-converter"], optimize=False)
@@ -87,7 +88,8 @@ def main() -> None:
             inp = it.get_input_details()[0]
             x = calib[:1].astype(np.float32)
             if inp["quantization"][0]:
-                x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), -128, 127)
+                info = np.iinfo(inp["dtype"])
+                x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), info.min, info.max)
             it.set_tensor(inp["index"], x.astype(inp["dtype"]))
             interpreters[(name, variant)] = it
             ops = op_census(path)

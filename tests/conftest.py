@@ -24,3 +24,18 @@ def small_run(tmp_path_factory):
                           "epochs": 1, "out": str(out)})
     train(cfg.validate(), progress=False)
     return out
+
+
+@pytest.fixture(scope="session")
+def tflite_exports(small_run, tmp_path_factory):
+    """small_run as the three TFLite files an app ships: float, int8 PTQ and int8 QAT (with sidecars)."""
+    pytest.importorskip("litert_torch")
+    pytest.importorskip("ai_edge_quantizer")
+    from skipnet.export import export
+
+    out = tmp_path_factory.mktemp("tflite")
+    return {"float": export(small_run, "tflite", out / "xs.tflite", verify_samples=64),
+            "int8": export(small_run, "tflite", out / "xs_int8.tflite", int8=True, verify_samples=200,
+                           calibration_samples=64),
+            "qat": export(small_run, "tflite", out / "xs_int8_qat.tflite", int8=True, qat_epochs=1, qat_limit=256,
+                          verify_samples=200)}

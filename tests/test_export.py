@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 import pytest
+import torch
 
 from conftest import needs_fmnist
 
@@ -151,9 +152,8 @@ def test_load_refuses_corrupt_models(tmp_path, onnx_export, capsys):
 # ---- TFLite (litert-torch converter, LiteRT interpreter) -------------------------------------
 
 @pytest.fixture(scope="module")
-def tflite_export(small_run, tmp_path_factory):
-    pytest.importorskip("litert_torch")
-    return export(small_run, "tflite", tmp_path_factory.mktemp("tfl") / "xs.tflite", verify_samples=64)
+def tflite_export(tflite_exports):
+    return tflite_exports["float"]
 
 
 @needs_fmnist
@@ -170,7 +170,8 @@ def test_tflite_float_export_parity_layout_and_ops(tflite_export, onnx_export, s
     assert "TRANSPOSE" not in ops and "CONV_2D" in ops  # the NHWC input needs no layout op
     assert ops[0] == "DEPTHWISE_CONV_2D" and "MUL" not in ops[:3]  # the normalisation as one 1x1 depthwise conv
     pixels = load(onnx_export.path).prepare([np.full((28, 28), v, np.uint8) for v in (0, 90, 200)])
-    np.testing.assert_allclose(predictor.logits(pixels), load(onnx_export.path).logits(pixels), atol=1e-3)
+    onnx_log_probs = torch.from_numpy(load(onnx_export.path).logits(pixels)).log_softmax(1).numpy()
+    np.testing.assert_allclose(predictor.logits(pixels), onnx_log_probs, atol=1e-3)  # TFLite: probabilities out
     images = _real_images()
     assert _top1(r.path, images) == _top1(small_run, images)  # the predictor agrees with PyTorch
 
@@ -199,24 +200,28 @@ def _assert_fast_int8_graph(path, img_size):
     census = op_census(path)
     assert "TRANSPOSE" not in census
     islands = float_ops(path)
+    assert islands[-1] == ("SOFTMAX", [1, 10])  # probabilities out in float32, after the int8 logits
+    islands = islands[:-1]
     assert islands and all(shape[1] >= img_size // 4 or op == "AVERAGE_POOL_2D" for op, shape in islands), islands
     # every h-swish after the prefix is int8 ADD/MUL; pools after it are int8 depthwise convolutions
     assert census.get("HARD_SWISH", 0) == sum(op == "HARD_SWISH" for op, _ in islands)
     assert census.get("AVERAGE_POOL_2D", 0) == sum(op == "AVERAGE_POOL_2D" for op, _ in islands)
-    # in at the input, out after the prefix (a few more where an SE block straddles the boundary)
-    assert 1 <= census["DEQUANTIZE"] <= 4 and 1 <= census["QUANTIZE"] <= 4, census
+    # in at the input, out after the prefix (a few more where an SE block straddles the boundary), and
+    # the logits to the float softmax
+    assert 2 <= census["DEQUANTIZE"] <= 5 and 1 <= census["QUANTIZE"] <= 4, census
+    inp = load(path).backend.input
+    assert inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)  # camera pixels as they are
 
 
 @needs_fmnist
-def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tmp_path):
-    pytest.importorskip("ai_edge_quantizer")
-    r = export(small_run, "tflite", tmp_path / "xs_int8.tflite", int8=True, verify_samples=200,
-               calibration_samples=64)
+def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tflite_exports):
+    r = tflite_exports["int8"]
     assert r.parity["precision"] == "int8" and r.parity["passed"] and r.parity["top1_agreement"] >= 0.97
     side = json.loads(r.sidecar.read_text())
-    # Raw pixels map exactly onto int8: scale 1, zero point -128.
-    assert side["input"]["quantization"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
-    assert side["output"]["dtype"] == "int8" and side["calibration"]["images"] == 64
+    # Raw pixels are uint8 exactly: scale 1, zero point 0; probabilities come out in float32.
+    assert side["input"]["quantization"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    assert side["output"] == {"name": "probabilities", "dtype": "float32", "quantization": None}
+    assert side["calibration"]["images"] == 64
     assert load(r.path).precision == "int8"
     _assert_fast_int8_graph(r.path, 32)
     images = _real_images(100)
@@ -253,11 +258,14 @@ def test_qat_int8_tflite_for_skipnet_and_mobilenetv3(run, request, tmp_path):
     pytest.importorskip("torchao")
     run_dir = request.getfixturevalue(run)
     before = (run_dir / "model.safetensors").read_bytes()
-    r = export(run_dir, "tflite", tmp_path / "qat.tflite", int8=True, qat_epochs=1, qat_limit=256,
-               verify_samples=200)
+    if run == "small_run":  # the conftest export (1 epoch of 256 images), shared with the MediaPipe tests
+        r = request.getfixturevalue("tflite_exports")["qat"]
+    else:
+        r = export(run_dir, "tflite", tmp_path / "qat.tflite", int8=True, qat_epochs=1, qat_limit=256,
+                   verify_samples=200)
     side = json.loads(r.sidecar.read_text())
     assert side["qat"]["epochs"] == 1 and side["qat"]["loss"]["name"] == "bias"  # the run's own loss
-    assert side["input"]["dtype"] == "int8" and r.parity["precision"] == "int8"
+    assert side["input"]["dtype"] == "uint8" and r.parity["precision"] == "int8"
     assert r.parity["top1_agreement"] >= 0.9, r.parity  # 4 QAT steps: close to the float model already
     assert (run_dir / "model.safetensors").read_bytes() == before  # the run itself is untouched
     _assert_fast_int8_graph(r.path, 32)  # QAT ends in the same fast graph as PTQ

@@ -6,8 +6,8 @@ from torch import nn
 
 pytest.importorskip("litert_torch")
 
-from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8  # noqa: E402
-from skipnet.export.tflite_graph import _factors, float_ops, op_census, rewrite_graph  # noqa: E402
+from skipnet.export.tflite_export import export_tflite, quantization_of, quantize_tflite_int8  # noqa: E402
+from skipnet.export.tflite_graph import _factors, float_ops, op_census, rewrite_graph, uint8_input  # noqa: E402
 from skipnet.models import PixelModel  # noqa: E402
 
 
@@ -32,7 +32,8 @@ def _run(path, x):
     it.allocate_tensors()
     inp, out = it.get_input_details()[0], it.get_output_details()[0]
     if inp["quantization"][0]:
-        x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), -128, 127)
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), info.min, info.max)
     it.set_tensor(inp["index"], x.astype(inp["dtype"]))
     it.invoke()
     y = it.get_tensor(out["index"]).astype(np.float32)
@@ -83,3 +84,19 @@ def test_float_prefix_keeps_hard_swish_and_only_high_resolution_ops_float(conver
     ref = np.concatenate([_run(path, pixels[i:i + 1]) for i in range(len(pixels))])
     got = np.concatenate([_run(q, pixels[i:i + 1]) for i in range(len(pixels))])
     assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 0.05  # int8 rounding, not a different function
+
+
+def test_int8_input_becomes_uint8_only_where_a_dequantize_reads_it(converted, tmp_path):
+    path, pixels = converted
+    fast, stock = tmp_path / "fast.tflite", tmp_path / "stock.tflite"
+    quantize_tflite_int8(path, pixels.astype(np.uint8), fast, img_size=16)  # the graph skipnet-export ships
+    quantize_tflite_int8(path, pixels.astype(np.uint8), stock, graph="stock")
+    assert quantization_of(fast)["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    assert quantization_of(stock)["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
+    with pytest.raises(ValueError, match="not only by DEQUANTIZE"):  # an int8 conv reads it: no silent retype
+        uint8_input(stock, tmp_path / "bad.tflite")
+    assert not (tmp_path / "bad.tflite").exists()
+    # the same real values in: uint8 v and int8 v - 128 give the same outputs
+    ref = np.concatenate([_run(path, pixels[i:i + 1]) for i in range(len(pixels))])
+    got = np.concatenate([_run(fast, pixels[i:i + 1]) for i in range(len(pixels))])
+    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 0.05

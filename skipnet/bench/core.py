@@ -64,7 +64,7 @@ def _config(name: str, size: int, precision: str) -> dict[str, Any]:
            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     return {"model": name, "num_classes": 1000, "class_names": [str(i) for i in range(1000)], "img_size": size,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "preprocess": pre, "precision": precision,
-            "dataset": "benchmark"}
+            "dataset": "benchmark", "version": "random weights (latency only)"}
 
 
 def _table_format(fmt: str):
@@ -85,7 +85,7 @@ def _export(fmt: str, model: torch.nn.Module, name: str, size: int, calib: np.nd
     if not path.exists():  # coreml-cpu and coreml-all time the same package
         job = ExportJob(model, config, spec, size, calib if spec.needs_calibration else None, ExportOptions())
         written = get_exporter(spec.backend).write(job, path)
-        built["config"] = dict(config, input=written["input"])
+        built["config"] = dict(config, input=written["input"], output=written["output"])
         built["macs_litert"] = written.get("macs_litert")
     return built
 

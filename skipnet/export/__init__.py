@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import __version__
 from ..common import UserError, write_json
-from ..common.contract import (Format, Sidecar, default_export_path, exclusive, export_format, output_lock,
+from ..common.contract import (WEIGHTS_FILE, Format, Sidecar, default_export_path, exclusive, export_format, output_lock,
                                parse, sidecar_path)
 from ..common.contract.paths import check_output_file
 from ..common.io import crash_point, file_record, read_json
@@ -70,7 +70,7 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     with exclusive(output_lock(path), str(path), "wait for that export or choose another --out"):
         _remove_staging_leftovers(path)
         calibration, pixels, labels = _read_images(config, fmt, img_size, opts)
-        job = ExportJob(model, _metadata(config, fmt, img_size), fmt, img_size, calibration, opts)
+        job = ExportJob(model, _metadata(config, fmt, img_size, run_dir), fmt, img_size, calibration, opts)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.staging-", dir=path.parent) as staging:
             staged = Path(staging) / path.name
@@ -147,10 +147,13 @@ def _preprocess_at(pre: dict[str, Any], img_size: int) -> dict[str, Any]:
     return dict(pre, img_size=img_size, crop=img_size, resize=round(img_size * pre["resize"] / pre["crop"]))
 
 
-def _metadata(config: dict[str, Any], fmt: Format, img_size: int) -> dict[str, Any]:
-    """What the exported file carries about itself (ONNX metadata_props, CoreML user metadata)."""
+def _metadata(config: dict[str, Any], fmt: Format, img_size: int, run_dir) -> dict[str, Any]:
+    """What the exported file carries about itself (ONNX metadata_props, CoreML user metadata, TFLite
+    metadata). Its version names the trained weights, so two exports of one run share it."""
+    weights = file_record(Path(run_dir) / WEIGHTS_FILE)["sha256"]
     return dict(config, img_size=img_size, preprocess=_preprocess_at(config["preprocess"], img_size),
-                format=fmt.backend, precision=fmt.precision, exporter_version=__version__)
+                format=fmt.backend, precision=fmt.precision, exporter_version=__version__,
+                version=f"weights sha256 {weights[:12]}")
 
 
 def _sidecar(job: ExportJob, spec: dict[str, Any], staged: Path, model) -> dict[str, Any]:

@@ -54,6 +54,7 @@ class ExportJob:
     calibration: np.ndarray | None  # raw uint8 NHWC training images, for int8 formats
     options: ExportOptions
 
-    def pixel_model(self, layout: str, model: nn.Module | None = None) -> PixelModel:
+    def pixel_model(self, layout: str, model: nn.Module | None = None, probabilities: bool = False) -> PixelModel:
         """``model`` (default: the run's) behind the raw-pixel front end, in ``layout``."""
-        return PixelModel(model or self.model, self.config["mean"], self.config["std"], layout).eval()
+        return PixelModel(model or self.model, self.config["mean"], self.config["std"], layout,
+                          probabilities).eval()

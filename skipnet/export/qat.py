@@ -71,7 +71,10 @@ def qat_finetune(model: nn.Module, config: dict[str, Any], img_size: int, epochs
                  limit: int | None = None, batch_size: int = 64, lr: float = 1e-3, progress: bool = True) -> nn.Module:
     """A copy of ``model`` fine-tuned with fake quantisation for ``epochs`` on the run's training
     data and loss (``limit`` images per epoch), in eval mode; ``model`` itself is untouched."""
+    from .tflite_export import _import_litert_torch
+
     try:
+        _import_litert_torch()  # quietly: its native start-up lines are not the user's business
         from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
         from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
     except ImportError:

@@ -1,10 +1,13 @@
 """TFLite via litert-torch. Input NHWC float32 raw pixels 0..255 (the layout Android/iOS apps feed)."""
 from __future__ import annotations
 
+import contextlib
+import importlib.util
 import os
 import re
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -13,19 +16,20 @@ from torch import nn
 
 from ..common import UserError, atomic_path
 from ..common.io import native_stderr_to
-from .tflite_graph import FLOAT_SCOPE, rewrite_graph
+from .tflite_graph import FLOAT_SCOPE, rewrite_graph, uint8_input
+from .tflite_metadata import write_metadata
 
 
 class TFLiteExporter:
-    """NHWC raw pixels in, logits out: float32, or int8 (PTQ, or QAT fine-tuning first) with the
-    input and output scale and zero point in the sidecar."""
+    """NHWC raw RGB pixels in, class probabilities out, with TFLite metadata (labels, input range and
+    normalisation) so MediaPipe's ImageClassifier and the TFLite Task Library take the file as it is.
+    Float: float32 in. int8 (PTQ, or QAT fine-tuning first): uint8 pixels in, the probabilities
+    still float32 (a float softmax after the int8 graph)."""
 
     def write(self, job, path: Path) -> dict[str, Any]:
         spec = {"input": {"name": "pixels", "layout": "NHWC", "dtype": "float32",
                           "shape": [1, job.img_size, job.img_size, 3], "range": [0, 255], "quantization": None},
-                "output": {"name": "logits", "dtype": "float32", "quantization": None}}
-        if job.fmt.precision != "int8":
-            return dict(spec, macs_litert=export_tflite(job.pixel_model("nhwc"), job.img_size, path))
+                "output": {"name": "probabilities", "dtype": "float32", "quantization": None}}
         model = job.model
         if job.fmt.int8 == "qat":
             from .qat import qat_finetune
@@ -33,13 +37,17 @@ class TFLiteExporter:
             o = job.options
             model = qat_finetune(job.model, job.config, job.img_size, o.qat_epochs, o.data_dir, o.qat_limit)
             spec["qat"] = {"epochs": o.qat_epochs, "images_per_epoch": o.qat_limit, "loss": job.config.get("loss")}
-        with tempfile.TemporaryDirectory() as tmp:
-            float_path = Path(tmp) / "float.tflite"
-            spec["macs_litert"] = export_tflite(job.pixel_model("nhwc", model), job.img_size, float_path)
-            quantize_tflite_int8(float_path, job.calibration, path, job.img_size)
-        q = quantization_of(path)
-        spec["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
-        spec["output"].update(dtype=q["output"]["dtype"], quantization=q["output"])
+        pixel_model = job.pixel_model("nhwc", model, probabilities=True)
+        if job.fmt.precision != "int8":
+            spec["macs_litert"] = export_tflite(pixel_model, job.img_size, path)
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                float_path = Path(tmp) / "float.tflite"
+                spec["macs_litert"] = export_tflite(pixel_model, job.img_size, float_path)
+                quantize_tflite_int8(float_path, job.calibration, path, job.img_size)
+            q = quantization_of(path)
+            spec["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
+        write_metadata(path, dict(job.config, **spec))
         return spec
 
 
@@ -54,13 +62,28 @@ def _import_litert_torch():
     level = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
     os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
     try:
-        import litert_torch
+        with native_stderr_to([]):  # its native start-up INFO lines (absl, oneDNN)
+            import litert_torch
     finally:
         if level is None:
             os.environ.pop("TF_CPP_MIN_LOG_LEVEL", None)
         else:
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = level
     return litert_torch
+
+
+@contextlib.contextmanager
+def _quiet(litert_torch):
+    """Without the converter's progress lines, which it prints to stdout (a rich console)."""
+    console = getattr(getattr(litert_torch, "progress", None), "console", None)
+    before = getattr(console, "quiet", None)
+    if console is not None:
+        console.quiet = True
+    try:
+        yield
+    finally:
+        if console is not None:
+            console.quiet = before
 
 
 def converter_macs(log: str) -> float | None:
@@ -86,7 +109,7 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimi
     log: list[str] = []
     with atomic_path(path) as tmp:
         # The input permute is folded into the first convolution by the converter: no TRANSPOSE op remains.
-        with native_stderr_to(log):
+        with native_stderr_to(log), _quiet(litert_torch):
             litert_torch.convert(pixel_model_nhwc.eval(), (x,)).export(str(tmp))
         if optimize:  # the input normalisation as one depthwise conv: same arithmetic, faster (tflite_graph)
             rewrite_graph(tmp, tmp, ops=())
@@ -95,8 +118,10 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimi
 
 def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_size: int | None = None,
                          graph: str = "fast", float_ops: tuple[str, ...] = ()) -> None:
-    """int8 (weights per channel, activations per tensor), calibrated on real images; input and
-    output are int8 with scale and zero point.
+    """int8 (weights per channel, activations per tensor), calibrated on real images.
+
+    The input is raw pixels, quantised with scale 1 so every value 0..255 is exact: uint8 (zero
+    point 0) for graph="fast", int8 (zero point -128) for "stock". A closing SOFTMAX stays float.
 
     graph="fast" (the default) first rewrites the float graph so XNNPACK runs it all (tflite_graph):
     the layers reading or writing maps at least half the input size stay float, where its float
@@ -104,22 +129,30 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
     graph="stock" quantises the converter's graph as it is, keeping `float_ops` float: the
     baselines benchmarks/int8_latency.py compares against.
     """
-
-    import numpy as np
-
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-        from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
-    except ImportError:
+    if importlib.util.find_spec("ai_edge_quantizer") is None:
         raise UserError("int8 TFLite needs ai-edge-quantizer: pip install 'skipnet-deploy[tflite]'") from None
     if graph not in ("fast", "stock"):
         raise ValueError(f"graph must be 'fast' or 'stock', not {graph!r}")
     if graph == "fast":
         with tempfile.TemporaryDirectory() as tmp:
-            fast = Path(tmp) / "fast.tflite"
+            fast, int8 = Path(tmp) / "fast.tflite", Path(tmp) / "int8.tflite"
             size = img_size or int(calibration_pixels.shape[1])
             rewrite_graph(float_path, fast, float_min_height=size // 2)
-            return quantize_tflite_int8(fast, calibration_pixels, path, graph="stock")
+            quantize_tflite_int8(fast, calibration_pixels, int8, graph="stock")
+            return uint8_input(int8, path)
+    with native_stderr_to([]), warnings.catch_warnings():  # LiteRT's INFO lines, the quantiser's progress bars
+        warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # its calibration mode
+        model = _quantize(float_path, calibration_pixels, float_ops)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(model)
+
+
+def _quantize(float_path: Path, calibration_pixels, float_ops: tuple[str, ...]) -> bytes:
+    """ai-edge-quantizer's static int8 recipe, with `float_ops` and FLOAT_SCOPE left float."""
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_quantizer import algorithm_manager, qtyping, quantizer
+
     signature, io = next(iter(Interpreter(model_path=str(float_path)).get_signature_list().items()))
     input_name = io["inputs"][0]
     qt = quantizer.Quantizer(str(float_path))
@@ -138,9 +171,7 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
     if input_tensor in calibration:
         calibration[input_tensor] = {"min": np.zeros_like(calibration[input_tensor]["min"]),
                                      "max": np.full_like(calibration[input_tensor]["max"], 255.0)}
-    result = qt.quantize(calibration, enable_progress_report=False)
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(bytes(result.quantized_model))
+    return bytes(qt.quantize(calibration, enable_progress_report=False).quantized_model)
 
 
 def quantization_of(path: Path) -> dict:

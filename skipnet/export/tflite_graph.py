@@ -233,13 +233,15 @@ def _height(ed: _Editor, op) -> int:
 def _float_ops(ed: _Editor, ops: list, min_height: int) -> list:
     """The ops to keep float: those reading or writing maps at least min_height tall (the first,
     wide and narrow layers, where XNNPACK's float kernels beat its int8 ones; a stride-2 op reading
-    such a map is included, so the graph turns int8 at the smaller map it writes), and average
-    pools reading a float map (pooling before quantising means quantising a 16x smaller map).
-    All measured in benchmarks/int8_latency.py."""
+    such a map is included, so the graph turns int8 at the smaller map it writes), average
+    pools reading a float map (pooling before quantising means quantising a 16x smaller map),
+    all measured in benchmarks/int8_latency.py; and the closing SOFTMAX, whose int8 output
+    (steps of 1/256) would tie the top classes of a confident prediction."""
     keep, float_tensors = [], set(ed.graph.inputs)
     for op in ops:
-        pools_float_map = _op_name(ed.model, op) == "AVERAGE_POOL_2D" and op.inputs[0] in float_tensors
-        if _height(ed, op) >= min_height or pools_float_map:
+        name = _op_name(ed.model, op)
+        pools_float_map = name == "AVERAGE_POOL_2D" and op.inputs[0] in float_tensors
+        if _height(ed, op) >= min_height or pools_float_map or name == "SOFTMAX":
             keep.append(op)
             float_tensors.update(op.outputs)
     return keep
@@ -302,3 +304,22 @@ def rewrite_graph(src: Path, dst: Path, ops=("HARD_SWISH", "AVERAGE_POOL_2D"), f
         _prune_tensors(model, graph)
     save_model(model, dst)
     return {k: v for k, v in done.items() if v}
+
+
+def uint8_input(src: Path, dst: Path) -> None:
+    """Write `src` with its int8 input retyped to uint8 (same scale, zero point + 128: the same
+    real values), the pixel type MediaPipe and the TFLite Task Library feed. Every reader of the
+    input must be a DEQUANTIZE, which reads uint8 as well: true of the graphs rewrite_graph keeps
+    float at full resolution."""
+    schema, model = _schema(), load_model(src)
+    for graph in model.subgraphs:
+        for index in graph.inputs:
+            t = graph.tensors[index]
+            if t.type != schema.TensorType.INT8:
+                continue
+            readers = [_op_name(model, op) for op in graph.operators if index in op.inputs]
+            if set(readers) != {"DEQUANTIZE"}:
+                raise ValueError(f"input {t.name!r} is read by {readers}, not only by DEQUANTIZE")
+            t.type = schema.TensorType.UINT8
+            t.quantization.zeroPoint = np.asarray(t.quantization.zeroPoint, np.int64) + 128
+    save_model(model, dst)

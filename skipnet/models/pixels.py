@@ -15,10 +15,13 @@ class PixelModel(nn.Module):
     """``model`` behind ``(x / 255 - mean) / std``, folded into one multiply-add.
 
     ``layout="nhwc"`` takes N x H x W x 3 input (what TFLite apps feed); ``"nchw"`` N x 3 x H x W.
+    ``probabilities=True`` ends in a softmax: the class scores phone classifier APIs report.
     """
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], layout: str = "nchw"):
+    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], layout: str = "nchw",
+                 probabilities: bool = False):
         super().__init__()
+        self.probabilities = probabilities
         if layout not in ("nchw", "nhwc"):
             raise ValueError(f"layout must be 'nchw' or 'nhwc', got {layout!r}")
         self.model = model
@@ -36,4 +39,5 @@ class PixelModel(nn.Module):
         return x * self.scale + self.shift
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.model(self.normalize(pixels))
+        out = self.model(self.normalize(pixels))
+        return out.softmax(-1) if self.probabilities else out

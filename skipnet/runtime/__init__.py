@@ -14,13 +14,15 @@ from ..common.contract import format_of_path
 from .predictor import ModelLoadError, Prediction, Predictor, check_fits, model_config
 
 
-def load(path: str | os.PathLike, threads: int | None = None, config: dict | None = None) -> Predictor:
+def load(path: str | os.PathLike, threads: int | None = None, config: dict | None = None,
+         runtime: str | None = None) -> Predictor:
     """A Predictor for a run directory (PyTorch) or an exported model file.
 
     ``config`` overrides the metadata read from the file or its NAME.EXT.json sidecar (which must
-    describe this very file: a sidecar left beside another model is refused).
+    describe this very file: a sidecar left beside another model is refused). ``runtime`` picks
+    another runtime for the format (``"mediapipe"`` for a .tflite: MediaPipe's ImageClassifier).
     """
-    from .backends import BACKENDS
+    from .backends import BACKENDS, RUNTIMES
 
     path = Path(path)
     if not path.exists():
@@ -34,7 +36,16 @@ def load(path: str | os.PathLike, threads: int | None = None, config: dict | Non
                              ".onnx export of the same run")
     if threads is not None and threads < 1:
         raise ModelLoadError(f"threads must be positive, got {threads}; leave it out for the runtime's default")
-    backend = BACKENDS[fmt.backend](path, threads, config or model_config(path, fmt))
+    backend_class = BACKENDS[fmt.backend]
+    if runtime is not None:
+        choices = RUNTIMES.get(fmt.backend, {})
+        if not choices:
+            raise ModelLoadError(f"{path} is a {fmt.name} model, which runs only in its own runtime: leave the "
+                                 f"runtime out (runtime {runtime!r} is for {', '.join(RUNTIMES)} models)")
+        if runtime not in choices:
+            raise ModelLoadError(f"runtime {runtime!r} does not run {fmt.name} models; choose one of: {', '.join(choices)}")
+        backend_class = choices[runtime]
+    backend = backend_class(path, threads, config or model_config(path, fmt))
     check_fits(path, backend)
     return Predictor(backend, backend.config)
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -80,8 +81,15 @@ def _config_from(embedded: str | None, path: Path) -> dict[str, Any]:
     return config
 
 
+def log_probabilities(probs: np.ndarray) -> np.ndarray:
+    """Class probabilities as "logits" (their log, which a softmax turns back into them); zeros
+    become float32's smallest log instead of -inf."""
+    return np.log(np.clip(np.asarray(probs, np.float32), np.finfo(np.float32).tiny, None))
+
+
 class TFLiteBackend:
-    """LiteRT interpreter (ai-edge-litert, else tflite-runtime); quantised inputs/outputs are handled here."""
+    """LiteRT interpreter (ai-edge-litert, else tflite-runtime); quantised inputs/outputs are handled
+    here, and a model that outputs probabilities (its sidecar's output "probabilities") gives their log."""
 
     format = "tflite"
 
@@ -112,10 +120,12 @@ class TFLiteBackend:
         shape_in, shape_out = list(self.input["shape"]), list(self.output["shape"])
         self.input_side = int(shape_in[1]) if len(shape_in) == 4 else -1
         self.num_outputs = int(shape_out[-1]) if shape_out else -1
+        self.probabilities = self.config.get("output", {}).get("name") == "probabilities"
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         # Converted at batch 1 (XNNPACK cannot always reshape), so images go one at a time.
-        return np.concatenate([self._one(pixels[i:i + 1]) for i in range(len(pixels))])
+        out = np.concatenate([self._one(pixels[i:i + 1]) for i in range(len(pixels))])
+        return log_probabilities(out) if self.probabilities else out
 
     def _one(self, x: np.ndarray) -> np.ndarray:
         inp, out = self.input, self.output
@@ -160,7 +170,48 @@ class CoreMLBackend:
         for image in pixels:
             probs = self.model.predict({"image": Image.fromarray(image)})["classLabel_probs"]
             rows.append([probs[label] for label in self.labels])
-        return np.log(np.clip(np.asarray(rows, np.float32), 1e-12, None))
+        return log_probabilities(rows)
+
+
+class MediaPipeBackend:
+    """A .tflite through MediaPipe Tasks' ImageClassifier: the API Android and iOS apps call, here
+    in its C++ build for this machine. It reads the file's own metadata (labels, input
+    normalisation) and is handed each image at the model's input size, so it resizes nothing."""
+
+    format = "tflite"
+
+    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None):
+        try:
+            import mediapipe as mp
+            from mediapipe.tasks.python import BaseOptions, vision
+        except ImportError:
+            raise ModelLoadError("the mediapipe runtime needs mediapipe: pip install 'skipnet-deploy[tflite]'") from None
+        self.config = config or _config_from(None, path)
+        self.precision = self.config.get("precision", "float32")
+        self.labels = list(self.config["class_names"])
+        self.input_side = self.num_outputs = None  # LiteRT's checks apply: it is the same file
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=-1)
+        try:
+            with native_stderr_to([], replay_on_error=False):
+                self.classifier = vision.ImageClassifier.create_from_options(options)
+        except Exception as e:  # MediaPipe raises RuntimeError/ValueError with its C++ status text
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"MediaPipe's ImageClassifier refuses {path} ({first}); re-export it") from None
+        weakref.finalize(self, self.classifier.close)  # closed before interpreter exit, not in __del__
+        self._image = lambda pixels: mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(pixels))
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        rows = np.zeros((len(pixels), len(self.labels)), np.float32)
+        for row, image in zip(rows, pixels):
+            for c in self.classifier.classify(self._image(image)).classifications[0].categories:
+                ours = self.labels[c.index] if c.index < len(self.labels) else None
+                if c.category_name != ours:
+                    raise ModelLoadError(f"MediaPipe names class {c.index} {c.category_name!r}, the sidecar "
+                                         f"{ours!r}: the file's metadata is not this model's")
+                row[c.index] = c.score
+        return log_probabilities(rows)
 
 
 BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend, "tflite": TFLiteBackend, "coreml": CoreMLBackend}
+# Other runtimes for a format: load(path, runtime=...) and skipnet-eval --runtime.
+RUNTIMES = {"tflite": {"litert": TFLiteBackend, "mediapipe": MediaPipeBackend}}

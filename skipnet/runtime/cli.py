@@ -42,6 +42,8 @@ def _eval(argv: Sequence[str] | None) -> int:
     p.add_argument("--limit", type=int, help="evaluate this many images, spread over the split (default: all)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's own)")
+    p.add_argument("--runtime", help="run the model in another runtime: mediapipe (a .tflite through MediaPipe "
+                                     "Tasks' ImageClassifier, as apps run it)")
     p.add_argument("--json", help="write the report here (top-1 as a fraction 0..1)")
     p.add_argument("--plot", help="draw the confusion matrix to this .png")
     p.add_argument("--min-top1", type=float, help="gate: fail (exit 1) below this top-1, a fraction 0..1")
@@ -56,8 +58,9 @@ def _eval(argv: Sequence[str] | None) -> int:
         if path is not None:
             check_output_file(path, flag)
     r = evaluate(a.model, a.data, a.data_dir, a.split, a.limit, a.batch_size, a.reference, a.min_top1, a.max_drop,
-                 a.threads, progress=not a.quiet)
-    print(f"{r['model']} ({r['format']}, {r['precision']}) on {r['dataset']} {r['split']}: {r['images']} images, "
+                 a.threads, progress=not a.quiet, runtime=a.runtime)
+    via = "" if r["runtime"] == "default" else f" via {r['runtime']}"
+    print(f"{r['model']} ({r['format']}{via}, {r['precision']}) on {r['dataset']} {r['split']}: {r['images']} images, "
           f"{r['images_per_second']:.0f} img/s")
     print(f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%")
     print("per-class top-1: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["per_class_top1"].items()

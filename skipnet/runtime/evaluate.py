@@ -46,10 +46,11 @@ def _same_task(model: Predictor, other: Predictor, what: str) -> None:
 def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, split: str = "test",
              limit: int | None = None, batch_size: int = 64, reference: str | os.PathLike | None = None,
              min_top1: float | None = None, max_drop: float | None = None, threads: int | None = None,
-             progress: bool = True) -> dict[str, Any]:
+             progress: bool = True, runtime: str | None = None) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy and the confusion matrix of ``model`` on ``data``'s held-out
     split ("test" and "val" both name it: the official test set for Fashion-MNIST and CIFAR,
-    val/ for imagefolder), plus the reference comparison and gate results when asked."""
+    val/ for imagefolder), plus the reference comparison and gate results when asked.
+    ``runtime`` runs ``model`` in another runtime (see skipnet.load); the reference in its own."""
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
     if limit is not None and limit < 1:
@@ -59,7 +60,7 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
     if threads is not None and threads < 1:
         raise UserError(f"--threads {threads} must be positive; leave it out for the runtime's default")
     check_gates(min_top1, max_drop, None if reference is None else str(reference))
-    predictor = load(model, threads=threads)
+    predictor = load(model, threads=threads, runtime=runtime)
     ref = load(reference, threads=threads) if reference is not None else None
     _, val, info = build_datasets(data, data_dir, augment=False)
     if info.class_names != predictor.labels:
@@ -85,6 +86,7 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
     logits = np.concatenate(logits)
 
     report = {"model": os.fspath(model), "architecture": predictor.config.get("model"), "format": predictor.format,
+              "runtime": runtime or "default",
               "precision": predictor.precision, "dataset": data, "split": split, "images": n, **_accuracy(logits, labels, predictor.labels),
               "seconds": round(seconds, 2), "images_per_second": round(n / seconds, 1),
               "skipnet_version": __version__}
