@@ -38,7 +38,7 @@ def test_images(small_run):
 def test_metadata_says_what_the_sidecar_says(tflite_exports, kind):
     r = tflite_exports[kind]
     side, md = json.loads(r.sidecar.read_text()), read_metadata(r.path)
-    assert md["name"] == side["model"] == "skipnet_xs" and md["version"] == side["version"]
+    assert md["name"] == side["model"] == "skipnet_xs" and md["version"] == side["model_version"]
     assert md["version"].startswith("weights sha256 ") and "fashion-mnist" in md["description"]
     assert md["labels"] == side["class_names"] and md["output"]["associated_files"] == ["labels.txt"]
     assert md["input"]["content"] == "ImageProperties" and md["input"]["color_space"] == "RGB"

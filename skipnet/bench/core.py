@@ -64,7 +64,7 @@ def _config(name: str, size: int, precision: str) -> dict[str, Any]:
            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
     return {"model": name, "num_classes": 1000, "class_names": [str(i) for i in range(1000)], "img_size": size,
             "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "preprocess": pre, "precision": precision,
-            "dataset": "benchmark", "version": "random weights (latency only)"}
+            "dataset": "benchmark", "model_version": "random weights (latency only)"}
 
 
 def _table_format(fmt: str):

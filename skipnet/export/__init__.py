@@ -149,11 +149,11 @@ def _preprocess_at(pre: dict[str, Any], img_size: int) -> dict[str, Any]:
 
 def _metadata(config: dict[str, Any], fmt: Format, img_size: int, run_dir) -> dict[str, Any]:
     """What the exported file carries about itself (ONNX metadata_props, CoreML user metadata, TFLite
-    metadata). Its version names the trained weights, so two exports of one run share it."""
+    metadata). model_version names the trained weights, so two exports of one run share it."""
     weights = file_record(Path(run_dir) / WEIGHTS_FILE)["sha256"]
     return dict(config, img_size=img_size, preprocess=_preprocess_at(config["preprocess"], img_size),
                 format=fmt.backend, precision=fmt.precision, exporter_version=__version__,
-                version=f"weights sha256 {weights[:12]}")
+                model_version=f"weights sha256 {weights[:12]}")
 
 
 def _sidecar(job: ExportJob, spec: dict[str, Any], staged: Path, model) -> dict[str, Any]:

@@ -95,7 +95,7 @@ def describe(config: dict[str, Any]) -> dict[str, str]:
     variant = {"float32": "float32", "int8": "int8"}[config["precision"]]
     if config.get("qat"):
         variant += " (quantisation-aware trained)"
-    return {"name": config["model"], "version": config.get("version", "unversioned"),
+    return {"name": config["model"], "version": config.get("model_version", "unversioned"),
             "description": f"{config['model']} image classifier for {config['num_classes']} {config['dataset']} "
                            f"classes, {variant}. Input: RGB pixels 0..255; output: class probabilities. "
                            f"Exported by skipnet-deploy {config.get('exporter_version', __version__)}."}
