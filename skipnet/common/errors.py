@@ -16,3 +16,10 @@ class CheckFailed(Exception):
     """
 
     exit_code = 1
+
+
+def first_line(error: BaseException, limit: int = 200) -> str:
+    """The first line of a library's error message (at most ``limit`` characters), or its type's
+    name when it has none: what a one-line UserError quotes of it."""
+    text = str(error).strip()
+    return text.splitlines()[0][:limit] if text else type(error).__name__

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..common import UserError, atomic_path
+from ..common import UserError, atomic_path, first_line
 
 LABELS_FILE = "labels.txt"
 _VERSION_MODULE = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
@@ -92,7 +92,7 @@ def _mediapipe_metadata():
 
 def describe(config: dict[str, Any]) -> dict[str, str]:
     """The name, version and description an export's metadata and sidecar both carry."""
-    variant = {"float32": "float32", "int8": "int8"}[config["precision"]]
+    variant = config["precision"]
     if config.get("qat"):
         variant += " (quantisation-aware trained)"
     return {"name": config["model"], "version": config.get("model_version", "unversioned"),
@@ -148,8 +148,8 @@ def read_metadata(path: Path) -> dict[str, Any]:
         md = json.loads(shown.get_metadata_json())
         labels = shown.get_associated_file_buffer(LABELS_FILE).decode("utf-8").splitlines()
     except Exception as e:  # the displayer raises ValueError and flatbuffers' own errors for foreign files
-        why = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} has no readable SkipNet TFLite metadata ({why}); export it with skipnet-export") from None
+        raise UserError(f"{path} has no readable SkipNet TFLite metadata ({first_line(e)}); "
+                        "export it with skipnet-export") from None
     sub = md["subgraph_metadata"][0]
     return {"name": md.get("name"), "version": md.get("version"), "description": md.get("description"),
             "min_parser_version": md.get("min_parser_version"), "labels": labels,

@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from ..common import UserError, atomic_path, read_json
+from ..common import UserError, atomic_path, first_line, read_json
 from ..common.contract import CONFIG_FILE, WEIGHTS_FILE, RunConfig, parse
 
 
@@ -93,8 +93,7 @@ def safe_torch_load(path: str | os.PathLike, fix: str = "check that the file is 
                             "only plain tensors (state_dicts, .safetensors) are accepted") from None
         raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt or another format); {fix}") from None
     except Exception as e:  # noqa: BLE001 - corrupt bytes surface as KeyError, IndexError, ... from the unpickler
-        detail = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-        raise UserError(f"{path} is not a readable PyTorch checkpoint ({detail}); {fix}") from None
+        raise UserError(f"{path} is not a readable PyTorch checkpoint ({first_line(e)}); {fix}") from None
 
 
 def _read_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..common import first_line
 from ..common.contract import sidecar_path
 from ..common.io import native_stderr_to
 from ..models import PixelModel, load_checkpoint
@@ -48,8 +49,7 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own pybind exception types for bad files
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"{path} is not a loadable ONNX model ({first}); re-export it") from None
+            raise ModelLoadError(f"{path} is not a loadable ONNX model ({first_line(e)}); re-export it") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.config = config or _config_from(meta.get("skipnet_config"), path)
         inp = self.session.get_inputs()[0]
@@ -111,8 +111,7 @@ class TFLiteBackend:
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"{path} is not a loadable TFLite model ({first}); re-export it") from None
+            raise ModelLoadError(f"{path} is not a loadable TFLite model ({first_line(e)}); re-export it") from None
         self.config = config or _config_from(None, path)
         self.precision = self.config.get("precision", "float32")
         self.input = self.interpreter.get_input_details()[0]
@@ -156,8 +155,7 @@ class CoreMLBackend:
         try:
             self.model = ct.models.MLModel(str(path))
         except Exception as e:  # coremltools raises several types for unreadable packages
-            first = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"{path} is not a loadable CoreML model ({first}); re-export it") from None
+            raise ModelLoadError(f"{path} is not a loadable CoreML model ({first_line(e)}); re-export it") from None
         self.config = config or _config_from(None, path)
         self.precision = self.config.get("precision", "float32")
         self.labels = list(self.config["class_names"])
@@ -185,7 +183,8 @@ class MediaPipeBackend:
             import mediapipe as mp
             from mediapipe.tasks.python import BaseOptions, vision
         except ImportError:
-            raise ModelLoadError("the mediapipe runtime needs mediapipe: pip install 'skipnet-deploy[tflite]'") from None
+            raise ModelLoadError("the mediapipe runtime needs mediapipe: "
+                                 "pip install 'skipnet-deploy[tflite]'") from None
         self.config = config or _config_from(None, path)
         self.precision = self.config.get("precision", "float32")
         self.labels = list(self.config["class_names"])
@@ -195,8 +194,8 @@ class MediaPipeBackend:
             with native_stderr_to([], replay_on_error=False):
                 self.classifier = vision.ImageClassifier.create_from_options(options)
         except Exception as e:  # MediaPipe raises RuntimeError/ValueError with its C++ status text
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ModelLoadError(f"MediaPipe's ImageClassifier refuses {path} ({first}); re-export it") from None
+            raise ModelLoadError(f"MediaPipe's ImageClassifier refuses {path} ({first_line(e, 300)}); "
+                                 "re-export it") from None
         weakref.finalize(self, self.classifier.close)  # closed before interpreter exit, not in __del__
         self._image = lambda pixels: mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(pixels))
 
