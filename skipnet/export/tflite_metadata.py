@@ -142,7 +142,7 @@ def read_metadata(path: Path) -> dict[str, Any]:
     except OSError as e:
         raise UserError(f"cannot read {path}: {e.strerror or e}; pass an exported .tflite file") from None
     if data[4:8] != b"TFL3":
-        raise UserError(f"{path} is not a TFLite model (no TFL3 identifier)")
+        raise UserError(f"{path} is not a TFLite model (no TFL3 identifier); pass an exported .tflite file")
     try:
         shown = metadata.MetadataDisplayer.with_model_buffer(data)
         md = json.loads(shown.get_metadata_json())
