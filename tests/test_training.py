@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import needs_fmnist
+from skipnet.data import build_datasets
 from skipnet.models import create_model, load_checkpoint
 from skipnet.training.cli import main as train_main
 
@@ -295,6 +296,15 @@ def test_torchrun_two_processes_on_cpu(tmp_path):
     state = torch.load(out / "trainer_state.pt", weights_only=True)
     assert state["global_step"] == 4096 // 64  # the global batch is split, not duplicated
     assert r.stdout.count("run saved to") == 1  # only rank 0 reports and writes
+    # Each rank validated its half of the 500 images with its own re-estimated BatchNorm statistics; the
+    # all-reduced loss equals rank 0's saved model on all 500 only if every rank computed the same ones.
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["batchnorm_statistics"]["re_estimated_on"] == 512
+    model = create_model("skipnet_xs", weights=out).eval()
+    x, y = zip(*(build_datasets("fashion-mnist", augment=False)[1][i] for i in range(500)))
+    with torch.no_grad():
+        loss = torch.nn.functional.cross_entropy(model(torch.stack(x)), torch.tensor(y)).item()
+    assert loss == pytest.approx(cfg["metrics"]["val_loss"], rel=1e-4)
 
 
 def test_bad_weights_for_fine_tuning(capsys, tmp_path):

@@ -102,7 +102,9 @@ def test_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(capfd,
     # lr 1e8 with SGD (the fast recipe: momentum 0.9, weight decay 5e-5) gives a NaN loss within a few
     # steps of the first epoch's 8; --save-every 2 puts a checkpoint before it.
     args = [*TINY, "--limit-train", "512", "--lr", "1e8", "--save-every", "2", "--out", run]
-    line = _one_error_line(capfd, args, 1)
+    rc, _, err = _run(capfd, args)
+    note, line = err.strip().splitlines()  # the run started (its 8 steps are few, it says), then failed
+    assert rc == 1 and note.startswith("note: 1 epoch of 512 training images at batch size 64 are 8 optimiser steps")
     found = re.search(r"diverged at epoch 1, step (\d) of 8 \(the loss is nan\)", line)
     assert found and "Lower --lr (now 1e+08)" in line and "--overwrite" in line, line
     step = int(found.group(1))

@@ -38,7 +38,8 @@ def collect(cfg: dict[str, Any], out: Path) -> dict[str, Any]:
             "img_size": run["img_size"], "train": {k: run["train"][k] for k in ("recipe", "epochs", "limit_train", "loss")},
             "float_top1": ev["reference"]["top1"], "gated_format": gated, "gated_top1": ev["top1"],
             "drop_points": ev["reference"]["drop_points"], "top1_agreement": ev["reference"]["top1_agreement"],
-            "gates": ev["gates"], "gate_failures": gate_failures(ev), "gate_passed": ev["passed"], "eval_images": ev["images"], "exports": {},
+            "gates": ev["gates"], "gate_failures": gate_failures(ev), "gate_passed": ev["passed"], "eval_images": ev["images"],
+            "warnings": run.get("warnings", []), "exports": {},
         }
         for fmt in formats:
             path = export_path(out, model, fmt)
@@ -126,6 +127,7 @@ def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: 
         summary.append(f"{model}: float {_pct(m['float_top1'])} -> {gated} {_pct(m['gated_top1'])} "
                        f"(drop {m['drop_points']:.2f} points, gate {'passed' if m['gate_passed'] else 'FAILED'}), "
                        f"{m['params'] / 1e6:.2f} M params, {m['macs'] / 1e6:.1f} M MACs, {e.get('size_mb', 0):.2f} MB")
+        summary += [f"{model}: {line}" for line in m["warnings"]]
     if base:
         e1, e2 = models[first_name]["exports"].get(gated, {}), models[base]["exports"].get(gated, {})
         if e1.get("p50_ms") is not None and e2.get("p50_ms") is not None:
@@ -203,4 +205,6 @@ def _markdown(cfg: dict[str, Any], r: dict[str, Any], note: str | None) -> str:
           "Seconds are summed over every invocation that worked on this directory (a resumed pipeline adds to them).",
           "", "## Result", ""]
     L += [f"- {f}" for f in r["failures"]] or ["All exports passed their parity checks and every model passed its gate."]
+    warned = [f"- {model}: {line}" for model, m in models.items() for line in m["warnings"]]
+    L += ["", *warned] if warned else []
     return "\n".join(L) + "\n"

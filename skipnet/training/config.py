@@ -11,7 +11,8 @@ from types import UnionType
 from typing import Annotated, Any, Literal, Mapping, Union, get_args, get_origin
 
 import annotated_types as at
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError, model_validator
+from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError,
+                      model_validator)
 
 from ..common import UserError, read_yaml_mapping
 from ..data import dataset_spec, list_datasets
@@ -114,6 +115,9 @@ class TrainConfig(BaseModel):
                             json_schema_extra={"metavar": "STEPS"})
     ema: bool = _switch(False, "keep an EMA of the weights; model.safetensors holds it")
     ema_decay: float = _number(0.999, "EMA decay per step", gt=0, lt=1)
+    bn_images: int = Field(512, ge=0, description="re-estimate BatchNorm statistics on N training images (eval "
+                           "preprocessing) before every validation, so the saved weights have them (0: off)",
+                           json_schema_extra={"metavar": "N", "example": 512})
     amp: bool = _switch(False, "mixed precision (bf16 on CPU, fp16 on GPU)")
     channels_last: bool = _switch(True, "NHWC memory format (default on: ~3x faster on CPU)")  # measured (README)
     device: Literal[DEVICES] = Field("auto", description="where to train (auto: a GPU if there is one)")
@@ -121,6 +125,9 @@ class TrainConfig(BaseModel):
         None, description="settings to start from: fast (Fashion-MNIST default, minutes), full (10x longer), "
                           "paper (the paper's CIFAR recipe, CIFAR default), finetune (imagefolder default)",
         json_schema_extra={"example": "fast"})
+    # which settings came from the recipe rather than a flag or --config (resolve_config sets it);
+    # only those may the small-data rule change (sizing.py)
+    _from_recipe: frozenset[str] = PrivateAttr(default_factory=frozenset)
 
     def __init__(self, **values: Any) -> None:
         try:
@@ -149,6 +156,10 @@ class TrainConfig(BaseModel):
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump()
+
+    @property
+    def from_recipe(self) -> frozenset[str]:
+        return self._from_recipe
 
 
 FIELDS = set(TrainConfig.model_fields)
@@ -257,4 +268,7 @@ def resolve_config(overrides: Mapping[str, Any], config_file: str | None = None)
     recipe = given.get("recipe", from_file.get("recipe", DEFAULT_RECIPE.get(data)))
     if recipe is not None and recipe not in RECIPES:  # None: an unknown --data, which validate() reports
         raise UserError(f"unknown recipe {recipe!r}; choose one of: {', '.join(RECIPES)}")
-    return TrainConfig(**{**RECIPES.get(recipe, {}), **from_file, **given, "recipe": recipe})
+    chosen = RECIPES.get(recipe, {})
+    cfg = TrainConfig(**{**chosen, **from_file, **given, "recipe": recipe})
+    cfg._from_recipe = frozenset(chosen) - set(from_file) - set(given)
+    return cfg

@@ -28,6 +28,8 @@ from ..models import create_model, read_state_dict, save_weights
 from . import distributed
 from .bias_loss import BiasLoss
 from .config import TrainConfig, check_settings
+from .health import bn_indices, chance_warning, reestimate_bn
+from .sizing import fit_to_data
 from .sampler import ResumableSampler
 from .state import capture_rng, load_state, restore_rng, save_state
 from .taps import FeatureTap
@@ -203,7 +205,8 @@ def build_loss(loss: dict[str, Any]) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=loss["label_smoothing"])
 
 
-def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float]) -> dict[str, Any]:
+def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float], bn_images: int = 0,
+                warnings: list[str] | None = None) -> dict[str, Any]:
     pre = preprocess_config(info, img_size)
     return {
         "model": cfg.model,
@@ -216,7 +219,11 @@ def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float]
         "dataset": cfg.data,
         "loss": loss_section(cfg),
         "ema": cfg.ema,
+        # how the saved BatchNorm statistics were made: re-estimated before each validation, or training's running average
+        "batchnorm_statistics": ({"re_estimated_on": bn_images, "split": "train", "preprocessing": "eval"}
+                                 if bn_images else "running average"),
         "metrics": metrics,
+        "warnings": warnings or [],  # about the last validation (health.chance_warning)
         "train": cfg.to_dict(),
         "version": __version__,
     }
@@ -338,6 +345,7 @@ class Trainer:
         self.epoch_seconds = 0.0
         self.last_loss = 0.0
         self.saved_at: tuple[int, int] | None = None  # (epoch, batch) the checkpoint on disk resumes at
+        self.start_note: str | None = None  # what the small-data rule changed or found (sizing.fit_to_data)
 
     # ---- setup --------------------------------------------------------------------------------
     def setup(self, state: dict | None) -> "Trainer":
@@ -345,7 +353,7 @@ class Trainer:
         self._setup_device()
         torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
         self._setup_model(fresh=state is None)
-        self._setup_samplers()
+        self._setup_samplers(fresh=state is None)
         self._setup_optimization()
         if state is not None:
             self._restore(state)
@@ -368,6 +376,8 @@ class Trainer:
         cfg = self.cfg
         self.train_ds, self.val_ds, self.info = build_datasets(cfg.data, cfg.data_dir, cfg.img_size, cfg.download,
                                                                seed=cfg.seed)
+        # BatchNorm statistics are re-estimated on training images as validation sees images
+        self.train_eval_ds = build_datasets(cfg.data, cfg.data_dir, cfg.img_size, augment=False)[0] if cfg.bn_images else None
         self.img_size = cfg.img_size or default_img_size(cfg.data)
         if cfg.weights and fresh:  # a resumed run's weights come from its checkpoint instead
             model = create_model(cfg.model, self.info.num_classes, weights=cfg.weights, reset_head=cfg.reset_head)
@@ -385,14 +395,18 @@ class Trainer:
             model.to(memory_format=torch.channels_last)
         self.model = model
 
-    def _setup_samplers(self) -> None:
-        cfg, d = self.cfg, self.dist
-        train_idx = _subset(len(self.train_ds), cfg.limit_train, cfg.seed, shuffle=True)
+    def _setup_samplers(self, fresh: bool) -> None:
+        d = self.dist
+        train_idx = _subset(len(self.train_ds), self.cfg.limit_train, self.cfg.seed, shuffle=True)
+        if fresh:  # a resumed run has its fitted settings saved
+            self.cfg, self.start_note = fit_to_data(self.cfg, len(train_idx), d.world_size)
+        cfg = self.cfg
         val_idx = _subset(len(self.val_ds), cfg.limit_val, cfg.seed, shuffle=False)
         if len(train_idx) < cfg.batch_size:
             raise UserError(f"only {len(train_idx)} training images for --batch-size {cfg.batch_size}; "
                             "lower --batch-size or raise --limit-train")
         self.per_rank = cfg.batch_size // d.world_size
+        self.bn_idx = bn_indices(train_idx, cfg.bn_images, cfg.seed)
         self.train_sampler = ResumableSampler(train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                               rank=d.rank, world_size=d.world_size)
         self.val_sampler = ResumableSampler(val_idx, cfg.batch_size, shuffle=False, rank=d.rank,
@@ -432,6 +446,8 @@ class Trainer:
     # ---- training -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Train the remaining epochs; stop early (with a checkpoint) on SIGINT/SIGTERM."""
+        if self.start_note and self.dist.is_main:  # after every check of the settings: a run that starts
+            print(self.start_note, file=sys.stderr)
         if self.saved_at is None:  # a new run: its directory exists (and is resumable) from the start
             if self.dist.is_main:
                 self._write(0, 0)
@@ -532,6 +548,8 @@ class Trainer:
             tqdm.write(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.4f} | "
                        f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.4f} | {self.epoch_seconds:.0f} s",
                        file=sys.stderr)
+            for line in self._warnings():
+                tqdm.write(line, file=sys.stderr)
         if board is not None:
             for key, value in row.items():
                 if key != "epoch":
@@ -544,6 +562,7 @@ class Trainer:
         """The epoch's metrics row: training loss/top-1 over all processes, then validation (of the EMA
         weights when EMA is on)."""
         tl, tc, tn = distributed.all_reduce_sum(self.run_sums, self.dist, self.device)
+        reestimate_bn(self._final_model(), self.train_eval_ds, self.bn_idx, self.per_rank, self.device, self.cfg.workers)
         loader = DataLoader(self.val_ds, batch_size=self.per_rank, sampler=self.val_sampler,
                             num_workers=self.cfg.workers)
         val_loss, val_top1 = evaluate(self._final_model(), loader, self.cfg, self.device, self.dist)
@@ -570,7 +589,8 @@ class Trainer:
         out.mkdir(parents=True, exist_ok=True)
         meta = {"model": cfg.model, "num_classes": str(info.num_classes)}
         save_weights(self._final_model(), out / WEIGHTS_FILE, meta)
-        write_json(out / CONFIG_FILE, _run_config(cfg, info, self.img_size, _final_metrics(self.history)))
+        write_json(out / CONFIG_FILE, _run_config(cfg, info, self.img_size, _final_metrics(self.history),
+                                                  len(self.bn_idx) if self.history else 0, self._warnings()))
         _write_metrics(out, self.history)
         save_state(out / STATE_FILE, {
             "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
@@ -580,6 +600,15 @@ class Trainer:
             "run_sums": self.run_sums, "epoch_seconds": self.epoch_seconds, "rng": capture_rng(),
             "config": cfg.to_dict(), "version": __version__,
         })
+
+    def _warnings(self) -> list[str]:
+        """The line for a last validation at chance level while training is far above it, if so."""
+        if not self.history:
+            return []
+        row = self.history[-1]
+        line = chance_warning(row["val_top1"], row["train_top1"], self.info.num_classes,
+                              row["epoch"] * self.steps_per_epoch)
+        return [line] if line else []
 
     def _final_model(self) -> nn.Module:
         """The weights a run ships (model.safetensors) and validates: the EMA's when EMA is on."""
