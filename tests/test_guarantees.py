@@ -222,6 +222,8 @@ def test_bad_image_for_predict_names_the_file(capfd, tmp_path, pair, kind, match
     ("skipnet-export", ["--format", "onnx", "--verify-samples", "0"], "--verify-samples"),
     ("skipnet-export", ["--format", "onnx", "--qat-epochs", "1"], "--qat-epochs fine-tunes for int8 TFLite"),
     ("skipnet-export", ["--format", "tflite-int8", "--qat-epochs", "-1"], "--qat-epochs must be"),
+    ("skipnet-export", ["--format", "tflite-int8-qat", "--qat-lr", "0"], "--qat-lr must be a number in (0, 1]"),
+    ("skipnet-export", ["--format", "tflite-int8-qat", "--qat-lr", "nan"], "--qat-lr must be a number in (0, 1]"),
     ("skipnet-eval", ["--data", "fashion-mnist", "--threads", "-5"], "--threads must be positive"),
     ("skipnet-eval", ["--data", "fashion-mnist", "--limit", "0"], "--limit 0"),
     ("skipnet-eval", ["--data", "fashion-mnist", "--min-top1", "90"], "--min-top1 90"),

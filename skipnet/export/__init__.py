@@ -70,7 +70,8 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     with exclusive(output_lock(path), str(path), "wait for that export or choose another --out"):
         _remove_staging_leftovers(path)
         calibration, pixels, labels = _read_images(config, fmt, img_size, opts)
-        job = ExportJob(model, _metadata(config, fmt, img_size, run_dir), fmt, img_size, calibration, opts)
+        job = ExportJob(model, _metadata(config, fmt, img_size, run_dir), fmt, img_size, calibration, opts,
+                        None if pixels is None else (pixels, labels))
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.staging-", dir=path.parent) as staging:
             staged = Path(staging) / path.name
@@ -171,7 +172,7 @@ def _sidecar(job: ExportJob, spec: dict[str, Any], staged: Path, model) -> dict[
 
 def _parity(job: ExportJob, staged: Path, sidecar: dict[str, Any], pixels, labels) -> dict[str, Any] | None:
     """The staged file in its real runtime against PyTorch on real validation images."""
-    from .parity import INT8_MIN_AGREEMENT, parity_report
+    from .parity import INT8_MIN_AGREEMENT, parity_report, qat_verdict
 
     if job.fmt.backend == "coreml":
         from .coreml_export import validate_coreml
@@ -186,7 +187,8 @@ def _parity(job: ExportJob, staged: Path, sidecar: dict[str, Any], pixels, label
     from ..runtime import load
 
     predictor = load(staged, config=sidecar)
-    return parity_report(job.pixel_model("nhwc"), predictor.backend, pixels, labels, job.fmt.precision)
+    report = parity_report(job.pixel_model("nhwc"), predictor.backend, pixels, labels, job.fmt.precision)
+    return qat_verdict(report, sidecar["qat"]) if "qat" in sidecar else report
 
 
 def _coreml_numeric(path: Path, job: ExportJob, config, pixels, labels) -> dict[str, Any]:

@@ -27,6 +27,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--qat-epochs", type=int, default=0,
                    help="quantisation-aware fine-tuning epochs with the run's loss before int8 conversion")
     p.add_argument("--qat-limit", type=int, help="training images per QAT epoch (default: all)")
+    p.add_argument("--qat-lr", type=float, default=1e-4,
+                   help="QAT's Adam learning rate, decayed to 0 by a cosine (default 1e-4)")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
     return p
@@ -47,6 +49,11 @@ def _report(q: dict) -> int:
     print(f"parity on {q['images']} validation images: max |logit diff| {q['max_abs_logit_diff']:.2e}, "
           f"top-1 agreement {q['top1_agreement']:.2%}, top-1 torch {q['torch_top1']:.2%} / "
           f"exported {q['exported_top1']:.2%}")
+    if "qat" in q:
+        t = q["qat"]
+        print(f"QAT: the file against the fake-quantised model it was trained as: top-1 agreement "
+              f"{t['fake_quant_agreement']:.2%}, max logit diff {t['max_logit_diff_steps']:g} int8 steps; top-1 "
+              f"fine-tuned float {t['float_top1']:.2%} / int8 file {t['int8_top1']:.2%}")
     if not q["passed"]:
         print(f"skipnet-export: parity check FAILED ({q['criterion']})", file=sys.stderr)
         return 1
@@ -57,7 +64,7 @@ def _main(argv: Sequence[str] | None) -> int:
     a = _parser().parse_args(argv)
     opts = ExportOptions(int8=a.int8, img_size=a.img_size, verify=not a.no_verify, verify_samples=a.verify_samples,
                          calibration_samples=a.calibration_samples, data_dir=a.data_dir,
-                         dynamic_batch=a.dynamic_batch, qat_epochs=a.qat_epochs, qat_limit=a.qat_limit)
+                         dynamic_batch=a.dynamic_batch, qat_epochs=a.qat_epochs, qat_limit=a.qat_limit, qat_lr=a.qat_lr)
     r = export(a.run_dir, a.format, a.out, opts)
     print(f"wrote {r.path} and {r.sidecar} in {r.seconds:.1f} s")
     return 0 if r.parity is None else _report(r.parity)

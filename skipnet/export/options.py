@@ -26,6 +26,7 @@ class ExportOptions:
     dynamic_batch: bool = True  # ONNX: any batch size
     qat_epochs: int = 0
     qat_limit: int | None = None  # training images per QAT epoch (default: all)
+    qat_lr: float = 1e-4  # QAT's initial learning rate (Adam, cosine decay)
 
     def check(self) -> "ExportOptions":
         for flag, value, low in [("--verify-samples", self.verify_samples, 1),
@@ -36,6 +37,8 @@ class ExportOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserError(f"{flag} must be an integer >= {low}, got {value!r}")
+        if isinstance(self.qat_lr, bool) or not isinstance(self.qat_lr, (int, float)) or not 0 < self.qat_lr <= 1:
+            raise UserError(f"--qat-lr must be a number in (0, 1], got {self.qat_lr!r}")
         return self
 
 
@@ -53,6 +56,7 @@ class ExportJob:
     img_size: int
     calibration: np.ndarray | None  # raw uint8 NHWC training images, for int8 formats
     options: ExportOptions
+    parity: tuple[np.ndarray, np.ndarray] | None = None  # the parity check's validation images and labels
 
     def pixel_model(self, layout: str, model: nn.Module | None = None, probabilities: bool = False) -> PixelModel:
         """``model`` (default: the run's) behind the raw-pixel front end, in ``layout``."""

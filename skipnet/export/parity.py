@@ -10,6 +10,8 @@ from torch import nn
 # Float exports: logits within this and the same top-1 everywhere. int8: top-1 agreement at least this.
 FLOAT_MAX_ABS_DIFF = 1e-3
 INT8_MIN_AGREEMENT = 0.97
+# A QAT file against the fake-quantised model it was trained as (the same graph and scales).
+QAT_MIN_AGREEMENT = 0.99
 # Logits are compared as log-probabilities (log-softmax), so a file that outputs probabilities
 # (TFLite) compares like one that outputs logits; below this floor both count as equal (a
 # probability under 1e-20 is 0 to any client, and float32 softmax underflows further down).
@@ -42,4 +44,15 @@ def parity_report(pixel_model_nhwc: nn.Module, backend, pixels: np.ndarray, labe
     else:
         report["passed"] = agree >= INT8_MIN_AGREEMENT
         report["criterion"] = f"top-1 agreement >= {INT8_MIN_AGREEMENT:.0%}"
+    return report
+
+
+def qat_verdict(report: dict[str, Any], qat: dict[str, Any]) -> dict[str, Any]:
+    """A QAT file is checked against the fake-quantised model it was fine-tuned as: fine-tuning
+    changes some answers on purpose, so agreement with the run's float model is reported, not required."""
+    report = dict(report, qat={k: qat[k] for k in ("fake_quant_agreement", "max_logit_diff_steps", "float_top1",
+                                                    "fake_quant_top1", "int8_top1")})
+    report["passed"] = qat["fake_quant_agreement"] >= QAT_MIN_AGREEMENT
+    report["criterion"] = (f"top-1 agreement with the fake-quantised model it was trained as >= "
+                           f"{QAT_MIN_AGREEMENT:.0%} (agreement with the run's float model is reported, not required)")
     return report

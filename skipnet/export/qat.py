@@ -1,120 +1,135 @@
-"""Quantisation-aware fine-tuning (PT2E) before int8 TFLite conversion.
+"""Quantisation-aware training for int8 TFLite: fine-tune the graph that ships, then ship it.
 
-The weights are fine-tuned through PT2E fake quantisation (int8 per-channel weights, int8
-per-tensor activations, the scheme the int8 TFLite graph uses) with the run's own loss; the
-fine-tuned float model then goes through the same fast int8 graph and calibration as post-
-training quantisation (tflite_graph.py), so QAT and PTQ files have the same ops and speed.
-
-torchao 0.18's QAT preparation hands plain functions to torch.export, which torch 2.14 refuses
-("Expected mod to be an instance of torch.nn.Module"); `_pattern_modules` wraps them in a
-Module for the duration of the preparation only.
+1. The run's model goes through the same float export, graph rewrite and post-training
+   quantisation as PTQ; the calibration over the training images is the observer that sets
+   every activation's range.
+2. FakeQuantGraph (fake_quant.py) runs that int8 graph, op by op, with fake quantisation; its
+   weights (BatchNorm folded, as deployed) are fine-tuned with the run's own loss, ranges frozen,
+   Adam with a cosine-decayed learning rate.
+3. The weights go back into the rewritten float graph and the quantiser is given the trained
+   ranges as they are (no recalibration): the file computes what was trained, with the same ops,
+   and so the same speed, as the PTQ file.
 """
 from __future__ import annotations
 
-import contextlib
-import copy
-from typing import Any, Iterator
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
 from tqdm import tqdm
 
-from ..common import UserError
 from ..data import build_datasets, build_transform, pixel_batch
 from ..models import PixelModel
+from .fake_quant import FakeQuantGraph
+from .tflite_graph import rewrite_graph, uint8_input
+
+BATCH_SIZE = 64
 
 
-class _Call(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-
-    def forward(self, *args, **kwargs):
-        return self.fn(*args, **kwargs)
+@dataclass(frozen=True)
+class QATSettings:
+    epochs: int
+    images: int | None  # per epoch; None: all training images
+    lr: float
 
 
-@contextlib.contextmanager
-def _pattern_modules() -> Iterator[None]:
-    import litert_torch.quantize.pt2e_quantizer_utils as litert_utils
-    import torchao.quantization.pt2e.utils as ao_utils
+def qat_tflite_int8(job, float_path: Path, path: Path, settings: QATSettings,
+                    progress: bool = False) -> tuple[FakeQuantGraph, dict[str, Any]]:
+    """Write the QAT int8 .tflite for ``job`` (an ExportJob) from its float export; returns the
+    trained graph and the sidecar's ``qat`` block (``measure`` adds what it measures)."""
+    from .tflite_export import quantize_tflite_int8
 
-    original = ao_utils._get_aten_graph_module_for_pattern
-
-    def wrapped(pattern, example_inputs, is_cuda=False, **kwargs):
-        return original(pattern if isinstance(pattern, nn.Module) else _Call(pattern), example_inputs, is_cuda,
-                        **kwargs)
-
-    patched = [(m, getattr(m, "_get_aten_graph_module_for_pattern")) for m in (ao_utils, litert_utils)]
-    try:
-        for module, _ in patched:
-            module._get_aten_graph_module_for_pattern = wrapped
-        yield
-    finally:
-        for module, fn in patched:
-            module._get_aten_graph_module_for_pattern = fn
-
-
-class _LogitsAndFeatures(nn.Module):
-    """Raw NHWC pixels -> (logits, Bias Loss features): the exported QAT graph keeps both for the loss."""
-
-    def __init__(self, pixel_model: PixelModel):
-        super().__init__()
-        self.pixel_model = pixel_model
-
-    def forward(self, pixels: torch.Tensor):
-        model = self.pixel_model.model
-        features = model.forward_features(self.pixel_model.normalize(pixels))
-        return model.forward_head(features), features
+    with tempfile.TemporaryDirectory() as tmp:
+        fast, ptq, tuned, int8 = (Path(tmp) / f"{n}.tflite" for n in ("fast", "ptq", "tuned", "int8"))
+        rewrite_graph(float_path, fast, float_min_height=job.img_size // 2)
+        quantize_tflite_int8(fast, job.calibration, ptq, graph="stock")
+        graph = FakeQuantGraph(ptq, fast)
+        trained = finetune(graph, job, settings, progress)
+        graph.write_weights(fast, tuned)
+        quantize_tflite_int8(tuned, None, int8, graph="stock", ranges=graph.ranges())
+        uint8_input(int8, path)
+    block = {"epochs": settings.epochs, "images": trained, "lr": settings.lr, "batch_size": BATCH_SIZE,
+             "loss": job.config.get("loss"), "ranges": "calibrated on the training images, then frozen"}
+    return graph, block
 
 
-def qat_finetune(model: nn.Module, config: dict[str, Any], img_size: int, epochs: int, data_dir: str | None,
-                 limit: int | None = None, batch_size: int = 64, lr: float = 1e-3, progress: bool = True) -> nn.Module:
-    """A copy of ``model`` fine-tuned with fake quantisation for ``epochs`` on the run's training
-    data and loss (``limit`` images per epoch), in eval mode; ``model`` itself is untouched."""
-    from .tflite_export import _import_litert_torch
-
-    try:
-        _import_litert_torch()  # quietly: its native start-up lines are not the user's business
-        from litert_torch.quantize.pt2e_quantizer import PT2EQuantizer, get_symmetric_quantization_config
-        from torchao.quantization.pt2e.quantize_pt2e import prepare_qat_pt2e
-    except ImportError:
-        raise UserError("--qat-epochs needs litert-torch and torchao: pip install 'skipnet-deploy[tflite]'") from None
+def finetune(graph: FakeQuantGraph, job, settings: QATSettings, progress: bool = False) -> int:
+    """Train ``graph``'s weights with the run's loss; returns the images per epoch."""
     # The run's own loss: the training stage comes before export, so this import keeps the one-way flow.
     from ..training import BiasLoss, build_loss
 
-    train, _, _ = build_datasets(config["dataset"], data_dir or config.get("train", {}).get("data_dir"), img_size)
+    config = job.config
+    train, _, _ = build_datasets(config["dataset"], job.options.data_dir or config.get("train", {}).get("data_dir"),
+                                 job.img_size)
     augment = build_transform(config["preprocess"], train=True, dataset=config["dataset"], normalize=False)
-    n = min(limit or len(train.source), len(train.source))
+    n = min(settings.images or len(train.source), len(train.source))
     criterion = build_loss(config["loss"])
-
-    # A copy: the exported graph shares its parameters (so training it trains `tuned`), and the run's
-    # own model must stay as trained (the parity check compares the int8 result against it).
-    tuned = copy.deepcopy(model)
-    net = _LogitsAndFeatures(PixelModel(tuned, config["mean"], config["std"], "nhwc")).train()
-    example = torch.rand(batch_size, img_size, img_size, 3) * 255
-    # Traced at the training batch; the batch dimension stays dynamic (a fixed one fails guards).
-    graph = torch.export.export(net, (example,), dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)).module()
-    quantizer = PT2EQuantizer().set_global(get_symmetric_quantization_config(is_per_channel=True, is_qat=True))
-    with _pattern_modules():
-        prepared = prepare_qat_pt2e(graph, quantizer)
-    optimizer = torch.optim.SGD(prepared.parameters(), lr=lr, momentum=0.9)
+    bias = isinstance(criterion, BiasLoss)
+    if bias:
+        _track_features(graph, job)
+    # Adam: the weights are trained with BatchNorm folded in, so their scales differ from layer to
+    # layer and channel to channel by orders of magnitude, which plain SGD steps cannot serve at once.
+    optimizer = torch.optim.Adam(graph.parameters(), lr=settings.lr)
+    steps = max(1, n // BATCH_SIZE) * settings.epochs
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
     g = torch.Generator().manual_seed(0)
-    for epoch in range(epochs):
+    bar = tqdm(total=steps, desc="QAT", unit="step", disable=not progress)
+    for _ in range(settings.epochs):
         order = torch.randperm(len(train.source), generator=g)[:n].tolist()
-        steps = range(0, n - batch_size + 1, batch_size)
-        for start in tqdm(steps, desc=f"QAT epoch {epoch + 1}/{epochs}", disable=not progress):
-            idx = order[start:start + batch_size]
+        for start in range(0, max(n - BATCH_SIZE, 0) + 1, BATCH_SIZE):
+            idx = order[start:start + BATCH_SIZE]
             x = torch.from_numpy(pixel_batch(augment, [train.source[i][0] for i in idx])).float()
             y = torch.tensor([int(train.source[i][1]) for i in idx])
-            logits, features = prepared(x)
-            bias = isinstance(criterion, BiasLoss)
-            loss = criterion(logits, y, features=features) if bias else criterion(logits, y)
+            logits = graph(x)
+            loss = criterion(logits, y, features=graph.features) if bias else criterion(logits, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-    # torch.export's module shares the model's tensors, so `tuned` now holds the fine-tuned weights
-    # and BatchNorm statistics; check it rather than trust it.
-    shared = {k: v.data_ptr() for k, v in prepared.state_dict().items()}
-    if any(shared.get(f"pixel_model.model.{k}") != v.data_ptr() for k, v in tuned.state_dict().items()):
-        raise RuntimeError("the QAT graph does not share the model's tensors; fine-tuned weights would be lost")
-    return tuned.eval()
+            schedule.step()
+            bar.update()
+    bar.close()
+    return n
+
+
+def _track_features(graph: FakeQuantGraph, job) -> None:
+    """Bias Loss weighs samples by the model's final feature map: find it in the graph."""
+    from ..training import FeatureTap
+
+    model = job.model.eval()
+    pixels = torch.from_numpy(job.calibration[:8]).float()
+    with torch.no_grad(), FeatureTap(model) as tap:
+        PixelModel(model, job.config["mean"], job.config["std"], "nhwc")(pixels)
+        graph.track_features(pixels, tap.features)
+
+
+@torch.no_grad()
+def measure(graph: FakeQuantGraph, path: Path, config: dict[str, Any], pixels: np.ndarray,
+            labels: np.ndarray) -> dict[str, Any]:
+    """The trained fake-quantised model against the int8 file (in its runtime) on ``pixels``: top-1
+    agreement and the largest logit difference in quantisation steps of the file's int8 logits;
+    top-1 of both, and of the fine-tuned model run in float."""
+    from ..runtime import load
+
+    def logits(quantize: bool) -> torch.Tensor:
+        graph.quantize = quantize
+        return torch.cat([graph(torch.from_numpy(pixels[i:i + 256]).float()) for i in range(0, len(pixels), 256)])
+
+    float_logits, fake = logits(False), logits(True)
+    # The file ends in a float softmax over its int8 logits: its log-probabilities are those logits
+    # less a constant per image, which the median difference removes.
+    file_log_p = load(path, config=config).backend.logits(pixels)
+    step = graph.scales[graph.int8_logits_tensor][0]
+    diff = (file_log_p - fake.log_softmax(1).numpy()) / step
+    diff -= diff[:, :1] - np.round(diff[:, :1])  # whole steps apart, up to the constant
+    diff = np.round(diff - np.round(np.median(diff, axis=1, keepdims=True)))
+    return {
+        "parity_images": int(len(pixels)),
+        "fake_quant_agreement": float((fake.argmax(1).numpy() == file_log_p.argmax(1)).mean()),
+        "max_logit_diff_steps": int(np.abs(diff).max()),
+        "float_top1": float((float_logits.argmax(1).numpy() == labels).mean()),
+        "fake_quant_top1": float((fake.argmax(1).numpy() == labels).mean()),
+        "int8_top1": float((file_log_p.argmax(1) == labels).mean()),
+    }

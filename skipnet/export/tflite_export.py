@@ -30,25 +30,33 @@ class TFLiteExporter:
         spec = {"input": {"name": "pixels", "layout": "NHWC", "dtype": "float32",
                           "shape": [1, job.img_size, job.img_size, 3], "range": [0, 255], "quantization": None},
                 "output": {"name": "probabilities", "dtype": "float32", "quantization": None}}
-        model = job.model
-        if job.fmt.int8 == "qat":
-            from .qat import qat_finetune
-
-            o = job.options
-            model = qat_finetune(job.model, job.config, job.img_size, o.qat_epochs, o.data_dir, o.qat_limit)
-            spec["qat"] = {"epochs": o.qat_epochs, "images_per_epoch": o.qat_limit, "loss": job.config.get("loss")}
-        pixel_model = job.pixel_model("nhwc", model, probabilities=True)
+        pixel_model = job.pixel_model("nhwc", probabilities=True)
+        graph = None
         if job.fmt.precision != "int8":
             spec["macs_litert"] = export_tflite(pixel_model, job.img_size, path)
         else:
             with tempfile.TemporaryDirectory() as tmp:
                 float_path = Path(tmp) / "float.tflite"
                 spec["macs_litert"] = export_tflite(pixel_model, job.img_size, float_path)
-                quantize_tflite_int8(float_path, job.calibration, path, job.img_size)
+                if job.fmt.int8 == "qat":
+                    graph, spec["qat"] = _qat(job, float_path, path)
+                else:
+                    quantize_tflite_int8(float_path, job.calibration, path, job.img_size)
             q = quantization_of(path)
             spec["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
         write_metadata(path, dict(job.config, **spec))
+        if graph is not None and job.parity is not None:
+            from .qat import measure
+
+            spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
         return spec
+
+
+def _qat(job, float_path: Path, path: Path):
+    from .qat import QATSettings, qat_tflite_int8
+
+    o = job.options
+    return qat_tflite_int8(job, float_path, path, QATSettings(o.qat_epochs, o.qat_limit, o.qat_lr), progress=True)
 
 
 _MACS_LINE = re.compile(r"equivalently\s+([0-9.]+)\s*([KMG])\s+MACs")
@@ -117,7 +125,8 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimi
 
 
 def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_size: int | None = None,
-                         graph: str = "fast", float_ops: tuple[str, ...] = ()) -> None:
+                         graph: str = "fast", float_ops: tuple[str, ...] = (),
+                         ranges: dict[str, dict] | None = None) -> None:
     """int8 (weights per channel, activations per tensor), calibrated on real images.
 
     The input is raw pixels, quantised with scale 1 so every value 0..255 is exact: uint8 (zero
@@ -128,6 +137,9 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
     kernels are faster; after them HARD_SWISH and average pools become int8 ops it has kernels for.
     graph="stock" quantises the converter's graph as it is, keeping `float_ops` float: the
     baselines benchmarks/int8_latency.py compares against.
+
+    ranges: every activation's range (tensor name -> min/max) to use instead of calibrating
+    (quantisation-aware training's, qat.py); calibration_pixels are then not needed.
     """
     if importlib.util.find_spec("ai_edge_quantizer") is None:
         raise UserError("int8 TFLite needs ai-edge-quantizer: pip install 'skipnet-deploy[tflite]'") from None
@@ -142,12 +154,12 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
             return uint8_input(int8, path)
     with native_stderr_to([]), warnings.catch_warnings():  # LiteRT's INFO lines, the quantiser's progress bars
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # its calibration mode
-        model = _quantize(float_path, calibration_pixels, float_ops)
+        model = _quantize(float_path, calibration_pixels, float_ops, ranges)
     with atomic_path(path) as tmp:
         tmp.write_bytes(model)
 
 
-def _quantize(float_path: Path, calibration_pixels, float_ops: tuple[str, ...]) -> bytes:
+def _quantize(float_path: Path, calibration_pixels, float_ops: tuple[str, ...], ranges: dict | None = None) -> bytes:
     """ai-edge-quantizer's static int8 recipe, with `float_ops` and FLOAT_SCOPE left float."""
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
@@ -164,13 +176,13 @@ def _quantize(float_path: Path, calibration_pixels, float_ops: tuple[str, ...]) 
     # Ops tflite_graph marked to stay float (high-resolution layers where float kernels are faster).
     qt.update_quantization_recipe(regex=f"^{FLOAT_SCOPE}", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
                                   algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
-    samples = [{input_name: calibration_pixels[i:i + 1].astype(np.float32)} for i in range(len(calibration_pixels))]
-    calibration = qt.calibrate({signature: samples}, num_threads=1)
+    if ranges is not None:
+        calibration = dict(ranges)
+    else:
+        samples = [{input_name: calibration_pixels[i:i + 1].astype(np.float32)} for i in range(len(calibration_pixels))]
+        calibration = qt.calibrate({signature: samples}, num_threads=1)
     # Raw pixels: fix the input range to 0..255 so every pixel value is representable (scale 1, zero point -128).
-    input_tensor = f"{signature}_{input_name}"
-    if input_tensor in calibration:
-        calibration[input_tensor] = {"min": np.zeros_like(calibration[input_tensor]["min"]),
-                                     "max": np.full_like(calibration[input_tensor]["max"], 255.0)}
+    calibration[f"{signature}_{input_name}"] = {"min": np.float32(0), "max": np.float32(255)}
     return bytes(qt.quantize(calibration, enable_progress_report=False).quantized_model)
 
 

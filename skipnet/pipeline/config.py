@@ -5,7 +5,7 @@
     models: [skipnet_s, mobilenet_v3_large]   # the first is the model to ship, the rest baselines
     train: {recipe: fast, loss: bias, limit-train: 30000}   # skipnet-train keys, the same for every model
     baseline: mobilenet_v3_large   # latency ratios against it (default: the second model)
-    export: {formats: [tflite-int8, onnx, coreml], verify-samples: 1000}   # tflite-int8-qat: qat-epochs, qat-limit
+    export: {formats: [tflite-int8, onnx, coreml], verify-samples: 1000}   # tflite-int8-qat: qat-epochs, qat-limit, qat-lr
     gate: {max-drop: 1.0, min-top1: null, limit: null}     # int8 vs float, skipnet-eval's gates
     bench: {threads: 1, runs: 200, warmup: 10}
 """
@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "baseline": None,
     "train": {"recipe": None, "loss": "bias"},
     "export": {"formats": ["tflite-int8", "onnx", "coreml"], "verify_samples": 1000, "calibration_samples": 256,
-               "qat_epochs": 1, "qat_limit": None},
+               "qat_epochs": 1, "qat_limit": None, "qat_lr": 1e-4},
     "gate": {"max_drop": 1.0, "min_top1": None, "limit": None},
     "bench": {"threads": 1, "runs": 200, "warmup": 10},
 }

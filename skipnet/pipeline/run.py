@@ -147,7 +147,7 @@ class Pipeline:
         e = self.cfg["export"]
         options = ExportOptions(verify_samples=e["verify_samples"], data_dir=self.cfg["data_dir"],
                                 calibration_samples=e["calibration_samples"], qat_limit=e["qat_limit"],
-                                qat_epochs=e["qat_epochs"] if FORMATS[fmt].int8 == "qat" else 0)
+                                qat_lr=e["qat_lr"], qat_epochs=e["qat_epochs"] if FORMATS[fmt].int8 == "qat" else 0)
 
         log = self.out / "logs" / f"export_{model}_{fmt}.log"
 

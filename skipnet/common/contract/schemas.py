@@ -130,6 +130,7 @@ class ExportSettings(_Settings):
     calibration_samples: Positive = 256
     qat_epochs: Positive = 1
     qat_limit: Positive | None = None
+    qat_lr: Annotated[float, Field(gt=0, le=1)] = 1e-4
 
 
 class GateSettings(_Settings):
