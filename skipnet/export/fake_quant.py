@@ -72,8 +72,8 @@ class FakeQuantGraph(nn.Module):
 
     After ``track_features``, each call leaves in ``features`` the graph's tensor that computes a
     given feature map of the PyTorch model (Bias Loss's), laid out as that model's (NCHW).
-    ``quantize = False`` runs the same graph
-    and weights in float: the fine-tuned model without fake quantisation.
+    ``quantize = False`` runs the same graph and weights in float: the fine-tuned model without
+    fake quantisation.
     """
 
     def __init__(self, int8_path: Path, float_path: Path):
