@@ -182,7 +182,7 @@ class FakeQuantGraph(nn.Module):
         w = torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32),
                                                    WEIGHTED[op.name], -127, 127)
         if b is not None:  # int32 in steps of input scale x weight scale; rounding passes gradients through
-            step = scale * self.scales[op.inputs[0]][0] if op.inputs[0] in self.scales else scale
+            step = scale * self.scales[op.inputs[0]][0]  # an int8 op reads an int8 op's or a QUANTIZE's output
             b = b + (torch.round(b / step) * step - b).detach()
         return w, b
 

@@ -24,7 +24,6 @@ from tqdm import tqdm
 from ..data import build_datasets, build_transform, pixel_batch
 from ..models import PixelModel
 from .fake_quant import FakeQuantGraph
-from .tflite_graph import rewrite_graph, uint8_input
 
 BATCH_SIZE = 64
 
@@ -40,17 +39,16 @@ def qat_tflite_int8(job, float_path: Path, path: Path, settings: QATSettings,
                     progress: bool = False) -> tuple[FakeQuantGraph, dict[str, Any]]:
     """Write the QAT int8 .tflite for ``job`` (an ExportJob) from its float export; returns the
     trained graph and the sidecar's ``qat`` block (``measure`` adds what it measures)."""
-    from .tflite_export import quantize_tflite_int8
+    from .tflite_export import deployed_float_graph, quantize_deployed
 
     with tempfile.TemporaryDirectory() as tmp:
-        fast, ptq, tuned, int8 = (Path(tmp) / f"{n}.tflite" for n in ("fast", "ptq", "tuned", "int8"))
-        rewrite_graph(float_path, fast, float_min_height=job.img_size // 2)
-        quantize_tflite_int8(fast, job.calibration, ptq, graph="stock")
+        fast, ptq, tuned = (Path(tmp) / f"{n}.tflite" for n in ("fast", "ptq", "tuned"))
+        deployed_float_graph(float_path, fast, job.img_size)
+        quantize_deployed(fast, job.calibration, ptq)  # the PTQ file: its calibration is the observer
         graph = FakeQuantGraph(ptq, fast)
         trained = finetune(graph, job, settings, progress)
         graph.write_weights(fast, tuned)
-        quantize_tflite_int8(tuned, None, int8, graph="stock", ranges=graph.ranges())
-        uint8_input(int8, path)
+        quantize_deployed(tuned, None, path, ranges=graph.ranges())
     block = {"epochs": settings.epochs, "images": trained, "lr": settings.lr, "batch_size": BATCH_SIZE,
              "loss": job.config.get("loss"), "ranges": "calibrated on the training images, then frozen"}
     return graph, block
@@ -119,7 +117,8 @@ def measure(graph: FakeQuantGraph, path: Path, config: dict[str, Any], pixels: n
 
     float_logits, fake = logits(False), logits(True)
     # The file ends in a float softmax over its int8 logits: its log-probabilities are those logits
-    # less a constant per image, which the median difference removes.
+    # less a constant per image. Differences in steps are whole numbers plus that constant: take off
+    # its fraction, then the (now whole) median difference.
     file_log_p = load(path, config=config).backend.logits(pixels)
     step = graph.scales[graph.int8_logits_tensor][0]
     diff = (file_log_p - fake.log_softmax(1).numpy()) / step

@@ -147,16 +147,30 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
         raise ValueError(f"graph must be 'fast' or 'stock', not {graph!r}")
     if graph == "fast":
         with tempfile.TemporaryDirectory() as tmp:
-            fast, int8 = Path(tmp) / "fast.tflite", Path(tmp) / "int8.tflite"
-            size = img_size or int(calibration_pixels.shape[1])
-            rewrite_graph(float_path, fast, float_min_height=size // 2)
-            quantize_tflite_int8(fast, calibration_pixels, int8, graph="stock")
-            return uint8_input(int8, path)
+            fast = Path(tmp) / "fast.tflite"
+            deployed_float_graph(float_path, fast, img_size or int(calibration_pixels.shape[1]))
+            return quantize_deployed(fast, calibration_pixels, path, ranges)
     with native_stderr_to([]), warnings.catch_warnings():  # LiteRT's INFO lines, the quantiser's progress bars
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # its calibration mode
         model = _quantize(float_path, calibration_pixels, float_ops, ranges)
     with atomic_path(path) as tmp:
         tmp.write_bytes(model)
+
+
+def deployed_float_graph(float_path: Path, dst: Path, img_size: int) -> None:
+    """The float graph the shipped int8 file is quantised from (tflite_graph's rewrites, the layers
+    reading or writing maps at least half the input size kept float): the one definition that
+    post-training quantisation and QAT's fake-quantised model (fake_quant.py) both follow."""
+    rewrite_graph(float_path, dst, float_min_height=img_size // 2)
+
+
+def quantize_deployed(fast_path: Path, calibration_pixels, path: Path, ranges: dict[str, dict] | None = None) -> None:
+    """int8 of a graph deployed_float_graph wrote (calibrated, or with the given ``ranges``), taking
+    uint8 pixels as they are."""
+    with tempfile.TemporaryDirectory() as tmp:
+        int8 = Path(tmp) / "int8.tflite"
+        quantize_tflite_int8(fast_path, calibration_pixels, int8, graph="stock", ranges=ranges)
+        uint8_input(int8, path)
 
 
 def _quantize(float_path: Path, calibration_pixels, float_ops: tuple[str, ...], ranges: dict | None = None) -> bytes:
