@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..common import CheckFailed, UserError, atomic_write_text, write_json
-from ..data import build_datasets, default_img_size, preprocess_config
+from ..data import SeededDataset, build_datasets, default_img_size, preprocess_config
 from ..common.contract import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RUN_FILES, STATE_FILE, TENSORBOARD_DIR,
                                WEIGHTS_FILE, check_run_out, exclusive, remove_if_unused, temp_files)
 from ..models import create_model, read_state_dict, save_weights
@@ -219,7 +219,8 @@ def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float]
         "dataset": cfg.data,
         "loss": loss_section(cfg),
         "ema": cfg.ema,
-        # how the saved BatchNorm statistics were made: re-estimated before each validation, or training's running average
+        # how the saved BatchNorm statistics were made: re-estimated before each validation, or
+        # training's running average
         "batchnorm_statistics": ({"re_estimated_on": bn_images, "split": "train", "preprocessing": "eval"}
                                  if bn_images else "running average"),
         "metrics": metrics,
@@ -377,7 +378,7 @@ class Trainer:
         self.train_ds, self.val_ds, self.info = build_datasets(cfg.data, cfg.data_dir, cfg.img_size, cfg.download,
                                                                seed=cfg.seed)
         # BatchNorm statistics are re-estimated on training images as validation sees images
-        self.train_eval_ds = build_datasets(cfg.data, cfg.data_dir, cfg.img_size, augment=False)[0] if cfg.bn_images else None
+        self.train_eval_ds = SeededDataset(self.train_ds.source, self.val_ds.transform, self.info, cfg.seed)
         self.img_size = cfg.img_size or default_img_size(cfg.data)
         if cfg.weights and fresh:  # a resumed run's weights come from its checkpoint instead
             model = create_model(cfg.model, self.info.num_classes, weights=cfg.weights, reset_head=cfg.reset_head)
@@ -562,7 +563,8 @@ class Trainer:
         """The epoch's metrics row: training loss/top-1 over all processes, then validation (of the EMA
         weights when EMA is on)."""
         tl, tc, tn = distributed.all_reduce_sum(self.run_sums, self.dist, self.device)
-        reestimate_bn(self._final_model(), self.train_eval_ds, self.bn_idx, self.per_rank, self.device, self.cfg.workers)
+        reestimate_bn(self._final_model(), self.train_eval_ds, self.bn_idx, self.per_rank, self.device,
+                      self.cfg.workers)
         loader = DataLoader(self.val_ds, batch_size=self.per_rank, sampler=self.val_sampler,
                             num_workers=self.cfg.workers)
         val_loss, val_top1 = evaluate(self._final_model(), loader, self.cfg, self.device, self.dist)

@@ -35,24 +35,34 @@ def _batch_size(cfg: TrainConfig, images: int, world_size: int) -> int:
 def fit_to_data(cfg: TrainConfig, images: int, world_size: int = 1) -> tuple[TrainConfig, str | None]:
     """``cfg`` with the small-data rule applied for ``images`` training images, and the line to
     print at the start (None when there is nothing to say)."""
-    recipe_chose = cfg.from_recipe
-    changes: dict[str, float] = {}
-    if dataset_spec(cfg.data).train_images is None:
-        if "batch_size" in recipe_chose:
-            b = _batch_size(cfg, images, world_size)
-            if b != cfg.batch_size:
-                changes["batch_size"] = b
-                if "lr" in recipe_chose:
-                    changes["lr"] = cfg.lr * b / cfg.batch_size
-        if "warmup_epochs" in recipe_chose:
-            w = min(cfg.warmup_epochs, round(WARMUP_SHARE * cfg.epochs, 3))
-            if w != cfg.warmup_epochs:
-                changes["warmup_epochs"] = w
+    changes = _changes(cfg, images, world_size)
     fitted = TrainConfig(**{**cfg.to_dict(), **changes}) if changes else cfg
+    return fitted, _start_line(cfg, fitted, changes, images)
+
+
+def _changes(cfg: TrainConfig, images: int, world_size: int) -> dict[str, float]:
+    """The settings the rule changes: only for datasets without a fixed size, only the recipe's."""
+    recipe_chose, changes = cfg.from_recipe, {}
+    if dataset_spec(cfg.data).train_images is not None:
+        return changes
+    if "batch_size" in recipe_chose:
+        b = _batch_size(cfg, images, world_size)
+        if b != cfg.batch_size:
+            changes["batch_size"] = b
+            if "lr" in recipe_chose:
+                changes["lr"] = cfg.lr * b / cfg.batch_size
+    if "warmup_epochs" in recipe_chose:
+        w = min(cfg.warmup_epochs, round(WARMUP_SHARE * cfg.epochs, 3))
+        if w != cfg.warmup_epochs:
+            changes["warmup_epochs"] = w
+    return changes
+
+
+def _start_line(cfg: TrainConfig, fitted: TrainConfig, changes: dict[str, float], images: int) -> str | None:
     steps = run_steps(images, fitted.batch_size, fitted.epochs)
     few = steps < MIN_STEPS
     if not changes and not few:
-        return fitted, None
+        return None
     epochs = f"{fitted.epochs} epoch{'s' if fitted.epochs != 1 else ''}"
     if changes:
         now = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in changes.items())
@@ -60,8 +70,9 @@ def fit_to_data(cfg: TrainConfig, images: int, world_size: int = 1) -> tuple[Tra
         line = (f"{images} training images: {now} (the {cfg.recipe} recipe's: {was}), so that {epochs} are "
                 f"{steps} optimiser steps")
     else:
-        line = f"note: {epochs} of {images} training images at batch size {fitted.batch_size} are {steps} optimiser steps"
+        line = (f"note: {epochs} of {images} training images at batch size {fitted.batch_size} are {steps} "
+                "optimiser steps")
     if few:
-        return fitted, (line + f"; with fewer than {MIN_STEPS} a model may not learn to predict from its input: "
-                        "raise --epochs" + ("" if changes else " or lower --batch-size"))
-    return fitted, line + "; set --batch-size, --lr or --warmup-epochs to choose yourself"
+        return (line + f"; with fewer than {MIN_STEPS} a model may not learn to predict from its input: "
+                "raise --epochs" + ("" if changes else " or lower --batch-size"))
+    return line + "; set --batch-size, --lr or --warmup-epochs to choose yourself"
