@@ -12,6 +12,7 @@ from conftest import needs_fmnist
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from skipnet.common.contract import QAT_LR  # noqa: E402
 from skipnet.export import export  # noqa: E402
 from skipnet.export.cli import main as export_main  # noqa: E402
 from skipnet.export.tflite_graph import float_ops, op_census  # noqa: E402
@@ -279,8 +280,8 @@ def test_qat_int8_tflite_computes_what_was_trained(run, request, tmp_path):
         ptq = export(run_dir, "tflite", tmp_path / "ptq.tflite", int8=True, verify=False)
     side = json.loads(r.sidecar.read_text())
     q = side["qat"]
-    assert (q["epochs"], q["images"], q["lr"], q["batch_size"]) == (1, 256, 1e-4, 64)
-    assert q["loss"]["name"] == "bias"  # the run's own loss
+    assert (q["epochs"], q["images"], q["lr"], q["batch_size"]) == (1, 256, QAT_LR, 64)
+    assert q["loss"]["name"] == "bias" and "KL divergence" in q["objective"]  # the run's own loss + distillation
     assert q["images"] and q["fake_quant_agreement"] >= 0.99, q
     assert 0 <= q["max_logit_diff_steps"] <= 16, q
     p = r.parity
@@ -293,5 +294,71 @@ def test_qat_int8_tflite_computes_what_was_trained(run, request, tmp_path):
     _assert_fast_int8_graph(r.path, size, classes)
 
 
-def test_qat_needs_int8_tflite(capsys, tmp_path):
-    _bad(capsys, export_main, [tmp_path, "--format", "onnx", "--qat-epochs", "1"], "--qat-epochs fine-tunes")
+def test_qat_needs_int8(capsys, tmp_path):
+    _bad(capsys, export_main, [tmp_path, "--format", "onnx", "--qat-epochs", "1"], "--qat-epochs fine-tunes for int8")
+
+
+def _tflite_activation_scales(path) -> list[tuple[float, int]]:
+    """(scale, zero point as uint8) of every int8 activation of a .tflite (not its constants)."""
+    from skipnet.export.tflite_graph import load_model
+
+    model = load_model(path)
+    out = []
+    for t in model.subgraphs[0].tensors:
+        q = t.quantization
+        if t.type == 9 and model.buffers[t.buffer].data is None and q is not None and len(q.scale) == 1:  # INT8
+            out.append((float(q.scale[0]), int(q.zeroPoint[0]) + 128))
+    return out
+
+
+def _onnx_activation_scales(path) -> list[tuple[float, int]]:
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    return [(float(init[n.input[1]]), int(init[n.input[2]])) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[0] not in init]
+
+
+def _near(p, scales) -> bool:
+    return any(p[1] == q[1] and abs(p[0] - q[0]) <= 1e-5 * q[0] for q in scales)
+
+
+@needs_fmnist
+def test_qat_onnx_has_the_tflite_files_scales(small_run, tflite_exports, tmp_path):
+    """--format onnx --int8 --qat-epochs N: the fine-tuned TFLite graph as a QDQ model whose activation
+    scales are the QAT .tflite's (same calibration, ranges frozen), uint8 for onnxruntime's kernels."""
+    pytest.importorskip("onnxruntime")
+    r = export(small_run, "onnx", tmp_path / "qat.onnx", int8=True, qat_epochs=1, qat_limit=64, verify_samples=200)
+    q = json.loads(r.sidecar.read_text())["qat"]
+    # onnxruntime rounds in places of its own, and this barely trained model (about 40% top-1) has
+    # near ties: the agreement with the fake-quantised model is measured, and held to the int8 97%
+    # by the parity check (98.7% on benchmarks/qat.py's weak run), but only to 90% here.
+    assert q["fake_quant_agreement"] >= 0.9 and abs(q["int8_top1"] - q["fake_quant_top1"]) <= 0.03, json.dumps(q)
+    assert "97%" in r.parity["criterion"] and r.parity["passed"] == (q["fake_quant_agreement"] >= 0.97)
+    tflite, onnx_scales = _tflite_activation_scales(tflite_exports["qat"].path), _onnx_activation_scales(r.path)
+    assert [p for p in tflite if not _near(p, onnx_scales)] == []  # every int8 tensor of the .tflite
+    extra = {p for p in onnx_scales if not _near(p, tflite)}  # calibrated by onnxruntime (some quantised twice)
+    assert len(extra) <= q["scales"]["calibrated"] < 0.05 * q["scales"]["from_tflite"], (extra, q["scales"])
+    assert load(r.path).backend.logits(np.zeros((2, 32, 32, 3), np.uint8)).shape == (2, 10)
+
+
+@needs_fmnist
+def test_qat_coreml_is_w8a8(small_run, tflite_exports, tmp_path):
+    """--format coreml --int8 --qat-epochs N: int8 weights and int8 activations in the mlprogram, for
+    every layer the QAT .tflite runs in int8."""
+    pytest.importorskip("coremltools")
+    from skipnet.export.tflite_graph import _op_name, load_model
+
+    r = export(small_run, "coreml", tmp_path / "qat.mlpackage", int8=True, qat_epochs=1, qat_limit=64)
+    side = json.loads(r.sidecar.read_text())
+    assert r.parity["passed"] and r.parity["spec_checks"]["activations_int8"], r.parity
+    assert side["activations"] == "int8" and side["qat"]["images"] == 64
+    tfl = load_model(tflite_exports["qat"].path)
+    g = tfl.subgraphs[0]
+    int8_layers = sum(_op_name(tfl, op) in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+                      and g.tensors[op.outputs[0]].type == 9 for op in g.operators)
+    census = r.parity["w8a8"]
+    assert census["layers_on_int8_activations"] == census["int8_weight_ops"] == int8_layers > 0, census
+    assert census["quantize_ops"] >= int8_layers

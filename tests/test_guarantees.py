@@ -220,7 +220,7 @@ def test_bad_image_for_predict_names_the_file(capfd, tmp_path, pair, kind, match
     ("skipnet-export", ["--format", "onnx", "--img-size", "0"], "--img-size must be an integer >= 1"),
     ("skipnet-export", ["--format", "tflite", "--img-size", "48"], "multiple of 32"),
     ("skipnet-export", ["--format", "onnx", "--verify-samples", "0"], "--verify-samples"),
-    ("skipnet-export", ["--format", "onnx", "--qat-epochs", "1"], "--qat-epochs fine-tunes for int8 TFLite"),
+    ("skipnet-export", ["--format", "onnx", "--qat-epochs", "1"], "--qat-epochs fine-tunes for int8: add --int8"),
     ("skipnet-export", ["--format", "tflite-int8", "--qat-epochs", "-1"], "--qat-epochs must be"),
     ("skipnet-export", ["--format", "tflite-int8-qat", "--qat-lr", "0"], "--qat-lr must be a number in (0, 1]"),
     ("skipnet-export", ["--format", "tflite-int8-qat", "--qat-lr", "nan"], "--qat-lr must be a number in (0, 1]"),

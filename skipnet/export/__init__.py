@@ -177,7 +177,7 @@ def _parity(job: ExportJob, staged: Path, sidecar: dict[str, Any], pixels, label
     if job.fmt.backend == "coreml":
         from .coreml_export import validate_coreml
 
-        parity = validate_coreml(staged, job.img_size, sidecar["class_names"])
+        parity = validate_coreml(staged, job.img_size, sidecar["class_names"], w8a8=job.fmt.int8 == "qat")
         if pixels is not None:  # macOS
             parity.update(_coreml_numeric(staged, job, sidecar, pixels, labels))
             parity["passed"] = parity["passed"] and parity["top1_agreement"] >= INT8_MIN_AGREEMENT
@@ -188,7 +188,7 @@ def _parity(job: ExportJob, staged: Path, sidecar: dict[str, Any], pixels, label
 
     predictor = load(staged, config=sidecar)
     report = parity_report(job.pixel_model("nhwc"), predictor.backend, pixels, labels, job.fmt.precision)
-    return qat_verdict(report, sidecar["qat"]) if "qat" in sidecar else report
+    return qat_verdict(report, sidecar["qat"], job.fmt.backend) if "qat" in sidecar else report
 
 
 def _coreml_numeric(path: Path, job: ExportJob, config, pixels, labels) -> dict[str, Any]:

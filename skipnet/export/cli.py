@@ -6,7 +6,7 @@ import sys
 from typing import Sequence
 
 from ..common.cli import ArgumentParser, run_cli
-from ..common.contract import BACKENDS, EXPORT_FORMATS
+from ..common.contract import BACKENDS, EXPORT_FORMATS, QAT_LR
 from . import ExportOptions, export
 from .parity import INT8_MIN_AGREEMENT
 
@@ -27,8 +27,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--qat-epochs", type=int, default=0,
                    help="quantisation-aware fine-tuning epochs with the run's loss before int8 conversion")
     p.add_argument("--qat-limit", type=int, help="training images per QAT epoch (default: all)")
-    p.add_argument("--qat-lr", type=float, default=1e-4,
-                   help="QAT's Adam learning rate, decayed to 0 by a cosine (default 1e-4)")
+    p.add_argument("--qat-lr", type=float, default=QAT_LR,
+                   help=f"QAT's Adam learning rate, decayed to 0 by a cosine (default {QAT_LR:g})")
     p.add_argument("--no-verify", action="store_true", help="skip the parity check")
     p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
     return p

@@ -1,9 +1,14 @@
-"""CoreML (mlprogram, iOS 16+): an image input whose normalisation is CoreML's own scale/bias,
-classifier labels, and SkipNet metadata. Runs only on macOS; on Linux the spec is validated."""
+"""CoreML (mlprogram): an image input whose normalisation is CoreML's own scale/bias, classifier
+labels, and SkipNet metadata. Runs only on macOS; on Linux the spec is validated.
+
+Float and int8 weights (iOS 16+) convert the run's model. W8A8 (QAT, iOS 17+) converts the
+fine-tuned int8 TFLite graph (qat.py) with its quantisation points as PyTorch quantize/dequantize
+pairs, which coremltools' PyTorch frontend turns into int8 weights and quantised activations."""
 from __future__ import annotations
 
 import json
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +22,25 @@ class CoreMLExporter:
     """An mlprogram classifier with an image input (iOS 16+); int8 means int8 weights."""
 
     def write(self, job, path: Path) -> dict[str, Any]:
-        int8 = job.fmt.precision == "int8"
-        norm = export_coreml(job.model, job.config, job.img_size, path, int8)
-        return {"input": {"name": "image", "layout": "image (RGB)", "dtype": "image",
-                          "shape": [1, 3, job.img_size, job.img_size], "range": [0, 255], "quantization": None,
-                          "normalization": norm},
+        int8, qat = job.fmt.precision == "int8", job.fmt.int8 == "qat"
+        spec = {"input": {"name": "image", "layout": "image (RGB)", "dtype": "image",
+                          "shape": [1, 3, job.img_size, job.img_size], "range": [0, 255], "quantization": None},
                 "output": {"name": "classLabel", "dtype": "string", "probabilities": "classLabel_probs"},
                 "weights": "int8" if int8 else "float16"}
+        if not qat:
+            spec["input"]["normalization"] = export_coreml(job.model, job.config, job.img_size, path, int8)
+            return spec
+        import tempfile
+
+        from .qat import measure, settings_of, train
+
+        with tempfile.TemporaryDirectory() as tmp:
+            graph, spec["qat"], _ = train(job, settings_of(job), Path(tmp), progress=True)
+        spec["input"]["normalization"] = export_coreml_w8a8(graph, job.config, job.img_size, path)
+        spec["activations"] = "int8"
+        if job.parity is not None:  # macOS: the file runs
+            spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
+        return spec
 
 
 class _ChannelGain(nn.Module):
@@ -48,30 +65,71 @@ def export_coreml(model: nn.Module, config: dict[str, Any], img_size: int, path:
     scale, bias = 1.0 / (255.0 * std[0]), [-m / std[0] for m in mean]
     gains = [std[0] / s for s in std]
     net = model if all(abs(g - 1) < 1e-12 for g in gains) else _ChannelGain(model, gains)
-    traced = torch.jit.trace(net.eval(), torch.rand(1, 3, img_size, img_size))
-    mlmodel = ct.convert(
-        traced,
-        inputs=[ct.ImageType(name="image", shape=(1, 3, img_size, img_size), scale=scale, bias=bias,
-                             color_layout=ct.colorlayout.RGB)],
-        classifier_config=ct.ClassifierConfig(list(config["class_names"])),
-        convert_to="mlprogram",
-        minimum_deployment_target=ct.target.iOS16,
-    )
+    mlmodel = _convert(net, config, img_size, scale, bias, ct.target.iOS16)
     if int8:  # weights to int8; CoreML's activation quantisation needs calibration on a Mac
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
         mlmodel = linear_quantize_weights(mlmodel, OptimizationConfig(
             global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")))
+    _save(mlmodel, config, img_size, path)
+    return {"scale": scale, "bias": bias, "channel_gain": gains}
+
+
+class _FromImage(nn.Module):
+    """The TFLite graph (NHWC raw pixels) fed by CoreML's image input (NCHW, 0..255 as it is)."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.tflite = graph
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.tflite(image.permute(0, 2, 3, 1))
+
+
+def export_coreml_w8a8(graph, config: dict[str, Any], img_size: int, path: Path) -> dict[str, Any]:
+    """``graph`` (a trained FakeQuantGraph) as a W8A8 mlprogram; the graph normalises the pixels itself."""
+    try:
+        import coremltools as ct
+    except ImportError:
+        raise UserError("CoreML export needs coremltools: pip install 'skipnet-deploy[coreml]'") from None
+    graph.quantize, graph.explicit = True, True
+    graph.weights.requires_grad_(False)
+    try:
+        # quantize/dequantize are iOS 17 ops
+        _save(_convert(_FromImage(graph), config, img_size, 1.0, [0.0, 0.0, 0.0], ct.target.iOS17), config, img_size,
+              path)
+    finally:
+        graph.explicit = False
+    return {"scale": 1.0, "bias": [0.0, 0.0, 0.0], "channel_gain": [1.0, 1.0, 1.0], "in_graph": "mean and std"}
+
+
+def _convert(net: nn.Module, config: dict[str, Any], img_size: int, scale: float, bias: list[float], target):
+    import coremltools as ct
+
+    with warnings.catch_warnings():  # the tracer's notes on shapes that are fixed here anyway
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        traced = torch.jit.trace(net.eval(), torch.rand(1, 3, img_size, img_size) * 255)
+    return ct.convert(
+        traced,
+        inputs=[ct.ImageType(name="image", shape=(1, 3, img_size, img_size), scale=scale, bias=bias,
+                             color_layout=ct.colorlayout.RGB)],
+        classifier_config=ct.ClassifierConfig(list(config["class_names"])),
+        convert_to="mlprogram",
+        minimum_deployment_target=target,
+    )
+
+
+def _save(mlmodel, config: dict[str, Any], img_size: int, path: Path) -> None:
     mlmodel.short_description = f"SkipNet Deploy {config['model']} ({config['dataset']}), {img_size}x{img_size} RGB"
     mlmodel.user_defined_metadata["skipnet_config"] = json.dumps(config)
     mlmodel.user_defined_metadata["preprocess"] = json.dumps(config["preprocess"])
     with atomic_dir(path) as tmp:
         mlmodel.save(str(tmp))
-    return {"scale": scale, "bias": bias, "channel_gain": gains}
 
 
-def validate_coreml(path: Path, img_size: int, labels: list[str]) -> dict[str, Any]:
-    """What can be checked without macOS: the saved spec's input, outputs, labels and metadata."""
+def validate_coreml(path: Path, img_size: int, labels: list[str], w8a8: bool = False) -> dict[str, Any]:
+    """What can be checked without macOS: the saved spec's input, outputs, labels and metadata, and
+    for a W8A8 model that its weights and activations are int8."""
     import coremltools as ct
 
     spec = ct.models.utils.load_spec(str(path))
@@ -85,7 +143,40 @@ def validate_coreml(path: Path, img_size: int, labels: list[str]) -> dict[str, A
         "labels_in_metadata": json.loads(spec.description.metadata.userDefined["skipnet_config"])["class_names"]
         == labels,
     }
+    census = w8a8_census(spec) if w8a8 else None
+    if census is not None:
+        checks["activations_int8"] = census["quantize_ops"] > 0 and census["layers_on_int8_activations"] > 0
+        checks["weights_int8"] = census["int8_weight_ops"] > 0
     report: dict[str, Any] = {"spec_checks": checks, "passed": all(checks.values())}
+    if census is not None:
+        report["w8a8"] = census
     if sys.platform != "darwin":
         report["numeric"] = "skipped: CoreML models run only on macOS"
     return report
+
+
+def w8a8_census(spec) -> dict[str, int]:
+    """What in an mlprogram is int8: activations quantised (``quantize`` ops to int8), weights stored
+    as int8 (constexpr dequantisation), and the convolutions and linear layers whose input is a
+    dequantised int8 activation, of all of them."""
+    from coremltools.proto import MIL_pb2
+
+    ops = [op for f in spec.mlProgram.functions.values() for b in f.block_specializations.values()
+           for op in b.operations]
+    made_by = {out.name: op for op in ops for out in op.outputs}
+    int8 = MIL_pb2.DataType.Value("INT8")
+    layers = [op for op in ops if op.type in ("conv", "linear")]
+    return {
+        "quantize_ops": sum(op.type == "quantize" and op.outputs[0].type.tensorType.dataType == int8 for op in ops),
+        "int8_weight_ops": sum(op.type.startswith("constexpr_") and "dequantize" in op.type for op in ops),
+        "layers": len(layers),
+        "layers_on_int8_activations": sum(_source(op, made_by) == "dequantize" for op in layers),
+    }
+
+
+def _source(op, made_by) -> str:
+    """The op type that computes a layer's input, looking through layout ops (which keep int8 values)."""
+    while True:
+        op = made_by.get(op.inputs["x"].arguments[0].name)
+        if op is None or op.type not in ("transpose", "pad", "reshape", "squeeze", "expand_dims"):
+            return getattr(op, "type", "")

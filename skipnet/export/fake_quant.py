@@ -84,11 +84,13 @@ class FakeQuantGraph(nn.Module):
         float_tensors = {t.name: t for t in f.subgraphs[0].tensors}
         self.names = [t.name.decode() for t in qg.tensors]
         self.quantize = True
+        self.explicit = False  # quantise as quantize/dequantize op pairs, which converters keep (CoreML)
         self.ops: list[_Op] = []
         self.scales: dict[int, tuple[float, int]] = {}  # int8 activation tensor -> (scale, zero point)
         self.weights = nn.ParameterDict()  # trainable, keyed by tensor index
         self.float_consts: dict[int, torch.Tensor] = {}
         self.int8_consts: dict[int, torch.Tensor] = {}  # constants as the int8 ops read them (dequantised)
+        self.int_consts: dict[int, list] = {}
         for op in qg.operators:
             name, out = _op_name(q, op), op.outputs[0]
             int8 = qg.tensors[out].type == s.TensorType.INT8
@@ -97,7 +99,7 @@ class FakeQuantGraph(nn.Module):
             if int8 and qp is not None:
                 self.scales[out] = (float(qp[0][0]), int(qp[1][0]))
             for k, i in enumerate(op.inputs):
-                if i >= 0 and i not in self.float_consts and str(i) not in self.weights:
+                if i >= 0 and i not in self.float_consts and i not in self.int_consts and str(i) not in self.weights:
                     self._add_constant(q, f, float_tensors, qg.tensors[i], i, name, k)
         self.input = qg.inputs[0]
         softmax = [o for o in self.ops if o.name == "SOFTMAX"]
@@ -109,7 +111,8 @@ class FakeQuantGraph(nn.Module):
 
     def _add_constant(self, q, f, float_tensors, tensor, i: int, op_name: str, k: int) -> None:
         """A constant input: a trainable weight or bias (float values from the float graph), a
-        fixed int8 constant (both its float and its dequantised value), or an index tensor."""
+        fixed int8 constant (both its float and its dequantised value), or an index tensor
+        (paddings, axes, shapes: Python lists, so that torch.export sees them as constants)."""
         value = _array(q, tensor)
         if value is None:
             return
@@ -117,8 +120,11 @@ class FakeQuantGraph(nn.Module):
         learned = op_name in WEIGHTED and k in (1, 2) and not tensor.name.startswith(FIXED_PREFIXES)
         if learned or int8 or (op_name in WEIGHTED and k == 2):
             float_value = torch.from_numpy(_array(f, float_tensors[tensor.name]).astype(np.float32))
-        else:  # float constants, and integer ones (paddings, axes) as they are
-            float_value = torch.from_numpy(value.astype(np.float32 if value.dtype == np.float32 else np.int64))
+        elif value.dtype != np.float32:
+            self.int_consts[i] = value.astype(np.int64).tolist()
+            return
+        else:
+            float_value = torch.from_numpy(value)
         if learned:
             self.weights[str(i)] = nn.Parameter(float_value)
             return
@@ -127,17 +133,29 @@ class FakeQuantGraph(nn.Module):
             self.int8_consts[i] = torch.from_numpy(_dequantized(value, *_qparams(tensor)))
 
     @torch.no_grad()
+    def float_values(self, pixels: torch.Tensor) -> dict[int, torch.Tensor]:
+        """Every tensor of the graph (by index), run in float on ``pixels``."""
+        quantize, self.quantize = self.quantize, False
+        try:
+            return self._run(pixels)
+        finally:
+            self.quantize = quantize
+
+    @staticmethod
+    def find(values: dict[int, torch.Tensor], target: torch.Tensor) -> list[int]:
+        """The tensors among ``values`` (the graph's NHWC tensors) equal to ``target``, which is laid
+        out as the graph (NHWC) or as PyTorch and ONNX lay out maps (NCHW)."""
+        views = [target.permute(0, 2, 3, 1)] if target.dim() == 4 else []
+        views = [v.reshape(len(target), -1).float() for v in [target, *views]]
+        tol = 1e-4 * (1 + views[0].abs().max().item())
+        return [i for i, t in values.items() if t.shape[:1] == target.shape[:1] and t[0].numel() == views[0].shape[1]
+                and any((t.reshape(len(t), -1) - v).abs().max().item() <= tol for v in views)]
+
     def track_features(self, pixels: torch.Tensor, target: torch.Tensor) -> None:
         """Keep, on every call, the tensor whose float values on ``pixels`` are ``target`` (NCHW, the
         PyTorch model's output of one layer on the same pixels): found by value, since the converter
         renames, fuses and, at 1x1, drops the layers around it."""
-        quantize, self.quantize = self.quantize, False
-        env = self._run(pixels)
-        self.quantize = quantize
-        want = (target.permute(0, 2, 3, 1) if target.dim() == 4 else target).reshape(len(target), -1).float()
-        tol = 1e-4 * (1 + want.abs().max().item())
-        found = [i for i, t in env.items() if t.shape[0] == len(want) and t[0].numel() == want.shape[1]
-                 and (t.reshape(len(want), -1) - want).abs().max().item() <= tol]
+        found = self.find(self.float_values(pixels), target)
         if not found:
             raise RuntimeError("no tensor of the TFLite graph computes the model's feature map")
         self.features_tensor = found[-1]
@@ -179,8 +197,12 @@ class FakeQuantGraph(nn.Module):
         if not (op.int8 and self.quantize and str(op.inputs[1]) in self.weights):
             return w, b
         scale = self._weight_scale(op, w).float()
-        w = torch.fake_quantize_per_channel_affine(w, scale, torch.zeros_like(scale, dtype=torch.int32),
-                                                   WEIGHTED[op.name], -127, 127)
+        zero = torch.zeros_like(scale, dtype=torch.int32)
+        if self.explicit:  # the per-channel rounding of fake_quantize below: max |w| maps to exactly 127
+            w = torch.quantize_per_channel(w.detach(), scale.double(), zero.long(), WEIGHTED[op.name],
+                                           torch.qint8).dequantize()
+        else:
+            w = torch.fake_quantize_per_channel_affine(w, scale, zero, WEIGHTED[op.name], -127, 127)
         if b is not None:  # int32 in steps of input scale x weight scale; rounding passes gradients through
             step = scale * self.scales[op.inputs[0]][0]  # an int8 op reads an int8 op's or a QUANTIZE's output
             b = b + (torch.round(b / step) * step - b).detach()
@@ -190,6 +212,8 @@ class FakeQuantGraph(nn.Module):
         qp = self.scales.get(i)
         if qp is None or not self.quantize:
             return x
+        if self.explicit:
+            return torch.quantize_per_tensor(x, qp[0], qp[1], torch.qint8).dequantize()
         return torch.fake_quantize_per_tensor_affine(x, qp[0], qp[1], QMIN, QMAX)
 
     # ---- running the graph --------------------------------------------------------------------
@@ -198,7 +222,7 @@ class FakeQuantGraph(nn.Module):
         if self.features_tensor is not None:  # laid out as the PyTorch model's (NCHW)
             f = env[self.features_tensor]
             nhwc = self._features_nhwc
-            self.features = f.reshape(len(f), *nhwc).permute(0, 3, 1, 2) if nhwc else f
+            self.features = f.reshape(-1, *nhwc).permute(0, 3, 1, 2) if nhwc else f
         return env[self.logits_tensor]
 
     def _run(self, pixels: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -271,12 +295,12 @@ class FakeQuantGraph(nn.Module):
         return self._activation(op, a * b)
 
     def _op_pad(self, op, env):  # int8 PAD fills with the zero point: the real value 0 as well
-        pads = self._in(op, env, 1).tolist()
+        pads = self.int_consts[op.inputs[1]]
         return F.pad(self._in(op, env), [v for pair in reversed(pads) for v in pair])
 
     def _reduce(self, op, env, fn):
         x = self._in(op, env)
-        axes = [int(a) % x.dim() for a in self._in(op, env, 1).reshape(-1).tolist()]
+        axes = [int(a) % x.dim() for a in np.ravel(self.int_consts[op.inputs[1]])]
         return fn(x, dim=axes, keepdim=bool(op.options.keepDims))
 
     def _op_mean(self, op, env):
@@ -306,7 +330,7 @@ class FakeQuantGraph(nn.Module):
 
     def _op_reshape(self, op, env):
         x = self._in(op, env)
-        return x.reshape(x.shape[:1] + tuple(int(v) for v in self._in(op, env, 1).tolist()[1:]))
+        return x.reshape(x.shape[:1] + tuple(self.int_consts[op.inputs[1]][1:]))
 
     def _op_softmax(self, op, env):
         return torch.softmax(self._in(op, env) * op.options.beta, dim=-1)
@@ -322,6 +346,7 @@ def _same_padding(x: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:
     """TensorFlow's SAME padding of an NHWC map (the extra pixel, if any, at the bottom/right)."""
     pads = []
     for size, k, s, d in zip(x.shape[1:3], kernel, stride, dilation):
+        size, k = int(size), int(k)  # the spatial sizes are fixed: constants to a tracer
         total = max((math.ceil(size / s) - 1) * s + (k - 1) * d + 1 - size, 0)
         pads.append((total // 2, total - total // 2))
     (top, bottom), (left, right) = pads

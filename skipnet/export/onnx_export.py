@@ -1,4 +1,10 @@
-"""ONNX: torch.onnx (dynamo) -> onnxsim -> SkipNet metadata. Input NCHW float32 raw pixels 0..255."""
+"""ONNX: torch.onnx (dynamo) -> onnxsim -> SkipNet metadata. Input NCHW float32 raw pixels 0..255.
+
+int8 is onnxruntime's static QDQ quantisation. PTQ quantises the run's model with ranges
+calibrated on training images. QAT exports the fine-tuned int8 TFLite graph (qat.py) itself, in
+float, and quantises it with the TFLite file's scales, tensor by tensor: the same model, weights
+and quantisation points as the QAT .tflite.
+"""
 from __future__ import annotations
 
 import json
@@ -21,17 +27,39 @@ class OnnxExporter:
         import tempfile
 
         model, dynamic = job.pixel_model("nchw"), job.options.dynamic_batch
-        if job.fmt.precision == "int8":
-            with tempfile.TemporaryDirectory() as tmp:
-                float_path = Path(tmp) / "float.onnx"
-                export_onnx(model, job.img_size, float_path, job.config, dynamic)
-                quantize_onnx_int8(float_path, job.calibration, path)
-        else:
-            export_onnx(model, job.img_size, path, job.config, dynamic)
         shape = [-1 if dynamic else 1, 3, job.img_size, job.img_size]
-        return {"input": {"name": "pixels", "layout": "NCHW", "dtype": "float32", "shape": shape, "range": [0, 255],
+        spec = {"input": {"name": "pixels", "layout": "NCHW", "dtype": "float32", "shape": shape, "range": [0, 255],
                           "quantization": None},
                 "output": {"name": "logits", "dtype": "float32", "quantization": None}}
+        if job.fmt.precision != "int8":
+            export_onnx(model, job.img_size, path, job.config, dynamic)
+            return spec
+        with tempfile.TemporaryDirectory() as tmp:
+            float_path = Path(tmp) / "float.onnx"
+            if job.fmt.int8 != "qat":
+                export_onnx(model, job.img_size, float_path, job.config, dynamic)
+                quantize_onnx_int8(float_path, job.calibration, path)
+                return spec
+            from .qat import measure, settings_of, train
+
+            graph, spec["qat"], _ = train(job, settings_of(job), Path(tmp), progress=True)
+            graph.quantize = False
+            export_onnx(_NCHW(graph), job.img_size, float_path, job.config, dynamic)
+            spec["qat"]["scales"] = quantize_onnx_qat(float_path, graph, job.calibration, path)
+        if job.parity is not None:
+            spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
+        return spec
+
+
+class _NCHW(nn.Module):
+    """The fine-tuned TFLite graph (NHWC), in float, fed as the ONNX file is (NCHW)."""
+
+    def __init__(self, graph):
+        super().__init__()
+        self.tflite = graph  # not "graph": an FX GraphModule's own attribute, which torch.onnx would confuse it with
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.tflite(pixels.permute(0, 2, 3, 1))
 
 
 def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[str, Any],
@@ -65,10 +93,14 @@ def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[
         onnx.save(proto, str(tmp))
 
 
-def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path) -> None:
+def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path, overrides: dict | None = None,
+                       float_nodes: list[str] | None = None, optimize: bool = True) -> None:
     """QDQ int8 (per-channel int8 weights, per-tensor uint8 activations) with onnxruntime's static quantiser.
 
     Input and output stay float32 (raw pixels in, logits out), so the model is fed like the float one.
+    ``overrides``: fixed scales and zero points of some tensors (by name; the others are calibrated);
+    ``float_nodes``: nodes left in float; ``optimize``: let onnxruntime fuse ops first (which would
+    rename the tensors that ``overrides`` names).
     """
     import tempfile
 
@@ -92,10 +124,81 @@ def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path) -> None
 
     with tempfile.TemporaryDirectory() as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True)
+        quant_pre_process(str(float_path), str(prepared), skip_symbolic_shape=True, skip_optimization=not optimize)
         with atomic_path(path) as out:
             # uint8 activations, int8 weights (U8S8): onnxruntime's x86 int8 kernels are built for that
             # pair; int8 activations ran 2.8x slower in a one-off side-by-side check (MobileNetV3-Large,
             # 224x224, 1 thread: 18.2 vs 6.5 ms).
             quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            nodes_to_exclude=float_nodes or [],
+                            extra_options={"TensorQuantOverrides": overrides or {}})
+
+
+def quantize_onnx_qat(float_path: Path, graph, calibration_pixels, path: Path) -> dict[str, int]:
+    """The QDQ model of ``float_path`` (``graph`` exported in float) with ``graph``'s int8 scales:
+    each ONNX tensor is matched to the TFLite tensor with the same values on calibration images.
+    Returns how many tensors got a TFLite scale and how many ONNX calibrated."""
+    import onnx
+
+    model = onnx.load(str(float_path))
+    overrides, float_nodes, unmatched = _tflite_scales(model, graph, calibration_pixels[:16])
+    quantize_onnx_int8(float_path, calibration_pixels, path, overrides, float_nodes, optimize=False)
+    return {"from_tflite": len(overrides), "calibrated": len(unmatched)}
+
+
+def _tflite_scales(model, graph, pixels) -> tuple[dict, list[str], list[str]]:
+    """TensorQuantOverrides for the ONNX tensors that the TFLite graph quantises (uint8: the int8
+    zero point + 128, the same grid), the nodes computing its float tensors, and what is unmatched.
+    A tensor the TFLite graph does not have (ONNX's layout transposes and paddings, a convolution's
+    output before its ReLU, which TFLite fuses) takes its neighbour's scale, as TFLite quantises it."""
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+
+    producer = {o: n for n in model.graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in model.graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    del probe.graph.output[:]
+    probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in producer)
+    session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
+    nchw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32)
+    onnx_values = dict(zip(producer, session.run(None, {"pixels": nchw})))
+    values = graph.float_values(torch.from_numpy(pixels).float())
+    overrides, float_nodes, unmatched = {}, [], []
+    for name, v in onnx_values.items():
+        if v.dtype != np.float32 or v.ndim == 0 or v.shape[0] != len(pixels):
+            continue
+        found = graph.find(values, torch.from_numpy(v))
+        scales = [graph.scales[i] for i in found if i in graph.scales]
+        if scales:
+            scale, zero_point = scales[-1]
+            overrides[name] = [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero_point + 128, np.uint8)}]
+        elif found:
+            float_nodes.append(producer[name].name)
+        else:
+            unmatched.append(name)
+    _neighbours_scales(overrides, unmatched, producer, consumers)
+    return overrides, float_nodes, [u for u in unmatched if u not in overrides]
+
+
+def _neighbours_scales(overrides: dict, unmatched: list[str], producer: dict, consumers: dict) -> None:
+    moves = ("Pad", "Transpose", "Reshape", "Squeeze")
+    changed = True
+    while changed:
+        changed = False
+        for name in unmatched:
+            if name in overrides:
+                continue
+            p, c = producer[name], consumers.get(name, [])
+            source = None
+            if p.op_type in moves and p.input[0] in overrides:
+                source = p.input[0]
+            elif c and all(n.op_type in moves + ("Relu", "Clip") for n in c) and c[0].output[0] in overrides:
+                source = c[0].output[0]
+            if source is not None:
+                overrides[name], changed = overrides[source], True

@@ -8,7 +8,7 @@ import numpy as np
 from torch import nn
 
 from ..common import UserError
-from ..common.contract import Format
+from ..common.contract import QAT_LR, Format
 from ..models import PixelModel
 
 
@@ -26,7 +26,7 @@ class ExportOptions:
     dynamic_batch: bool = True  # ONNX: any batch size
     qat_epochs: int = 0
     qat_limit: int | None = None  # training images per QAT epoch (default: all)
-    qat_lr: float = 1e-4  # QAT's initial learning rate (Adam, cosine decay)
+    qat_lr: float = QAT_LR  # QAT's initial learning rate (Adam, cosine decay)
 
     def check(self) -> "ExportOptions":
         for flag, value, low in [("--verify-samples", self.verify_samples, 1),

@@ -10,7 +10,9 @@ from torch import nn
 # Float exports: logits within this and the same top-1 everywhere. int8: top-1 agreement at least this.
 FLOAT_MAX_ABS_DIFF = 1e-3
 INT8_MIN_AGREEMENT = 0.97
-# A QAT file against the fake-quantised model it was trained as (the same graph and scales).
+# A QAT file against the fake-quantised model it was trained as (the same graph and scales): a
+# .tflite mirrors it op by op, in the same integer arithmetic; another runtime (onnxruntime)
+# rounds in places of its own, so it is held to the int8 criterion.
 QAT_MIN_AGREEMENT = 0.99
 # Logits are compared as log-probabilities (log-softmax), so a file that outputs probabilities
 # (TFLite) compares like one that outputs logits; below this floor both count as equal (a
@@ -47,12 +49,13 @@ def parity_report(pixel_model_nhwc: nn.Module, backend, pixels: np.ndarray, labe
     return report
 
 
-def qat_verdict(report: dict[str, Any], qat: dict[str, Any]) -> dict[str, Any]:
+def qat_verdict(report: dict[str, Any], qat: dict[str, Any], backend: str) -> dict[str, Any]:
     """A QAT file is checked against the fake-quantised model it was fine-tuned as: fine-tuning
     changes some answers on purpose, so agreement with the run's float model is reported, not required."""
     report = dict(report, qat={k: qat[k] for k in ("fake_quant_agreement", "max_logit_diff_steps", "float_top1",
                                                     "fake_quant_top1", "int8_top1")})
-    report["passed"] = qat["fake_quant_agreement"] >= QAT_MIN_AGREEMENT
+    least = QAT_MIN_AGREEMENT if backend == "tflite" else INT8_MIN_AGREEMENT
+    report["passed"] = qat["fake_quant_agreement"] >= least
     report["criterion"] = (f"top-1 agreement with the fake-quantised model it was trained as >= "
-                           f"{QAT_MIN_AGREEMENT:.0%} (agreement with the run's float model is reported, not required)")
+                           f"{least:.0%} (agreement with the run's float model is reported, not required)")
     return report

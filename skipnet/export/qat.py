@@ -4,8 +4,10 @@
    quantisation as PTQ; the calibration over the training images is the observer that sets
    every activation's range.
 2. FakeQuantGraph (fake_quant.py) runs that int8 graph, op by op, with fake quantisation; its
-   weights (BatchNorm folded, as deployed) are fine-tuned with the run's own loss, ranges frozen,
-   Adam with a cosine-decayed learning rate.
+   weights (BatchNorm folded, as deployed) are fine-tuned, ranges frozen, with Adam and a
+   cosine-decayed learning rate on the run's own loss plus distillation from the run's float
+   model (the KL divergence of their predictions): the labels alone pull a well-trained model
+   away from what it had learnt, the teacher alone teaches a weak model nothing new.
 3. The weights go back into the rewritten float graph and the quantiser is given the trained
    ranges as they are (no recalibration): the file computes what was trained, with the same ops,
    and so the same speed, as the PTQ file.
@@ -19,6 +21,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from tqdm import tqdm
 
 from ..data import build_datasets, build_transform, pixel_batch
@@ -26,6 +29,7 @@ from ..models import PixelModel
 from .fake_quant import FakeQuantGraph
 
 BATCH_SIZE = 64
+OBJECTIVE = "the run's loss + KL divergence to the run's float model"
 
 
 @dataclass(frozen=True)
@@ -35,27 +39,48 @@ class QATSettings:
     lr: float
 
 
-def qat_tflite_int8(job, float_path: Path, path: Path, settings: QATSettings,
-                    progress: bool = False) -> tuple[FakeQuantGraph, dict[str, Any]]:
-    """Write the QAT int8 .tflite for ``job`` (an ExportJob) from its float export; returns the
-    trained graph and the sidecar's ``qat`` block (``measure`` adds what it measures)."""
-    from .tflite_export import deployed_float_graph, quantize_deployed
+def train(job, settings: QATSettings, tmp: Path, float_path: Path | None = None,
+          progress: bool = False) -> tuple[FakeQuantGraph, dict[str, Any], Path]:
+    """Fine-tune ``job``'s model (an ExportJob) as its int8 TFLite graph, working in ``tmp``.
+
+    ``float_path``: the run's float .tflite, if already exported (else exported here). Returns the
+    trained graph, the sidecar's ``qat`` block (``measure`` adds what it measures) and the
+    deployed float .tflite with the trained weights (``tmp/tuned.tflite``)."""
+    from .tflite_export import deployed_float_graph, export_tflite, quantize_deployed
+
+    fast, ptq, tuned = (tmp / f"{n}.tflite" for n in ("fast", "ptq", "tuned"))
+    if float_path is None:
+        float_path = tmp / "float.tflite"
+        export_tflite(job.pixel_model("nhwc", probabilities=True), job.img_size, float_path)
+    deployed_float_graph(float_path, fast, job.img_size)
+    quantize_deployed(fast, job.calibration, ptq)  # the PTQ file: its calibration is the observer
+    graph = FakeQuantGraph(ptq, fast)
+    trained = finetune(graph, job, settings, progress)
+    graph.write_weights(fast, tuned)
+    block = {"epochs": settings.epochs, "images": trained, "lr": settings.lr, "batch_size": BATCH_SIZE,
+             "loss": job.config.get("loss"), "objective": OBJECTIVE,
+             "ranges": "calibrated on the training images, then frozen"}
+    return graph, block, tuned
+
+
+def settings_of(job) -> QATSettings:
+    o = job.options
+    return QATSettings(o.qat_epochs, o.qat_limit, o.qat_lr)
+
+
+def qat_tflite_int8(job, float_path: Path, path: Path, progress: bool = False) -> tuple[FakeQuantGraph, dict[str, Any]]:
+    """Write the QAT int8 .tflite for ``job`` from its float export: the trained weights, and the
+    trained ranges as they are (no recalibration)."""
+    from .tflite_export import quantize_deployed
 
     with tempfile.TemporaryDirectory() as tmp:
-        fast, ptq, tuned = (Path(tmp) / f"{n}.tflite" for n in ("fast", "ptq", "tuned"))
-        deployed_float_graph(float_path, fast, job.img_size)
-        quantize_deployed(fast, job.calibration, ptq)  # the PTQ file: its calibration is the observer
-        graph = FakeQuantGraph(ptq, fast)
-        trained = finetune(graph, job, settings, progress)
-        graph.write_weights(fast, tuned)
+        graph, block, tuned = train(job, settings_of(job), Path(tmp), float_path, progress)
         quantize_deployed(tuned, None, path, ranges=graph.ranges())
-    block = {"epochs": settings.epochs, "images": trained, "lr": settings.lr, "batch_size": BATCH_SIZE,
-             "loss": job.config.get("loss"), "ranges": "calibrated on the training images, then frozen"}
     return graph, block
 
 
 def finetune(graph: FakeQuantGraph, job, settings: QATSettings, progress: bool = False) -> int:
-    """Train ``graph``'s weights with the run's loss; returns the images per epoch."""
+    """Train ``graph``'s weights (see OBJECTIVE); returns the images per epoch."""
     # The run's own loss: the training stage comes before export, so this import keeps the one-way flow.
     from ..training import BiasLoss, build_loss
 
@@ -66,6 +91,7 @@ def finetune(graph: FakeQuantGraph, job, settings: QATSettings, progress: bool =
     n = min(settings.images or len(train.source), len(train.source))
     criterion = build_loss(config["loss"])
     bias = isinstance(criterion, BiasLoss)
+    teacher = job.pixel_model("nhwc")
     if bias:
         _track_features(graph, job)
     # Adam: the weights are trained with BatchNorm folded in, so their scales differ from layer to
@@ -83,6 +109,9 @@ def finetune(graph: FakeQuantGraph, job, settings: QATSettings, progress: bool =
             y = torch.tensor([int(train.source[i][1]) for i in idx])
             logits = graph(x)
             loss = criterion(logits, y, features=graph.features) if bias else criterion(logits, y)
+            with torch.no_grad():
+                target = teacher(x).log_softmax(1)
+            loss = loss + F.kl_div(logits.log_softmax(1), target, log_target=True, reduction="batchmean")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

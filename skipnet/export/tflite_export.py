@@ -39,7 +39,9 @@ class TFLiteExporter:
                 float_path = Path(tmp) / "float.tflite"
                 spec["macs_litert"] = export_tflite(pixel_model, job.img_size, float_path)
                 if job.fmt.int8 == "qat":
-                    graph, spec["qat"] = _qat(job, float_path, path)
+                    from .qat import qat_tflite_int8
+
+                    graph, spec["qat"] = qat_tflite_int8(job, float_path, path, progress=True)
                 else:
                     quantize_tflite_int8(float_path, job.calibration, path, job.img_size)
             q = quantization_of(path)
@@ -50,13 +52,6 @@ class TFLiteExporter:
 
             spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
         return spec
-
-
-def _qat(job, float_path: Path, path: Path):
-    from .qat import QATSettings, qat_tflite_int8
-
-    o = job.options
-    return qat_tflite_int8(job, float_path, path, QATSettings(o.qat_epochs, o.qat_limit, o.qat_lr), progress=True)
 
 
 _MACS_LINE = re.compile(r"equivalently\s+([0-9.]+)\s*([KMG])\s+MACs")

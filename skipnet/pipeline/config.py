@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..common import UserError, read_yaml_mapping
-from ..common.contract import FORMATS, PipelineConfig, export_name, parse
+from ..common.contract import FORMATS, QAT_LR, PipelineConfig, export_name, parse
 
 # Settings of every pipeline; the training recipe defaults to the dataset's (skipnet-train's).
 DEFAULTS: dict[str, Any] = {
@@ -28,7 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "baseline": None,
     "train": {"recipe": None, "loss": "bias"},
     "export": {"formats": ["tflite-int8", "onnx", "coreml"], "verify_samples": 1000, "calibration_samples": 256,
-               "qat_epochs": 1, "qat_limit": None, "qat_lr": 1e-4},
+               "qat_epochs": 1, "qat_limit": None, "qat_lr": QAT_LR},
     "gate": {"max_drop": 1.0, "min_top1": None, "limit": None},
     "bench": {"threads": 1, "runs": 200, "warmup": 10},
 }

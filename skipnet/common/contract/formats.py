@@ -34,11 +34,13 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("torch", "torch", "", "float32"),
     Format("onnx", "onnx", ".onnx", "float32"),
     Format("onnx-int8", "onnx", ".onnx", "int8", "ptq"),
+    Format("onnx-int8-qat", "onnx", ".onnx", "int8", "qat"),
     Format("tflite", "tflite", ".tflite", "float32"),
     Format("tflite-int8", "tflite", ".tflite", "int8", "ptq"),
     Format("tflite-int8-qat", "tflite", ".tflite", "int8", "qat"),
     Format("coreml", "coreml", ".mlpackage", "float32", None, macos_only=True),
     Format("coreml-int8", "coreml", ".mlpackage", "int8", "weights", macos_only=True),
+    Format("coreml-int8-qat", "coreml", ".mlpackage", "int8", "qat", macos_only=True),
 )}
 EXPORT_FORMATS = [name for name, f in FORMATS.items() if f.exported]
 BACKENDS = list(dict.fromkeys(f.backend for f in FORMATS.values() if f.exported))
@@ -53,8 +55,8 @@ def get_format(name: str, what: str = "format") -> Format:
 def export_format(name: str, int8: bool = False, qat: bool = False) -> Format:
     """The row for skipnet-export's `--format BACKEND [--int8] [--qat-epochs N]`, or for a full name."""
     if name in BACKENDS:
-        if qat and not (int8 and name == "tflite"):
-            raise UserError("--qat-epochs fine-tunes for int8 TFLite: add --int8 and use --format tflite")
+        if qat and not int8:
+            raise UserError("--qat-epochs fine-tunes for int8: add --int8")
         return FORMATS[name + ("-int8" if int8 else "") + ("-qat" if qat else "")]
     fmt = FORMATS.get(name)
     if fmt is None or not fmt.exported:
