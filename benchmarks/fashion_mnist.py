@@ -89,7 +89,7 @@ def _main(argv) -> int:
     p.add_argument("--epochs", type=int)
     p.add_argument("--limit-train", type=int)
     p.add_argument("--qat-epochs", type=int, default=1)
-    p.add_argument("--qat-limit", type=int, default=1280, help="images per QAT epoch")
+    p.add_argument("--qat-limit", type=int, default=10240, help="images per QAT epoch")
     p.add_argument("--work", help="the study's pipeline directory (default runs/fashion_mnist-RECIPE)")
     p.add_argument("--resume", action="store_true", help="continue the study in --work")
     p.add_argument("--out", help="the table (default benchmarks/results/fashion_mnist.md for the full recipe, "

@@ -34,18 +34,27 @@ def __getattr__(name: str):
 class _RegisterWithTimm(importlib.abc.MetaPathFinder):
     """Registers skipnet_xs..l with timm right after timm is imported, so that
     `timm.create_model("skipnet_m")` works after `import skipnet` without making every
-    `import skipnet` pay for importing timm (seconds)."""
+    `import skipnet` pay for importing timm (seconds). A library that only asks whether timm
+    is installed (`importlib.util.find_spec("timm")`) passes through here too: the finder stays
+    until timm has really been loaded."""
+
+    _busy = False
 
     def find_spec(self, name, path, target=None):
-        if name != "timm":
+        if name != "timm" or self._busy:
             return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec("timm")
+        self._busy = True
+        try:
+            spec = importlib.util.find_spec("timm")  # the real finders (this one declines while busy)
+        finally:
+            self._busy = False
         if spec is not None and spec.loader is not None:
             run = spec.loader.exec_module
 
             def exec_module(module, run=run):
                 run(module)
+                if self in sys.meta_path:
+                    sys.meta_path.remove(self)
                 from .models.hub import register_timm
 
                 register_timm()

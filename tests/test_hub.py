@@ -14,7 +14,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_timm_create_model_after_import_skipnet():
     # A fresh interpreter: skipnet imported first, timm only afterwards (the import hook registers).
     pytest.importorskip("timm")
-    code = ("import skipnet, timm, torch\n"
+    # A library asking whether timm is installed (find_spec) must not use up the import hook.
+    code = ("import importlib.util, skipnet\nimportlib.util.find_spec('timm')\nimport timm, torch\n"
             "assert 'timm' not in skipnet.__dict__\n"
             "m = timm.create_model('skipnet_m', num_classes=7).eval()\n"
             "print(type(m).__name__, tuple(m(torch.zeros(1, 3, 64, 64)).shape), sorted(timm.list_models('skipnet*')))")

@@ -75,28 +75,19 @@ def export_coreml(model: nn.Module, config: dict[str, Any], img_size: int, path:
     return {"scale": scale, "bias": bias, "channel_gain": gains}
 
 
-class _FromImage(nn.Module):
-    """The TFLite graph (NHWC raw pixels) fed by CoreML's image input (NCHW, 0..255 as it is)."""
-
-    def __init__(self, graph):
-        super().__init__()
-        self.tflite = graph
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        return self.tflite(image.permute(0, 2, 3, 1))
-
-
 def export_coreml_w8a8(graph, config: dict[str, Any], img_size: int, path: Path) -> dict[str, Any]:
     """``graph`` (a trained FakeQuantGraph) as a W8A8 mlprogram; the graph normalises the pixels itself."""
     try:
         import coremltools as ct
     except ImportError:
         raise UserError("CoreML export needs coremltools: pip install 'skipnet-deploy[coreml]'") from None
+    from .fake_quant import NCHWInput
+
     graph.quantize, graph.explicit = True, True
     graph.weights.requires_grad_(False)
     try:
         # quantize/dequantize are iOS 17 ops
-        _save(_convert(_FromImage(graph), config, img_size, 1.0, [0.0, 0.0, 0.0], ct.target.iOS17), config, img_size,
+        _save(_convert(NCHWInput(graph), config, img_size, 1.0, [0.0, 0.0, 0.0], ct.target.iOS17), config, img_size,
               path)
     finally:
         graph.explicit = False

@@ -124,7 +124,7 @@ class FakeQuantGraph(nn.Module):
             self.int_consts[i] = value.astype(np.int64).tolist()
             return
         else:
-            float_value = torch.from_numpy(value)
+            float_value = torch.from_numpy(value.copy())  # the file's buffer is read-only
         if learned:
             self.weights[str(i)] = nn.Parameter(float_value)
             return
@@ -340,6 +340,17 @@ class FakeQuantGraph(nn.Module):
 
     def _op_dequantize(self, op, env):
         return self._in(op, env)
+
+
+class NCHWInput(nn.Module):
+    """A FakeQuantGraph (NHWC raw pixels) fed NCHW raw pixels, as an ONNX file or a CoreML image is."""
+
+    def __init__(self, graph: FakeQuantGraph):
+        super().__init__()
+        self.tflite = graph  # not "graph": torch.onnx would confuse it with an FX GraphModule's own attribute
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.tflite(pixels.permute(0, 2, 3, 1))
 
 
 def _same_padding(x: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:

@@ -40,26 +40,16 @@ class OnnxExporter:
                 export_onnx(model, job.img_size, float_path, job.config, dynamic)
                 quantize_onnx_int8(float_path, job.calibration, path)
                 return spec
+            from .fake_quant import NCHWInput
             from .qat import measure, settings_of, train
 
             graph, spec["qat"], _ = train(job, settings_of(job), Path(tmp), progress=True)
             graph.quantize = False
-            export_onnx(_NCHW(graph), job.img_size, float_path, job.config, dynamic)
+            export_onnx(NCHWInput(graph), job.img_size, float_path, job.config, dynamic)
             spec["qat"]["scales"] = quantize_onnx_qat(float_path, graph, job.calibration, path)
         if job.parity is not None:
             spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
         return spec
-
-
-class _NCHW(nn.Module):
-    """The fine-tuned TFLite graph (NHWC), in float, fed as the ONNX file is (NCHW)."""
-
-    def __init__(self, graph):
-        super().__init__()
-        self.tflite = graph  # not "graph": an FX GraphModule's own attribute, which torch.onnx would confuse it with
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.tflite(pixels.permute(0, 2, 3, 1))
 
 
 def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[str, Any],

@@ -5,7 +5,7 @@
     models: [skipnet_s, mobilenet_v3_large]   # the first is the model to ship, the rest baselines
     train: {recipe: fast, loss: bias, limit-train: 30000}   # skipnet-train keys, the same for every model
     baseline: mobilenet_v3_large   # latency ratios against it (default: the second model)
-    export: {formats: [tflite-int8, onnx, coreml], verify-samples: 1000}   # tflite-int8-qat: qat-epochs, qat-limit, qat-lr
+    export: {formats: [tflite-int8, onnx, coreml], verify-samples: 1000}   # *-int8-qat: qat-epochs, qat-limit, qat-lr
     gate: {max-drop: 1.0, min-top1: null, limit: null}     # int8 vs float, skipnet-eval's gates
     bench: {threads: 1, runs: 200, warmup: 10}
 """
