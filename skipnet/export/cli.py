@@ -25,7 +25,8 @@ def _parser() -> ArgumentParser:
     p.add_argument("--verify-samples", type=int, default=256, help="validation images for the parity check")
     p.add_argument("--calibration-samples", type=int, default=256, help="training images to calibrate int8 with")
     p.add_argument("--qat-epochs", type=int, default=0,
-                   help="quantisation-aware fine-tuning epochs with the run's loss before int8 conversion")
+                   help="with --int8: epochs of quantisation-aware fine-tuning of the int8 graph (the run's loss "
+                        "plus distillation from its float model) before writing it, for any --format")
     p.add_argument("--qat-limit", type=int, help="training images per QAT epoch (default: all)")
     p.add_argument("--qat-lr", type=float, default=QAT_LR,
                    help=f"QAT's Adam learning rate, decayed to 0 by a cosine (default {QAT_LR:g})")
