@@ -83,7 +83,7 @@ def export_coreml_w8a8(graph, config: dict[str, Any], img_size: int, path: Path)
         raise UserError("CoreML export needs coremltools: pip install 'skipnet-deploy[coreml]'") from None
     from .fake_quant import NCHWInput
 
-    graph.quantize, graph.explicit = True, True
+    graph.quantize, graph.explicit, graph.features_tensor = True, True, None
     graph.weights.requires_grad_(False)
     try:
         # quantize/dequantize are iOS 17 ops
@@ -97,8 +97,9 @@ def export_coreml_w8a8(graph, config: dict[str, Any], img_size: int, path: Path)
 def _convert(net: nn.Module, config: dict[str, Any], img_size: int, scale: float, bias: list[float], target):
     import coremltools as ct
 
-    with warnings.catch_warnings():  # the tracer's notes on shapes that are fixed here anyway
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+    with warnings.catch_warnings():  # the tracer's notes on shapes that are fixed here anyway, and
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)  # torch's deprecation of quantised tensors
+        warnings.filterwarnings("ignore", message=".*quantized tensor creation functions", category=UserWarning)
         traced = torch.jit.trace(net.eval(), torch.rand(1, 3, img_size, img_size) * 255)
     return ct.convert(
         traced,

@@ -44,7 +44,7 @@ class OnnxExporter:
             from .qat import measure, settings_of, train
 
             graph, spec["qat"], _ = train(job, settings_of(job), Path(tmp), progress=True)
-            graph.quantize = False
+            graph.quantize, graph.features_tensor = False, None  # in float; Bias Loss's features were for training
             export_onnx(NCHWInput(graph), job.img_size, float_path, job.config, dynamic)
             spec["qat"]["scales"] = quantize_onnx_qat(float_path, graph, job.calibration, path)
         if job.parity is not None:
