@@ -32,14 +32,13 @@ class CoreMLExporter:
             return spec
         import tempfile
 
-        from .qat import measure, settings_of, train
+        from .qat import report, settings_of, train
 
         with tempfile.TemporaryDirectory() as tmp:
             graph, spec["qat"], _ = train(job, settings_of(job), Path(tmp), progress=True)
         spec["input"]["normalization"] = export_coreml_w8a8(graph, job.config, job.img_size, path)
         spec["activations"] = "int8"
-        if job.parity is not None:  # macOS: the file runs
-            spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
+        report(spec, graph, job, path)  # macOS only: the file runs
         return spec
 
 

@@ -41,14 +41,13 @@ class OnnxExporter:
                 quantize_onnx_int8(float_path, job.calibration, path)
                 return spec
             from .fake_quant import NCHWInput
-            from .qat import measure, settings_of, train
+            from .qat import report, settings_of, train
 
             graph, spec["qat"], _ = train(job, settings_of(job), Path(tmp), progress=True)
             graph.quantize, graph.features_tensor = False, None  # in float; Bias Loss's features were for training
             export_onnx(NCHWInput(graph), job.img_size, float_path, job.config, dynamic)
             spec["qat"]["scales"] = quantize_onnx_qat(float_path, graph, job.calibration, path)
-        if job.parity is not None:
-            spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
+        report(spec, graph, job, path)
         return spec
 
 

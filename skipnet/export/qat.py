@@ -44,11 +44,11 @@ def train(job, settings: QATSettings, tmp: Path, float_path: Path | None = None,
     """Fine-tune ``job``'s model (an ExportJob) as its int8 TFLite graph, working in ``tmp``.
 
     ``float_path``: the run's float .tflite, if already exported (else exported here). Returns the
-    trained graph, the sidecar's ``qat`` block (``measure`` adds what it measures) and the
-    deployed float .tflite with the trained weights (``tmp/tuned.tflite``)."""
+    trained graph, the sidecar's ``qat`` block (``report`` adds what it measures) and the deployed
+    float .tflite the graph's weights came from (``write_weights`` puts the trained ones back)."""
     from .tflite_export import deployed_float_graph, export_tflite, quantize_deployed
 
-    fast, ptq, tuned = (tmp / f"{n}.tflite" for n in ("fast", "ptq", "tuned"))
+    fast, ptq = tmp / "fast.tflite", tmp / "ptq.tflite"
     if float_path is None:
         float_path = tmp / "float.tflite"
         export_tflite(job.pixel_model("nhwc", probabilities=True), job.img_size, float_path)
@@ -56,11 +56,10 @@ def train(job, settings: QATSettings, tmp: Path, float_path: Path | None = None,
     quantize_deployed(fast, job.calibration, ptq)  # the PTQ file: its calibration is the observer
     graph = FakeQuantGraph(ptq, fast)
     trained = finetune(graph, job, settings, progress)
-    graph.write_weights(fast, tuned)
     block = {"epochs": settings.epochs, "images": trained, "lr": settings.lr, "batch_size": BATCH_SIZE,
              "loss": job.config.get("loss"), "objective": OBJECTIVE,
              "ranges": "calibrated on the training images, then frozen"}
-    return graph, block, tuned
+    return graph, block, fast
 
 
 def settings_of(job) -> QATSettings:
@@ -74,9 +73,18 @@ def qat_tflite_int8(job, float_path: Path, path: Path, progress: bool = False) -
     from .tflite_export import quantize_deployed
 
     with tempfile.TemporaryDirectory() as tmp:
-        graph, block, tuned = train(job, settings_of(job), Path(tmp), float_path, progress)
+        graph, block, fast = train(job, settings_of(job), Path(tmp), float_path, progress)
+        tuned = Path(tmp) / "tuned.tflite"
+        graph.write_weights(fast, tuned)
         quantize_deployed(tuned, None, path, ranges=graph.ranges())
     return graph, block
+
+
+def report(spec: dict[str, Any], graph: FakeQuantGraph, job, path: Path) -> None:
+    """Add to ``spec``'s ``qat`` block what ``measure`` finds on the job's parity images (none when
+    the file cannot run here: no parity images were read)."""
+    if job.parity is not None:
+        spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
 
 
 def finetune(graph: FakeQuantGraph, job, settings: QATSettings, progress: bool = False) -> int:

@@ -47,10 +47,10 @@ class TFLiteExporter:
             q = quantization_of(path)
             spec["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
         write_metadata(path, dict(job.config, **spec))
-        if graph is not None and job.parity is not None:
-            from .qat import measure
+        if graph is not None:
+            from .qat import report
 
-            spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
+            report(spec, graph, job, path)
         return spec
 
 
