@@ -38,6 +38,7 @@ if str(REPO) not in sys.path:  # runnable from a checkout without installing
 
 from skipnet.common.io import write_json  # noqa: E402
 from skipnet.models.skipnet import SkipNet  # noqa: E402
+from skipnet.runtime.timing import cpu_name  # noqa: E402
 from skipnet.training.bias_loss import BiasLoss  # noqa: E402
 from skipnet.training.taps import FeatureTap  # noqa: E402
 
@@ -175,7 +176,7 @@ def main(argv=None) -> dict:
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "python": platform.python_version(),
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "median_ms": {"ce": med_ce, "bias": med_bias},
         "overhead_pct": overhead,
@@ -238,16 +239,6 @@ def _machine_busy_s() -> float | None:
 def _own_cpu_s() -> float:
     t = os.times()
     return t.user + t.system
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def _print_table(r: dict) -> None:

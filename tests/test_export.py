@@ -230,6 +230,51 @@ def test_tflite_int8_ptq_quantization_and_float_islands(small_run, tflite_export
     assert r.path.stat().st_size < 0.4 * (small_run / "model.safetensors").stat().st_size  # int8 weights
 
 
+@needs_fmnist
+def test_int8_export_times_itself_against_float(small_run, tflite_exports, tmp_path, capsys):
+    from skipnet.runtime.timing import cpu_name
+
+    assert tflite_exports["float"].speed is None and "speed" not in _sidecar_keys(tflite_exports["float"])
+    for kind in ("int8", "qat"):
+        r = tflite_exports[kind]
+        speed = json.loads(r.sidecar.read_text())["speed"]
+        assert speed == r.speed
+        assert speed["float_ms"] > 0 and speed["int8_ms"] > 0 and 15 <= speed["rounds"] <= 100
+        assert speed["threads"] == 1 and speed["img_size"] == 32 and speed["cpu"] == cpu_name()
+        assert ("warning" in speed) == (speed["int8_speedup"] < 1)
+    out = tmp_path / "xs_int8.onnx"
+    assert export_main([str(small_run), "--format", "onnx", "--int8", "--out", str(out), "--no-verify",
+                        "--calibration-samples", "16"]) == 0
+    printed = capsys.readouterr()
+    speed = json.loads((tmp_path / "xs_int8.onnx.json").read_text())["speed"]
+    line = printed.out.splitlines()[0]
+    assert line.startswith(f"wrote {out}") and (f"{speed['int8_ms']:.2f} vs {speed['float_ms']:.2f} ms" in line)
+    assert ("faster than float" in line) == (speed["int8_speedup"] >= 1)
+    warnings = [w for w in printed.err.splitlines() if w.startswith("skipnet-export: warning:")]
+    assert warnings == ([f"skipnet-export: warning: {speed['warning']}"] if speed["int8_speedup"] < 1 else [])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["xs_int8.onnx", "xs_int8.onnx.json"]  # no float copy left
+
+
+def _sidecar_keys(result):
+    return {k for k, v in json.loads(result.sidecar.read_text()).items() if v is not None}
+
+
+def test_slower_int8_is_said_per_runtime():
+    from skipnet.common.contract import FORMATS
+    from skipnet.export.speed import speed_check, speed_line, with_warning
+
+    fast = {"int8_speedup": 1.5, "float_ms": 3.0, "int8_ms": 2.0, "threads": 1, "cpu": "X"}
+    assert "warning" not in with_warning(fast, "tflite")
+    assert speed_line(fast) == "int8 1.50x faster than float here (2.00 vs 3.00 ms, 1 thread)"
+    slow = dict(fast, int8_speedup=0.8, int8_ms=3.75, threads=2)
+    assert speed_line(slow) == "int8 1.25x slower than float here (3.75 vs 3.00 ms, 2 threads)"
+    tfl, ort = with_warning(slow, "tflite")["warning"], with_warning(slow, "onnx")["warning"]
+    assert tfl.startswith("int8 runs at 0.80x the speed of float on this CPU (X, 2 threads)")
+    assert "skipnet-bench --android" in tfl and "ship the float .onnx" in ort and "\n" not in tfl + ort
+    assert speed_check(FORMATS["onnx"], None, None, None, {}) is None  # float: nothing to compare
+    assert "macOS" in speed_check(FORMATS["coreml-int8"], None, None, None, {})["skipped"]
+
+
 def _folder_images(folder, n=60):
     """The validation JPEG files of small_folder, every fifth, as paths an app would pass."""
     return sorted(folder.glob("val/*/*.jpg"))[::5][:n]

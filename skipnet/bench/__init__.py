@@ -5,8 +5,9 @@
 Each model is built by name, given BatchNorm statistics from real images (latency does not depend
 on the weights, but int8 scales do), exported with the export stage's own converters, and timed
 in its real runtime. This stage comes after export and runtime and may import both: the
-benchmark must convert models, and the export stage already imports the runtime, so timing
-cannot live in the runtime stage without an import cycle; here the data flow stays one way.
+benchmark must convert models, which the runtime stage cannot (export imports the runtime); the
+timing itself (interleaved rounds, paired ratios) is the runtime stage's (skipnet.runtime.timing),
+shared with the export's int8 speed check.
 """
 from .core import (FORMATS, IMAGENET_MEAN, IMAGENET_STD, benchmark, calibration_pixels, cpu_name,
                    estimate_bn_statistics, interleaved_times, latency_stats, paired_ratio, time_files)

@@ -2,13 +2,10 @@
 from __future__ import annotations
 
 import os
-import platform
-import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -19,24 +16,14 @@ from ..common.contract import FORMATS as CONTRACT_FORMATS
 from ..common.contract import export_name
 from ..data import build_datasets, dataset_spec, preprocess_config, sample_pixels
 from ..models import PixelModel, count_macs, count_params, create_model, list_models
+from ..runtime.timing import cpu_name, file_runner, interleaved_times, latency_stats, paired_ratio
 
 # The contract's formats that need no training run, timed as they are; CoreML once per compute unit.
 COMPUTE_UNITS = {"coreml-cpu": "CPU_ONLY", "coreml-all": "ALL"}
 FORMATS = tuple([f for f, spec in CONTRACT_FORMATS.items() if spec.int8 != "qat" and spec.backend != "coreml"]
                 + list(COMPUTE_UNITS))
 ALIASES = {"coreml": tuple(COMPUTE_UNITS)}
-# Untimed calls before each timed one in a round. Right after another runtime ran, a model is
-# slower (cold caches, other thread pools winding down): measured +15-35% for LiteRT and
-# onnxruntime alternating at 64x64. A few calls restore the steady state of an app that calls its
-# model repeatedly, while the round-robin still spreads the machine's drift over every model.
-SETTLE_CALLS = 2
 IMAGENET_MEAN, IMAGENET_STD = dataset_spec("imagefolder").mean, dataset_spec("imagefolder").std  # ImageNet's
-
-
-def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
-    """Median of the per-round ratios a/b of two series timed in the same rounds: drift between
-    rounds hits both sides of each ratio alike."""
-    return statistics.median(x / y for x, y in zip(a, b))
 
 
 def calibration_pixels(n: int, size: int, data_dir: str | None = None) -> np.ndarray:
@@ -101,20 +88,14 @@ def _runtime_name(fmt: str) -> str:
 
 def _runner(fmt: str, built: dict[str, Any], pm: PixelModel, threads: int):
     """A callable timing one prediction on uint8 NHWC pixels with ``threads`` threads."""
-    from ..runtime.backends import OnnxBackend, TFLiteBackend
-
     if fmt == "torch":
         def run(x, model=pm):
             torch.set_num_threads(threads)  # global in PyTorch: set per call, rounds mix thread counts
             with torch.inference_mode():
                 return model(torch.from_numpy(x))
         return run
-    if fmt.startswith("onnx"):
-        # No spinning: onnxruntime's idle workers busy-wait after each run and would slow the next
-        # model in the round (measured: LiteRT 1.8 -> 3.2 ms beside a spinning session on 2 cores).
-        return OnnxBackend(built["path"], threads, built["config"], spin=False).logits
-    if fmt.startswith("tflite"):
-        return TFLiteBackend(built["path"], threads, built["config"]).logits
+    if fmt.startswith(("onnx", "tflite")):
+        return file_runner(built["path"], threads, built["config"]).logits
     import coremltools as ct  # coreml-cpu / coreml-all; coremltools has no thread setting
     from PIL import Image
 
@@ -130,14 +111,6 @@ def _version(dist: str) -> str:
         return version(dist)
     except PackageNotFoundError:
         return "?"
-
-
-def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
 
 
 def expand_formats(formats: list[str]) -> list[str]:
@@ -159,45 +132,14 @@ def _check(models: list[str], formats: list[str], img_size: int, threads: tuple[
         raise UserError("--runs and --threads must be positive, --warmup >= 0, --img-size a multiple of 32")
 
 
-def interleaved_times(runners: dict[Any, Callable[[np.ndarray], Any]], x: np.ndarray, runs: int, warmup: int,
-                      progress: bool = True) -> dict[Any, list[float]]:
-    """Milliseconds per call of every runner on ``x``: ``warmup`` calls each, then ``runs`` rounds
-    that time each runner once, in turn, after SETTLE_CALLS untimed calls."""
-    torch_threads = torch.get_num_threads()  # the torch runner sets its own per call
-    try:
-        for run in runners.values():
-            for _ in range(warmup):
-                run(x)
-        times: dict[Any, list[float]] = {k: [] for k in runners}
-        for _ in tqdm(range(runs), desc="timing (interleaved rounds)", disable=not progress):
-            for k, run in runners.items():
-                for _ in range(SETTLE_CALLS):
-                    run(x)
-                t0 = time.perf_counter()
-                run(x)
-                times[k].append((time.perf_counter() - t0) * 1e3)
-    finally:
-        torch.set_num_threads(torch_threads)
-    return times
-
-
-def latency_stats(ts: Sequence[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(ts), 3), "p90_ms": round(float(np.percentile(ts, 90)), 3),
-            "mean_ms": round(statistics.fmean(ts), 3), "std_ms": round(statistics.pstdev(ts), 3), "runs": len(ts)}
-
-
 def time_files(paths: dict[str, str | os.PathLike], pixels: np.ndarray, threads: int = 1, runs: int = 100,
                warmup: int = 5, keep_times: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
     """Latency of exported model files (any format ``skipnet.load`` takes) on one batch of raw
     uint8 NHWC ``pixels``, interleaved like ``benchmark``; ``keep_times`` adds the per-round times
     (for ratios paired by round, ``paired_ratio``)."""
-    from ..runtime import load
-    from ..runtime.backends import OnnxBackend
-
     if runs < 1 or warmup < 0 or threads < 1:
         raise UserError("runs and threads must be positive and warmup >= 0")
-    predictors = {k: (OnnxBackend(Path(p), threads, spin=False) if Path(p).suffix == ".onnx"  # see _runner
-                      else load(p, threads=threads).backend) for k, p in paths.items()}
+    predictors = {k: file_runner(p, threads) for k, p in paths.items()}
     times = interleaved_times({k: pr.logits for k, pr in predictors.items()}, pixels, runs, warmup, progress)
     out = {}
     for k, pr in predictors.items():
@@ -253,6 +195,22 @@ def _check_android(android: dict[str, Any], formats: list[str]) -> None:
     Adb(android.get("serial")).require_device()  # fail before minutes of export
 
 
+def _built(name: str, calib: np.ndarray) -> tuple[torch.nn.Module, PixelModel]:
+    """``name`` freshly initialised (seed 0, 1000 classes) with BatchNorm statistics from ``calib``."""
+    torch.manual_seed(0)
+    model = create_model(name, 1000).eval()
+    pm = PixelModel(model, IMAGENET_MEAN, IMAGENET_STD, "nhwc")
+    estimate_bn_statistics(pm, calib)
+    return model, pm
+
+
+def model_files(name: str, formats: list[str], img_size: int, calib: np.ndarray, work: Path) -> dict[str, Path]:
+    """The files ``benchmark`` times for ``name`` (formats: "tflite", "tflite-int8", "onnx", "onnx-int8"),
+    written under ``work`` by the export stage's exporters: for per-op profiles of the same files."""
+    model, _ = _built(name, calib)
+    return {fmt: _export(fmt, model, name, img_size, calib, work)["path"] for fmt in formats}
+
+
 def _export_all(models: list[str], formats: list[str], img_size: int, threads: tuple[int, ...], calib: np.ndarray,
                 work: Path, rows: list[dict[str, Any]], progress: bool, here: bool) -> dict[tuple, tuple]:
     """Build and export every model in every format, appending one row per thread count to ``rows``;
@@ -260,11 +218,8 @@ def _export_all(models: list[str], formats: list[str], img_size: int, threads: t
     timed = {}
     host = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0))}
     for name in tqdm(models, desc="export", disable=not progress):
-        torch.manual_seed(0)
-        model = create_model(name, 1000).eval()
+        model, pm = _built(name, calib)
         params, macs = count_params(model), count_macs(model, img_size)
-        pm = PixelModel(model, IMAGENET_MEAN, IMAGENET_STD, "nhwc")
-        estimate_bn_statistics(pm, calib)
         for fmt in formats:
             base = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size, **host}
             if fmt.startswith("coreml") and sys.platform != "darwin":

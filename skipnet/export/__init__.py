@@ -30,6 +30,7 @@ from ..common.io import crash_point, file_record, read_json
 from ..data import build_datasets, sample_pixels
 from ..models import count_macs, count_params, load_checkpoint
 from .options import ExportJob, ExportOptions, Exporter
+from .speed import speed_check
 
 # torchao (imported by litert-torch) registers an Enum the way torch 2.14 deprecates; the warning
 # is not the user's to act on and would make every export's stderr, errors included, noisier.
@@ -52,6 +53,7 @@ class ExportResult:
     sidecar: Path
     parity: dict[str, Any] | None
     seconds: float
+    speed: dict[str, Any] | None = None  # int8 against float on this host (speed.py); None for float
 
 
 def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | None = None,
@@ -75,12 +77,15 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.staging-", dir=path.parent) as staging:
             staged = Path(staging) / path.name
+            if fmt.precision == "int8" and fmt.backend != "coreml":
+                job.float_copy = Path(staging) / f"float{fmt.extension}"
             sidecar = _sidecar(job, get_exporter(fmt.backend).write(job, staged), staged, model)
             sidecar["parity"] = _parity(job, staged, sidecar, pixels, labels)
+            sidecar["speed"] = speed_check(fmt, staged, job.float_copy, calibration, sidecar)
             sidecar["file"] = file_record(staged)
             write_json(sidecar_path(staged), sidecar)
             _publish(staged, path)
-    return ExportResult(path, sidecar_path(path), sidecar["parity"], time.perf_counter() - t0)
+    return ExportResult(path, sidecar_path(path), sidecar["parity"], time.perf_counter() - t0, sidecar["speed"])
 
 
 def _img_size(model, config: dict[str, Any], asked: int | None) -> int:

@@ -9,6 +9,7 @@ from ..common.cli import ArgumentParser, run_cli
 from ..common.contract import BACKENDS, EXPORT_FORMATS, QAT_LR
 from . import ExportOptions, export
 from .parity import INT8_MIN_AGREEMENT
+from .speed import speed_line
 
 
 def _parser() -> ArgumentParser:
@@ -67,7 +68,10 @@ def _main(argv: Sequence[str] | None) -> int:
                          calibration_samples=a.calibration_samples, data_dir=a.data_dir,
                          dynamic_batch=a.dynamic_batch, qat_epochs=a.qat_epochs, qat_limit=a.qat_limit, qat_lr=a.qat_lr)
     r = export(a.run_dir, a.format, a.out, opts)
-    print(f"wrote {r.path} and {r.sidecar} in {r.seconds:.1f} s")
+    speed = speed_line(r.speed)
+    print(f"wrote {r.path} and {r.sidecar} in {r.seconds:.1f} s" + (f"; {speed}" if speed else ""))
+    if r.speed and "warning" in r.speed:
+        print(f"skipnet-export: warning: {r.speed['warning']}", file=sys.stderr)
     return 0 if r.parity is None else _report(r.parity)
 
 

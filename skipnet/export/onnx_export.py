@@ -8,6 +8,7 @@ and quantisation points as the QAT .tflite.
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,12 @@ class OnnxExporter:
             float_path = Path(tmp) / "float.onnx"
             if job.fmt.int8 != "qat":
                 export_onnx(model, job.img_size, float_path, job.config, dynamic)
+                if job.float_copy is not None:
+                    shutil.copyfile(float_path, job.float_copy)
                 quantize_onnx_int8(float_path, job.calibration, path)
                 return spec
+            if job.float_copy is not None:  # QAT's float graph below is the fake-quantised one, not what ships in float
+                export_onnx(model, job.img_size, job.float_copy, job.config, dynamic)
             from .fake_quant import NCHWInput
             from .qat import report, settings_of, train
 

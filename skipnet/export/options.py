@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
@@ -57,6 +58,9 @@ class ExportJob:
     calibration: np.ndarray | None  # raw uint8 NHWC training images, for int8 formats
     options: ExportOptions
     parity: tuple[np.ndarray, np.ndarray] | None = None  # the parity check's validation images and labels
+    # Where an int8 exporter leaves a copy of the float file of the same model, which the export
+    # times the int8 file against; None: no copy wanted.
+    float_copy: Path | None = None
 
     def pixel_model(self, layout: str, model: nn.Module | None = None, probabilities: bool = False) -> PixelModel:
         """``model`` (default: the run's) behind the raw-pixel front end, in ``layout``."""

@@ -5,6 +5,7 @@ import contextlib
 import importlib.util
 import os
 import re
+import shutil
 import sys
 import tempfile
 import warnings
@@ -38,6 +39,8 @@ class TFLiteExporter:
             with tempfile.TemporaryDirectory() as tmp:
                 float_path = Path(tmp) / "float.tflite"
                 spec["macs_litert"] = export_tflite(pixel_model, job.img_size, float_path)
+                if job.float_copy is not None:
+                    shutil.copyfile(float_path, job.float_copy)
                 if job.fmt.int8 == "qat":
                     from .qat import qat_tflite_int8
 

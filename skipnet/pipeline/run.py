@@ -141,6 +141,7 @@ class Pipeline:
 
     def export(self, model: str, fmt: str) -> None:
         from ..export import ExportOptions, export
+        from ..export.speed import speed_line
 
         path = export_path(self.out, model, fmt)
         sidecar = sidecar_path(path)
@@ -155,12 +156,16 @@ class Pipeline:
             # Converters print pages of logs and progress bars: keep them in a file, not on the terminal.
             try:
                 with output_to(log):
-                    export(self.run_dir(model), fmt, path, options)
+                    speed = export(self.run_dir(model), fmt, path, options).speed
             except UserError:
                 raise
             except Exception:
                 self.log(f"  export failed; the converter's output is in {log}")
                 raise
+            if speed_line(speed):
+                self.log(f"  {speed_line(speed)}")
+            if speed and "warning" in speed:
+                self.log(f"  warning: {speed['warning']}")
 
         self._step(f"export {model} {fmt}", path.exists() and sidecar.exists() and self._pair_intact(path, fmt),
                    f"{model} {fmt} -> {path} (converter log: {log})", go)

@@ -99,6 +99,7 @@ class Sidecar(RunConfig):
     output: dict[str, Any]
     file: FileRecord
     parity: dict[str, Any] | None = None
+    speed: dict[str, Any] | None = None  # int8 files: timed against float on the exporting host
 
 
 class TrainerState(BaseModel):

@@ -1,0 +1,232 @@
+"""Where the time goes: milliseconds per op type of SkipNet-M and MobileNetV3-Large, float and
+int8, in LiteRT (XNNPACK) and onnxruntime, 224x224, 1 thread.
+
+    python benchmarks/op_profile.py                                  # both models (about 5 minutes)
+    python benchmarks/op_profile.py --out benchmarks/results/issue16/op_profile_before
+
+The files are what skipnet-bench times (the export stage's exporters; fresh weights with
+BatchNorm statistics from 64 Fashion-MNIST images: latency does not depend on the weights).
+
+onnxruntime: its own profiler (SessionOptions.enable_profiling), the kernel time of every node
+of the optimised graph it runs (fused nodes under their fused names), averaged over --runs calls.
+
+LiteRT's Python interpreter has no op profiler, so each op is cut out into a model of its own
+(its constant inputs kept, the others fed random values of their type and quantisation) and timed
+alone through the same interpreter and delegate, benchmark_model's op-by-op figure without the
+binary: median of --runs blocks of 10 calls, less the per-call cost of the interpreter itself
+(an op-free model's call). The sum is checked against the whole model's time.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import copy
+import json
+import statistics
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+
+from skipnet.bench import calibration_pixels, cpu_name
+from skipnet.bench.core import model_files
+from skipnet.common import atomic_write_text
+from skipnet.export.tflite_graph import _op_name, _schema, load_model
+
+FORMATS = ("tflite", "tflite-int8", "onnx", "onnx-int8")
+
+
+def _interpreter(content: bytes, threads: int):
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_content=content, num_threads=threads)
+    it.allocate_tensors()
+    rng = np.random.default_rng(0)
+    for d in it.get_input_details():
+        if np.issubdtype(d["dtype"], np.integer):
+            info = np.iinfo(d["dtype"])
+            x = rng.integers(info.min, info.max + 1, d["shape"]).astype(d["dtype"])
+        else:
+            x = rng.normal(0, 1, d["shape"]).astype(d["dtype"])
+        it.set_tensor(d["index"], x)
+    return it
+
+
+def _ms_per_call(it, runs: int, block: int = 10) -> float:
+    for _ in range(5):
+        it.invoke()
+    samples = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        for _ in range(block):
+            it.invoke()
+        samples.append((time.perf_counter() - t0) * 1e3 / block)
+    return statistics.median(samples)
+
+
+def _pack(model) -> bytes:
+    import flatbuffers
+
+    builder = flatbuffers.Builder(1 << 20)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def single_op_models(path: Path):
+    """(op name, output shape, a .tflite holding only that op) for every op of the main subgraph."""
+    s, model = _schema(), load_model(path)
+    graph = model.subgraphs[0]
+    for op in graph.operators:
+        m = s.ModelT()
+        m.version, m.operatorCodes, m.buffers = 3, model.operatorCodes, [s.BufferT()]
+        g = s.SubGraphT()
+        g.tensors, g.inputs, index = [], [], {}
+        for t in [t for t in op.inputs if t >= 0] + list(op.outputs):
+            if t in index:
+                continue
+            tensor = copy.copy(graph.tensors[t])
+            data = model.buffers[tensor.buffer].data
+            if data is not None and len(data):
+                m.buffers.append(model.buffers[tensor.buffer])
+                tensor.buffer = len(m.buffers) - 1
+            else:
+                tensor.buffer = 0
+                if t in op.inputs:
+                    g.inputs.append(len(g.tensors))
+            index[t] = len(g.tensors)
+            g.tensors.append(tensor)
+        one = copy.copy(op)
+        one.inputs = [index[t] if t >= 0 else t for t in op.inputs]
+        one.outputs = [index[t] for t in op.outputs]
+        g.operators, g.outputs = [one], [index[t] for t in op.outputs]
+        m.subgraphs = [g]
+        yield _op_name(model, op), [int(v) for v in graph.tensors[op.outputs[0]].shape], _pack(m)
+
+
+def _call_overhead(path: Path, threads: int, runs: int) -> float:
+    """One call of a model whose only op copies a single value (RESHAPE): the interpreter's own cost."""
+    s = _schema()
+    m = s.ModelT()
+    m.version, m.buffers = 3, [s.BufferT(), s.BufferT()]
+    code = s.OperatorCodeT()
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.RESHAPE
+    m.operatorCodes = [code]
+    tensors = []
+    for name in (b"x", b"y"):
+        t = s.TensorT()
+        t.name, t.type, t.shape, t.buffer = name, s.TensorType.FLOAT32, np.array([1], np.int32), 0
+        tensors.append(t)
+    shape = s.TensorT()
+    shape.name, shape.type, shape.shape, shape.buffer = b"shape", s.TensorType.INT32, np.array([1], np.int32), 1
+    m.buffers[1].data = np.frombuffer(np.array([1], np.int32).tobytes(), np.uint8)
+    op = s.OperatorT()
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 2], [1]
+    g = s.SubGraphT()
+    g.tensors, g.inputs, g.outputs, g.operators = tensors + [shape], [0], [1], [op]
+    m.subgraphs = [g]
+    return _ms_per_call(_interpreter(_pack(m), threads), runs)
+
+
+def tflite_profile(path: Path, threads: int, runs: int) -> dict:
+    overhead = _call_overhead(path, threads, runs)
+    ops = []
+    for name, shape, content in single_op_models(path):
+        ms = max(_ms_per_call(_interpreter(content, threads), runs) - overhead, 0.0)
+        ops.append({"op": name, "shape": shape, "ms": round(ms, 4)})
+    whole = _ms_per_call(_interpreter(Path(path).read_bytes(), threads), runs)
+    return {"whole_ms": round(whole, 3), "call_overhead_ms": round(overhead, 4), "ops": ops}
+
+
+def onnx_profile(path: Path, threads: int, runs: int, work: Path) -> dict:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")  # as skipnet-bench times it
+    opts.enable_profiling, opts.profile_file_prefix = True, str(work / Path(path).stem)
+    session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    inp = session.get_inputs()[0]
+    x = np.random.default_rng(0).uniform(0, 255, [1, *inp.shape[1:]]).astype(np.float32)
+    for _ in range(5):
+        session.run(None, {inp.name: x})
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        session.run(None, {inp.name: x})
+    whole = (time.perf_counter() - t0) * 1e3 / runs
+    events = json.loads(Path(session.end_profiling()).read_text())
+    kernels = [e for e in events if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    per_node = collections.defaultdict(list)
+    for e in kernels:
+        per_node[(e["args"]["op_name"], e["name"])].append(e["dur"] / 1e3)
+    # the last `runs` calls of each node (the profile also holds the warm-up calls)
+    ops = [{"op": op, "node": node[:-len("_kernel_time")], "ms": round(statistics.fmean(ts[-runs:]), 4)}
+           for (op, node), ts in per_node.items()]
+    return {"whole_ms": round(whole, 3), "ops": ops}
+
+
+def by_type(profile: dict) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for o in profile["ops"]:
+        row = out.setdefault(o["op"], {"count": 0, "ms": 0.0})
+        row["count"] += 1
+        row["ms"] += o["ms"]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]["ms"]))
+
+
+def table(profiles: dict, model: str, runtime: str, fmts: tuple[str, str]) -> list[str]:
+    a, b = (by_type(profiles[(model, f)]) for f in fmts)
+    names = list(dict.fromkeys(list(a) + list(b)))
+    lines = [f"### {model}, {runtime}", "", "| op | float: count | float: ms | int8: count | int8: ms |",
+             "|---|---|---|---|---|"]
+    for n in names:
+        fa, fb = a.get(n, {"count": 0, "ms": 0}), b.get(n, {"count": 0, "ms": 0})
+        lines.append(f"| {n} | {fa['count'] or ''} | {fa['ms']:.3f} | {fb['count'] or ''} | {fb['ms']:.3f} |")
+    sums = [sum(r["ms"] for r in d.values()) for d in (a, b)]
+    wholes = [profiles[(model, f)]["whole_ms"] for f in fmts]
+    lines += [f"| **sum of ops** | | {sums[0]:.3f} | | {sums[1]:.3f} |",
+              f"| **whole model, one call** | | {wholes[0]:.3f} | | {wholes[1]:.3f} |", ""]
+    return lines
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", default="skipnet_m,mobilenet_v3_large")
+    p.add_argument("--img-size", type=int, default=224)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--out", default="benchmarks/results/op_profile")
+    a = p.parse_args()
+    command = "python benchmarks/op_profile.py" + "".join(f" {arg}" for arg in sys.argv[1:])
+    calib = calibration_pixels(64, a.img_size)
+    profiles = {}
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for model in a.models.split(","):
+            files = model_files(model, list(FORMATS), a.img_size, calib, work)
+            for fmt, path in files.items():
+                print(f"profiling {model} {fmt}", file=sys.stderr)
+                profiles[(model, fmt)] = (tflite_profile(path, a.threads, a.runs) if fmt.startswith("tflite")
+                                          else onnx_profile(path, a.threads, a.runs, work))
+    lines = [f"# Per-op time, {a.img_size}x{a.img_size}, {a.threads} thread{'s' if a.threads > 1 else ''}", "",
+             f"Command: `{command}` ({(time.perf_counter() - t0) / 60:.1f} min)", "",
+             f"Machine: {cpu_name()}; {date.today()}. Milliseconds per call summed over the ops of each type "
+             "(LiteRT: each op timed alone, less the interpreter's per-call cost; onnxruntime: its profiler's "
+             "kernel times). See the script's docstring for the method.", ""]
+    for model in a.models.split(","):
+        lines += table(profiles, model, "LiteRT (XNNPACK)", ("tflite", "tflite-int8"))
+        lines += table(profiles, model, "onnxruntime (CPU)", ("onnx", "onnx-int8"))
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
+    atomic_write_text(out.with_suffix(".json"), json.dumps(
+        {"command": command, "cpu": cpu_name(), "date": str(date.today()),
+         "profiles": {f"{m} {f}": v for (m, f), v in profiles.items()}}, indent=1))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
