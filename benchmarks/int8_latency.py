@@ -5,14 +5,19 @@
 
 Variants per model; the int8 ones are cumulative steps of the graph work (tflite_graph.py):
   float-converter   litert-torch's float graph as it is
-  float             + the input normalisation as one depthwise conv (what skipnet-export writes)
+  float             + the input normalisation as one depthwise conv, MULs by a constant folded
+                    into the weights they reach (see int8-folded): what skipnet-export writes
   int8-stock-all    the converter's graph, every op int8 (int8 HARD_SWISH splits the XNNPACK graph)
   int8-stock        the converter's graph, HARD_SWISH kept float (the first skipnet-export int8)
   int8-hswish       every op int8, HARD_SWISH rewritten as ADD(+3, relu6), MUL, MUL(1/6)
   int8-pools        + average pools as depthwise convs, 8x8 split into 4x4 then 2x2
   int8-all-integer  + the input normalisation as one depthwise conv
-  int8              + the ops reading or writing maps >= 1/2 of the input size kept float (the
-                    stem and first blocks), uint8 input; what skipnet-export --int8 writes
+  int8-folded       + each MUL by a constant (h-swish's and the squeeze-excite gate's 1/6) folded
+                    into the weights of the layers it reaches
+  int8              what skipnet-export --int8 writes: int8-folded with uint8 pixels in
+  int8-float-prefix int8 with the ops reading or writing maps at least half the input size
+                    kept float (the stem and first blocks): the graph skipnet-export wrote
+                    before issue 16, faster than all-integer on some x86 CPUs
 Every graph ends in the softmax skipnet-export puts there (float in the int8 graphs too).
 Calibration uses real Fashion-MNIST training images resized to the input size. The models are
 freshly initialised (latency does not depend on the weights) with BatchNorm statistics estimated
@@ -38,17 +43,18 @@ import torch
 
 from skipnet.bench import (IMAGENET_MEAN, IMAGENET_STD, calibration_pixels, cpu_name, estimate_bn_statistics,
                            paired_ratio)
-from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
+from skipnet.export.tflite_export import export_tflite, quantize_deployed, quantize_tflite_int8
 from skipnet.export.tflite_graph import float_ops, op_census, rewrite_graph
 from skipnet.models import PixelModel, count_macs, create_model
 
 
 VARIANTS = ("float-converter", "float", "int8-stock-all", "int8-stock", "int8-hswish", "int8-pools",
-            "int8-all-integer", "int8")
+            "int8-all-integer", "int8-folded", "int8", "int8-float-prefix")
 # The rewritten all-integer steps: rewrite_graph arguments applied to the converter's float graph.
-INTEGER_STEPS = {"int8-hswish": {"ops": ("HARD_SWISH",), "fold_affine": False},
-                 "int8-pools": {"ops": ("HARD_SWISH", "AVERAGE_POOL_2D"), "fold_affine": False},
-                 "int8-all-integer": {}}
+INTEGER_STEPS = {"int8-hswish": {"ops": ("HARD_SWISH",), "fold_affine": False, "fold_scales": False},
+                 "int8-pools": {"ops": ("HARD_SWISH", "AVERAGE_POOL_2D"), "fold_affine": False, "fold_scales": False},
+                 "int8-all-integer": {"fold_scales": False},
+                 "int8-folded": {}}
 
 
 def main() -> None:
@@ -82,6 +88,9 @@ def main() -> None:
             rewrite_graph(p["float-converter"], rewritten, **kwargs)
             quantize_tflite_int8(rewritten, calib, p[variant], graph="stock")
         quantize_tflite_int8(p["float"], calib, p["int8"])
+        prefix = work / f"{name}_prefix_float.tflite"
+        rewrite_graph(p["float"], prefix, float_min_height=args.img_size // 2)
+        quantize_deployed(prefix, calib, p["int8-float-prefix"])
         for variant, path in p.items():
             it = Interpreter(model_path=str(path), num_threads=args.threads)
             it.allocate_tensors()
@@ -128,7 +137,8 @@ def main() -> None:
              f"median of {args.runs} interleaved rounds (each times every variant once); speed-up against "
              "`float` is the median of the per-round ratios, "
              "the float graph skipnet-export writes. Variants are explained in the script's docstring; "
-             "int8-hswish to int8 are cumulative, so each row against the one above is what that step bought. "
+             "int8-hswish to int8 are cumulative, so each row against the one above is what that step bought "
+             "(int8-float-prefix is not a step: the earlier graph, for comparison). "
              "'float ops' counts the ops an int8 graph computes in float (DEQUANTIZE aside).", "",
              "| model | variant | median ms | speed-up vs float | size MB | ops | float ops (int8 graphs) | "
              "QUANTIZE | DEQUANTIZE | TRANSPOSE | HARD_SWISH | AVERAGE_POOL_2D | XNNPACK partitions |",

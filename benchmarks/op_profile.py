@@ -13,8 +13,8 @@ of the optimised graph it runs (fused nodes under their fused names), averaged o
 LiteRT's Python interpreter has no op profiler, so each op is cut out into a model of its own
 (its constant inputs kept, the others fed random values of their type and quantisation) and timed
 alone through the same interpreter and delegate, benchmark_model's op-by-op figure without the
-binary: median of --runs blocks of 10 calls, less the per-call cost of the interpreter itself
-(an op-free model's call). The sum is checked against the whole model's time.
+binary: median of --runs blocks of 10 calls, less the per-call cost of the interpreter and the
+delegate (a model adding two single floats). The sum is checked against the whole model's time.
 """
 from __future__ import annotations
 
@@ -106,32 +106,31 @@ def single_op_models(path: Path):
         yield _op_name(model, op), [int(v) for v in graph.tensors[op.outputs[0]].shape], _pack(m)
 
 
-def _call_overhead(path: Path, threads: int, runs: int) -> float:
-    """One call of a model whose only op copies a single value (RESHAPE): the interpreter's own cost."""
+def _call_overhead(threads: int, runs: int) -> float:
+    """One call of a model whose only op adds two single floats, which XNNPACK runs like every op
+    of a profiled model: the cost of the interpreter and the delegate, paid once per call."""
     s = _schema()
     m = s.ModelT()
-    m.version, m.buffers = 3, [s.BufferT(), s.BufferT()]
+    m.version, m.buffers = 3, [s.BufferT()]
     code = s.OperatorCodeT()
-    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.RESHAPE
+    code.builtinCode = code.deprecatedBuiltinCode = s.BuiltinOperator.ADD
     m.operatorCodes = [code]
     tensors = []
-    for name in (b"x", b"y"):
+    for name in (b"a", b"b", b"y"):
         t = s.TensorT()
         t.name, t.type, t.shape, t.buffer = name, s.TensorType.FLOAT32, np.array([1], np.int32), 0
         tensors.append(t)
-    shape = s.TensorT()
-    shape.name, shape.type, shape.shape, shape.buffer = b"shape", s.TensorType.INT32, np.array([1], np.int32), 1
-    m.buffers[1].data = np.frombuffer(np.array([1], np.int32).tobytes(), np.uint8)
     op = s.OperatorT()
-    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 2], [1]
+    op.opcodeIndex, op.inputs, op.outputs = 0, [0, 1], [2]
+    op.builtinOptionsType, op.builtinOptions = s.BuiltinOptions.AddOptions, s.AddOptionsT()
     g = s.SubGraphT()
-    g.tensors, g.inputs, g.outputs, g.operators = tensors + [shape], [0], [1], [op]
+    g.tensors, g.inputs, g.outputs, g.operators = tensors, [0, 1], [2], [op]
     m.subgraphs = [g]
     return _ms_per_call(_interpreter(_pack(m), threads), runs)
 
 
 def tflite_profile(path: Path, threads: int, runs: int) -> dict:
-    overhead = _call_overhead(path, threads, runs)
+    overhead = _call_overhead(threads, runs)
     ops = []
     for name, shape, content in single_op_models(path):
         ms = max(_ms_per_call(_interpreter(content, threads), runs) - overhead, 0.0)

@@ -11,7 +11,7 @@ ops in order, in NHWC as the file does:
   max|w| / 127 (what the quantiser computes from the weights it is given), biases rounded to
   int32 steps of input scale x weight scale, outputs fake-quantised per tensor with the file's
   scale and zero point (frozen: the calibration is the observer);
-* float ops (the high-resolution prefix, the closing softmax) in float.
+* float ops (the closing softmax; a float prefix where a graph has one) in float.
 
 After training, ``write_weights`` puts the weights back into the float graph by tensor name and
 ``ranges`` gives the quantiser the same scales as calibration, so the int8 file written from them
@@ -90,6 +90,7 @@ class FakeQuantGraph(nn.Module):
         self.weights = nn.ParameterDict()  # trainable, keyed by tensor index
         self.float_consts: dict[int, torch.Tensor] = {}
         self.int8_consts: dict[int, torch.Tensor] = {}  # constants as the int8 ops read them (dequantised)
+        self.int8_qparams: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # and their file's scales, zero points
         self.int_consts: dict[int, list] = {}
         for op in qg.operators:
             name, out = _op_name(q, op), op.outputs[0]
@@ -131,6 +132,7 @@ class FakeQuantGraph(nn.Module):
         self.float_consts[i] = float_value
         if int8:
             self.int8_consts[i] = torch.from_numpy(_dequantized(value, *_qparams(tensor)))
+            self.int8_qparams[i] = _qparams(tensor)
 
     @torch.no_grad()
     def float_values(self, pixels: torch.Tensor) -> dict[int, torch.Tensor]:
@@ -195,6 +197,8 @@ class FakeQuantGraph(nn.Module):
         w = self._const(op.inputs[1], op.int8)
         b = self._const(op.inputs[2], op.int8) if len(op.inputs) > 2 and op.inputs[2] >= 0 else None
         if not (op.int8 and self.quantize and str(op.inputs[1]) in self.weights):
+            if self.explicit and op.int8 and self.quantize and op.inputs[1] in self.int8_qparams:
+                w = self._explicit_fixed(op, w)
             return w, b
         scale = self._weight_scale(op, w).float()
         zero = torch.zeros_like(scale, dtype=torch.int32)
@@ -207,6 +211,14 @@ class FakeQuantGraph(nn.Module):
             step = scale * self.scales[op.inputs[0]][0]  # an int8 op reads an int8 op's or a QUANTIZE's output
             b = b + (torch.round(b / step) * step - b).detach()
         return w, b
+
+    def _explicit_fixed(self, op: _Op, w: torch.Tensor) -> torch.Tensor:
+        """A fixed int8 weight (a pool or the normalisation as a depthwise conv) as a quantize /
+        dequantize pair of its file's int8 values, so a converter stores it int8 as well."""
+        axis = WEIGHTED[op.name]
+        scale, zero = (np.broadcast_to(a, (w.shape[axis],)) for a in self.int8_qparams[op.inputs[1]])
+        scale, zero = torch.tensor(scale, dtype=torch.float64), torch.tensor(zero, dtype=torch.int64)
+        return torch.quantize_per_channel(w, scale, zero, axis, torch.qint8).dequantize()
 
     def _fake_quant(self, i: int, x: torch.Tensor) -> torch.Tensor:
         qp = self.scales.get(i)

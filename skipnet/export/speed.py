@@ -23,7 +23,8 @@ def speed_check(fmt: Format, int8_path: Path, float_path: Path | None, pixels, c
     if fmt.precision != "int8":
         return None
     if float_path is None or not float_path.exists():
-        return {"skipped": f"{fmt.name} is not timed here: CoreML runs only on macOS (time it there with skipnet-bench)"}
+        return {"skipped": f"{fmt.name} is not timed here: CoreML runs only on macOS "
+                           "(time it there with skipnet-bench)"}
     from ..runtime.timing import speedup
 
     r = speedup(float_path, int8_path, pixels, config, threads)

@@ -46,7 +46,7 @@ class TFLiteExporter:
 
                     graph, spec["qat"] = qat_tflite_int8(job, float_path, path, progress=True)
                 else:
-                    quantize_tflite_int8(float_path, job.calibration, path, job.img_size)
+                    quantize_tflite_int8(float_path, job.calibration, path)
             q = quantization_of(path)
             spec["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
         write_metadata(path, dict(job.config, **spec))
@@ -122,17 +122,15 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimi
     return converter_macs("".join(log))
 
 
-def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_size: int | None = None,
-                         graph: str = "fast", float_ops: tuple[str, ...] = (),
-                         ranges: dict[str, dict] | None = None) -> None:
+def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, graph: str = "fast",
+                         float_ops: tuple[str, ...] = (), ranges: dict[str, dict] | None = None) -> None:
     """int8 (weights per channel, activations per tensor), calibrated on real images.
 
     The input is raw pixels, quantised with scale 1 so every value 0..255 is exact: uint8 (zero
     point 0) for graph="fast", int8 (zero point -128) for "stock". A closing SOFTMAX stays float.
 
-    graph="fast" (the default) first rewrites the float graph so XNNPACK runs it all (tflite_graph):
-    the layers reading or writing maps at least half the input size stay float, where its float
-    kernels are faster; after them HARD_SWISH and average pools become int8 ops it has kernels for.
+    graph="fast" (the default) first rewrites the float graph so XNNPACK runs it all in int8
+    (tflite_graph): HARD_SWISH and average pools become int8 ops it has kernels for.
     graph="stock" quantises the converter's graph as it is, keeping `float_ops` float: the
     baselines benchmarks/int8_latency.py compares against.
 
@@ -146,7 +144,7 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
     if graph == "fast":
         with tempfile.TemporaryDirectory() as tmp:
             fast = Path(tmp) / "fast.tflite"
-            deployed_float_graph(float_path, fast, img_size or int(calibration_pixels.shape[1]))
+            deployed_float_graph(float_path, fast)
             return quantize_deployed(fast, calibration_pixels, path, ranges)
     with native_stderr_to([]), warnings.catch_warnings():  # LiteRT's INFO lines, the quantiser's progress bars
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # its calibration mode
@@ -155,11 +153,11 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, img_s
         tmp.write_bytes(model)
 
 
-def deployed_float_graph(float_path: Path, dst: Path, img_size: int) -> None:
-    """The float graph the shipped int8 file is quantised from (tflite_graph's rewrites, the layers
-    reading or writing maps at least half the input size kept float): the one definition that
-    post-training quantisation and QAT's fake-quantised model (fake_quant.py) both follow."""
-    rewrite_graph(float_path, dst, float_min_height=img_size // 2)
+def deployed_float_graph(float_path: Path, dst: Path) -> None:
+    """The float graph the shipped int8 file is quantised from (tflite_graph's rewrites; every op
+    int8 but the closing softmax): the one definition that post-training quantisation and QAT's
+    fake-quantised model (fake_quant.py) both follow."""
+    rewrite_graph(float_path, dst, int8=True)
 
 
 def quantize_deployed(fast_path: Path, calibration_pixels, path: Path, ranges: dict[str, dict] | None = None) -> None:

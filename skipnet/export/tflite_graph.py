@@ -3,14 +3,18 @@
 What the converter emits and why it is slow in int8 (each measured in benchmarks/int8_latency.py):
 
 * HARD_SWISH has no int8 XNNPACK kernel, so each one splits the delegated graph. Rewritten as its
-  definition, x * relu6(x + 3) * (1/6): ADD (fused RELU6), MUL, MUL by a constant.
+  definition, x * relu6(x + 3) * (1/6): ADD (fused RELU6), MUL, and the 1/6 folded into the
+  weights of the layers it reaches (squeeze-excite's 1/6 too), else a MUL by a constant.
 * AVERAGE_POOL_2D has no int8 XNNPACK kernel either. With VALID padding and kernel = stride
   (SkipNet's skip blocks) it is a DEPTHWISE_CONV_2D with weights 1/(kh*kw); large kernels are
   split into stages of at most 4x4, where XNNPACK's int8 depthwise kernel is fast.
 * The input normalisation is a MUL and an ADD broadcasting over 3 channels, slow in both
   precisions; as one 1x1 DEPTHWISE_CONV_2D it is a single fast pass (applied to float exports too).
-* The first, high-resolution layers have few channels, where XNNPACK's float kernels beat its
-  int8 ones: rewrite_graph can mark them to stay float (the quantiser skips FLOAT_SCOPE).
+* An op computing what an earlier one computes (the first 4x4 stage of two skip pools over one
+  map) is dropped.
+* Only the closing SOFTMAX stays float (the quantiser skips FLOAT_SCOPE). rewrite_graph can also
+  keep the first, high-resolution layers float, faster than int8 on some x86 CPUs and slower on
+  others; the shipped graph is all-integer, as phones' NPU delegates require.
 
 Every rewrite computes the same function in float; only int8 rounding differs. The PyTorch
 network is untouched, so any checkpoint (the authors' included) still loads.
@@ -18,6 +22,7 @@ network is untouched, so any checkpoint (the authors' included) still loads.
 from __future__ import annotations
 
 import collections
+import copy
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +223,108 @@ def _per_channel_affine_as_depthwise(ed: _Editor, ops: list) -> tuple[list, int]
     return out, folded
 
 
+# Ops through which a tensor scaled by a constant stays scaled by it (input 0; MUL either input).
+_LINEAR = {"PAD", "MEAN", "AVERAGE_POOL_2D", "RESHAPE", "MUL"}
+_WEIGHTED = {"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED"}
+
+
+def _plain(ed: _Editor, op) -> bool:
+    """No fused activation (a MUL's output is then linear in each input)."""
+    o = op.builtinOptions
+    return o is None or o.fusedActivationFunction == ed.s.ActivationFunctionType.NONE
+
+
+def _scaled_weights(ed: _Editor, ops: list, tensor: int) -> list[int] | None:
+    """The weight tensors (input 1) of the convolutions and fully connected layers that ``tensor``
+    reaches through linear ops only, each read by that one op; None if it reaches anything else
+    (an ADD, an activation, a graph output), or one op by two paths."""
+    readers = collections.defaultdict(list)
+    for op in ops:
+        for k, t in enumerate(op.inputs):
+            readers[t].append((op, k))
+    weights, seen, todo = [], set(), [tensor]
+    while todo:
+        t = todo.pop()
+        if t in ed.graph.outputs or not readers[t]:
+            return None
+        for op, k in readers[t]:
+            name = _op_name(ed.model, op)
+            if id(op) in seen:
+                return None
+            seen.add(id(op))
+            w = op.inputs[1] if len(op.inputs) > 1 else -1
+            if name in _WEIGHTED and k == 0 and len(readers[w]) == 1 and _constant(ed, w) is not None:
+                weights.append(w)
+            elif name in _LINEAR and (k == 0 or name == "MUL") and (name != "MUL" or _plain(ed, op)):
+                todo.append(op.outputs[0])
+            else:
+                return None
+    return weights
+
+
+def _set_constant(ed: _Editor, tensor: int, value: np.ndarray) -> None:
+    """New float values for a constant tensor: in its buffer if no other tensor shares it (an
+    orphaned buffer would stay in the file), else in a new one."""
+    t = ed.graph.tensors[tensor]
+    shared = sum(other.buffer == t.buffer for g in ed.model.subgraphs for other in g.tensors) > 1
+    if shared:
+        ed.model.buffers.append(ed.s.BufferT())
+        t.buffer = len(ed.model.buffers) - 1
+    ed.model.buffers[t.buffer].data = np.frombuffer(np.ascontiguousarray(value, np.float32).tobytes(), np.uint8)
+
+
+def _fold_constant_muls(ed: _Editor, ops: list) -> tuple[list, int]:
+    """Each MUL by a scalar constant c (h-swish's 1/6, the squeeze-excite gate's 1/6) whose result
+    reaches only convolution and fully connected layers, through linear ops, is dropped and c
+    multiplies those layers' weights instead: the same function, one int8 MUL fewer over a whole
+    feature map."""
+    folded = 0
+    for op in list(ops):
+        if _op_name(ed.model, op) != "MUL" or not _plain(ed, op):
+            continue
+        c, x = _constant(ed, op.inputs[1]), op.inputs[0]
+        if c is None or c.size != 1 or _constant(ed, x) is not None:
+            continue
+        weights = _scaled_weights(ed, ops, op.outputs[0])
+        if weights is None:
+            continue
+        for w in weights:
+            _set_constant(ed, w, _constant(ed, w) * np.float32(c.reshape(())))
+        ops.remove(op)
+        for other in ops:
+            other.inputs = [x if t == op.outputs[0] else t for t in other.inputs]
+        folded += 1
+    return ops, folded
+
+
+def _op_key(ed: _Editor, op) -> tuple:
+    """What an op computes: its code, options and inputs (constants by value)."""
+    inputs = []
+    for t in op.inputs:
+        c = _constant(ed, t) if t >= 0 else None
+        inputs.append(t if c is None else (c.shape, c.tobytes()))
+    fields = sorted(vars(op.builtinOptions).items()) if op.builtinOptions is not None else []
+    options = tuple((k, v.tobytes() if isinstance(v, np.ndarray) else repr(v)) for k, v in fields)
+    return op.opcodeIndex, tuple(inputs), options
+
+
+def _dedupe(ed: _Editor, ops: list) -> tuple[list, int]:
+    """Ops computing what an earlier op computes are dropped, their readers reading its output:
+    SkipNet's two skip pools over one map (4x4 and 8x8) both begin with the same 4x4 stage."""
+    seen, kept, dropped = {}, [], 0
+    for op in ops:
+        key = _op_key(ed, op)
+        first = seen.get(key)
+        if first is None or len(op.outputs) != 1 or op.outputs[0] in ed.graph.outputs:
+            seen.setdefault(key, op)
+            kept.append(op)
+            continue
+        for other in ops:
+            other.inputs = [first.outputs[0] if t == op.outputs[0] else t for t in other.inputs]
+        dropped += 1
+    return kept, dropped
+
+
 FLOAT_SCOPE = "float_island/"
 
 
@@ -230,18 +337,18 @@ def _height(ed: _Editor, op) -> int:
     return max(heights)
 
 
-def _float_ops(ed: _Editor, ops: list, min_height: int) -> list:
-    """The ops to keep float: those reading or writing maps at least min_height tall (the first,
-    wide and narrow layers, where XNNPACK's float kernels beat its int8 ones; a stride-2 op reading
-    such a map is included, so the graph turns int8 at the smaller map it writes), average
-    pools reading a float map (pooling before quantising means quantising a 16x smaller map),
-    all measured in benchmarks/int8_latency.py; and the closing SOFTMAX, whose int8 output
-    (steps of 1/256) would tie the top classes of a confident prediction."""
-    keep, float_tensors = [], set(ed.graph.inputs)
+def _float_ops(ed: _Editor, ops: list, min_height: int | None) -> list:
+    """The ops an int8 graph keeps float: the closing SOFTMAX, whose int8 output (steps of 1/256)
+    would tie the top classes of a confident prediction; with ``min_height``, also those reading
+    or writing maps at least that tall (a stride-2 op reading such a map is included, so the
+    graph turns int8 at the smaller map it writes) and average pools reading a float map
+    (pooling before quantising means quantising a 16x smaller map): a float prefix, which on
+    some x86 CPUs is faster than int8 (benchmarks/int8_latency.py)."""
+    keep, float_tensors = [], set(ed.graph.inputs) if min_height else set()
     for op in ops:
         name = _op_name(ed.model, op)
         pools_float_map = name == "AVERAGE_POOL_2D" and op.inputs[0] in float_tensors
-        if _height(ed, op) >= min_height or pools_float_map or name == "SOFTMAX":
+        if (min_height and _height(ed, op) >= min_height) or pools_float_map or name == "SOFTMAX":
             keep.append(op)
             float_tensors.update(op.outputs)
     return keep
@@ -276,12 +383,14 @@ REWRITES = {"HARD_SWISH": _expand_hard_swish, "AVERAGE_POOL_2D": _avg_pool_as_de
 
 
 def rewrite_graph(src: Path, dst: Path, ops=("HARD_SWISH", "AVERAGE_POOL_2D"), fold_affine: bool = True,
-                  float_min_height: int | None = None) -> dict[str, int]:
+                  float_min_height: int | None = None, fold_scales: bool = True, int8: bool = False) -> dict[str, int]:
     """Write `src` with the rewrites above applied; returns how many of each were made.
 
     ops: op types to replace by int8-friendly equivalents; fold_affine: the input normalisation as
-    one depthwise conv; float_min_height: keep ops reading or writing maps this tall float
-    (float XNNPACK runs HARD_SWISH and AVERAGE_POOL_2D as they are, so those are not rewritten).
+    one depthwise conv; fold_scales: MULs by a constant folded into the weights of the layers
+    they feed; int8: the graph is to be quantised (its closing SOFTMAX is marked to stay float);
+    float_min_height (implies int8): also keep ops reading or writing maps this tall float (float
+    XNNPACK runs HARD_SWISH and AVERAGE_POOL_2D as they are, so those are not rewritten).
     """
     model = load_model(src)
     done = collections.Counter()
@@ -289,7 +398,7 @@ def rewrite_graph(src: Path, dst: Path, ops=("HARD_SWISH", "AVERAGE_POOL_2D"), f
         ed, new = _Editor(model, graph), []
         if fold_affine:
             graph.operators, done["input_affine"] = _per_channel_affine_as_depthwise(ed, graph.operators)
-        stay_float = _float_ops(ed, graph.operators, float_min_height) if float_min_height else []
+        stay_float = _float_ops(ed, graph.operators, float_min_height) if int8 or float_min_height else []
         keep = set(map(id, stay_float))
         for op in graph.operators:
             name = _op_name(model, op)
@@ -299,7 +408,10 @@ def rewrite_graph(src: Path, dst: Path, ops=("HARD_SWISH", "AVERAGE_POOL_2D"), f
             else:
                 new.extend(replacement)
                 done[name] += 1
-        done["float_ops"] = _mark_float(ed, stay_float)
+        if fold_scales:
+            new, done["scales_folded"] = _fold_constant_muls(ed, new)
+        new, done["duplicates"] = _dedupe(ed, new)
+        done["float_ops"] = _mark_float(ed, [op for op in stay_float if op in new])
         graph.operators = new
         _prune_tensors(model, graph)
     save_model(model, dst)
@@ -307,19 +419,41 @@ def rewrite_graph(src: Path, dst: Path, ops=("HARD_SWISH", "AVERAGE_POOL_2D"), f
 
 
 def uint8_input(src: Path, dst: Path) -> None:
-    """Write `src` with its int8 input retyped to uint8 (same scale, zero point + 128: the same
-    real values), the pixel type MediaPipe and the TFLite Task Library feed. Every reader of the
-    input must be a DEQUANTIZE, which reads uint8 as well: true of the graphs rewrite_graph keeps
-    float at full resolution."""
+    """Write `src` with a uint8 input in place of its int8 one (same scale, zero point + 128: the
+    same real values), the pixel type MediaPipe and the TFLite Task Library feed. An input read
+    only by DEQUANTIZE ops (which read uint8 as well) is retyped; one that int8 ops read gets a
+    QUANTIZE from the new uint8 input (uint8 v to int8 v - 128) in front of them."""
     schema, model = _schema(), load_model(src)
     for graph in model.subgraphs:
-        for index in graph.inputs:
+        for k, index in enumerate(graph.inputs):
             t = graph.tensors[index]
             if t.type != schema.TensorType.INT8:
                 continue
-            readers = [_op_name(model, op) for op in graph.operators if index in op.inputs]
-            if set(readers) != {"DEQUANTIZE"}:
-                raise ValueError(f"input {t.name!r} is read by {readers}, not only by DEQUANTIZE")
-            t.type = schema.TensorType.UINT8
-            t.quantization.zeroPoint = np.asarray(t.quantization.zeroPoint, np.int64) + 128
+            readers = {_op_name(model, op) for op in graph.operators if index in op.inputs}
+            if readers == {"DEQUANTIZE"}:
+                t.type = schema.TensorType.UINT8
+                t.quantization.zeroPoint = np.asarray(t.quantization.zeroPoint, np.int64) + 128
+            else:
+                _quantize_from_uint8(model, graph, k)
     save_model(model, dst)
+
+
+def _quantize_from_uint8(model, graph, k: int) -> None:
+    """Graph input k (int8) becomes the output of a QUANTIZE reading a new uint8 input."""
+    s, ed = _schema(), _Editor(model, graph)
+    old = graph.tensors[graph.inputs[k]]
+    new = copy.copy(old)
+    new.quantization = copy.copy(old.quantization)
+    new.type, new.quantization.zeroPoint = s.TensorType.UINT8, np.asarray(old.quantization.zeroPoint, np.int64) + 128
+    old.name = old.name + b"/int8"
+    graph.tensors.append(new)
+    index = len(graph.tensors) - 1
+    # uint8 -> float -> int8: two conversions XNNPACK runs, where a direct uint8 -> int8 QUANTIZE
+    # falls back to LiteRT's own kernel (0.1 ms more at 224x224, benchmarks/int8_latency.py)
+    pixels = ed.tensor(old.name.decode() + "/float", old.shape)
+    graph.operators[:0] = [ed.op("DEQUANTIZE", [index], [pixels]), ed.op("QUANTIZE", [pixels], [graph.inputs[k]])]
+    for sig in model.signatureDefs or []:
+        for io in sig.inputs or []:
+            if io.tensorIndex == graph.inputs[k]:
+                io.tensorIndex = index
+    graph.inputs = [index if j == k else int(t) for j, t in enumerate(graph.inputs)]
