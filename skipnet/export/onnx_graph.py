@@ -35,7 +35,6 @@ class _Rewriter:
         inferred = onnx.shape_inference.infer_shapes(model).graph
         self.shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
                        for v in list(inferred.value_info) + list(inferred.input)}
-        self.constants = {i.name for i in self.graph.initializer}
 
     def constant(self, name: str, value) -> str:
         from onnx import numpy_helper
@@ -83,7 +82,7 @@ class _Rewriter:
     def _constant_value(self, name: str):
         from onnx import numpy_helper
 
-        found = next((i for i in self.graph.initializer if i.name == name), None)
+        found = _initializer(self.model, name)
         return [] if found is None else numpy_helper.to_array(found).reshape(-1).tolist()
 
 
@@ -114,10 +113,10 @@ def _scaled_weights(model, tensor: str) -> list | None:
                 return None
             seen.add(id(node))
             w = node.input[1] if len(node.input) > 1 else ""
+            weight = _initializer(model, w)
             gemm_ok = node.op_type != "Gemm" or _attrs(node).get("transA", 0) == 0
-            if node.op_type in ("Conv", "Gemm") and k == 0 and gemm_ok and len(readers[w]) == 1 \
-                    and _initializer(model, w) is not None:
-                weights.append(_initializer(model, w))
+            if node.op_type in ("Conv", "Gemm") and k == 0 and gemm_ok and len(readers[w]) == 1 and weight is not None:
+                weights.append(weight)
             elif node.op_type in _LINEAR and (k == 0 or node.op_type == "Mul"):
                 todo.append(node.output[0])
             else:
