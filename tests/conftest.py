@@ -9,8 +9,10 @@ HAVE_FMNIST = (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
 needs_fmnist = pytest.mark.skipif(
     not HAVE_FMNIST, reason=f"Fashion-MNIST not in {FMNIST_DIR} (apt-get install dataset-fashion-mnist; `make test` does)")
 
-# Subprocesses started by tests must not fight over the 2 cores with oversubscribed thread pools.
-os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+# Tests and the subprocesses they start must not fight over the cores with oversubscribed thread
+# pools: each pytest-xdist worker gets its share.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
 
 
 @pytest.fixture(scope="session")
