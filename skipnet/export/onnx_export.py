@@ -88,14 +88,16 @@ def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[
 
 
 def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path, overrides: dict | None = None,
-                       float_nodes: list[str] | None = None, optimize: bool = True) -> None:
+                       float_nodes: list[str] | None = None, optimize: bool = True, steps: tuple | None = None,
+                       quantizer: dict | None = None) -> None:
     """QDQ int8 (per-channel int8 weights, per-tensor uint8 activations) with onnxruntime's static quantiser.
 
     Input and output stay float32 (raw pixels in, logits out), so the model is fed like the float one.
     ``overrides``: fixed scales and zero points of some tensors (by name; the others are calibrated);
     ``float_nodes``: nodes left in float; ``optimize``: rewrite the graph into ops onnxruntime runs
-    in int8 (onnx_graph.py) and let onnxruntime fuse ops first (both would rename the tensors
-    that ``overrides`` names).
+    in int8 (onnx_graph.py; ``steps`` of it, default all) and let onnxruntime fuse ops first (both
+    would rename the tensors that ``overrides`` names); ``quantizer``: quantize_static arguments
+    replacing ours (benchmarks/onnx_int8.py's other configurations).
     """
     import tempfile
 
@@ -122,20 +124,20 @@ def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path, overrid
         if optimize:
             import onnx
 
-            from .onnx_graph import rewrite_onnx
+            from .onnx_graph import STEPS, rewrite_onnx
 
             model, source = onnx.load(str(float_path)), Path(tmp) / "rewritten.onnx"
-            rewrite_onnx(model)
+            rewrite_onnx(model, STEPS if steps is None else steps)
             onnx.save(model, str(source))
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True, skip_optimization=not optimize)
         with atomic_path(path) as out:
             # uint8 activations, int8 weights (U8S8): onnxruntime's x86 int8 kernels are built for that
             # pair; int8 activations ran 2.8x slower in a one-off side-by-side check (MobileNetV3-Large,
             # 224x224, 1 thread: 18.2 vs 6.5 ms).
-            quantize_static(str(prepared), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            nodes_to_exclude=float_nodes or [],
-                            extra_options={"TensorQuantOverrides": overrides or {}})
+            settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
+                        "weight_type": QuantType.QInt8, "nodes_to_exclude": float_nodes or [],
+                        "extra_options": {"TensorQuantOverrides": overrides or {}}, **(quantizer or {})}
+            quantize_static(str(prepared), str(out), Reader(), **settings)
 
 
 def quantize_onnx_qat(float_path: Path, graph, calibration_pixels, path: Path) -> dict[str, int]:
