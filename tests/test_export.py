@@ -1,4 +1,5 @@
 """ONNX and TFLite export and the runtime predictor, with the real converter and onnxruntime on real Fashion-MNIST images."""
+import collections
 import json
 import subprocess
 import sys
@@ -290,7 +291,22 @@ def test_int8_parity_of_a_trained_model(folder_run, small_folder, tmp_path, fmt)
         assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in graph.node}  # QDQ, run by onnxruntime
         zero_points = {i.name: i.data_type for i in graph.initializer if i.name.endswith("_zero_point")}
         assert onnx.TensorProto.UINT8 in zero_points.values()  # uint8 activations: onnxruntime's fast x86 pairing
+        _assert_all_integer_onnx(r.path, tmp_path)
     assert load(r.path).precision == "int8"
+
+
+def _assert_all_integer_onnx(path, tmp_path):
+    """The graph onnxruntime runs (its optimised graph) computes every layer with an int8 kernel:
+    one QuantizeLinear in, one DequantizeLinear out, layout nodes, and nothing in float."""
+    ort = pytest.importorskip("onnxruntime")
+    opts = ort.SessionOptions()
+    opts.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(n.op_type for n in onnx.load(opts.optimized_model_filepath).graph.node)
+    integer = {op for op in ops if op.startswith("QLinear") or op == "QGemm"}
+    assert ops["QuantizeLinear"] == 1 and ops["DequantizeLinear"] == 1, ops
+    assert set(ops) - integer - {"QuantizeLinear", "DequantizeLinear", "Transpose", "Reshape", "Flatten"} == set(), ops
+    assert ops["QLinearConv"] >= 40, ops
 
 
 @pytest.fixture(scope="module")
