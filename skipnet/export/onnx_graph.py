@@ -298,4 +298,14 @@ def rewrite_onnx(model, steps=STEPS) -> dict[str, int]:
     for step, run in passes.items():
         if step in steps:
             done[step] = run(model)
+    _drop_unused_initializers(model)
     return {k: v for k, v in done.items() if v}
+
+
+def _drop_unused_initializers(model) -> None:
+    """Constants no node reads any more (folded scales, the dropped Reshapes' shapes): onnxruntime
+    would warn about each one on every session it opens."""
+    used = {t for node in model.graph.node for t in node.input} | {o.name for o in model.graph.output}
+    kept = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(kept)
