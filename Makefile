@@ -29,7 +29,7 @@ demo: setup
 
 test: setup
 	@test -f $(FMNIST) || echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); its tests will skip"
-	$(PY) -m pytest -q -n auto --maxprocesses=4
+	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist worksteal --durations=15
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
