@@ -37,9 +37,7 @@ class _Rewriter:
         import onnx
 
         self.model, self.graph, self.helper = model, model.graph, onnx.helper
-        inferred = onnx.shape_inference.infer_shapes(model).graph
-        self.shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-                       for v in list(inferred.value_info) + list(inferred.input)}
+        self.shapes = _shapes(model)
 
     def constant(self, name: str, value) -> str:
         return _add_constant(self.model, name, value)
@@ -91,6 +89,15 @@ class _Rewriter:
 REWRITES = {"ReduceMean": "reduce_mean", "HardSwish": "hard_swish", "AveragePool": "average_pool"}
 # Ops through which a tensor scaled by a constant stays scaled by it (input 0; Mul either input).
 _LINEAR = {"GlobalAveragePool", "AveragePool", "ReduceMean", "Reshape", "Flatten", "Mul"}
+
+
+def _shapes(model) -> dict[str, list]:
+    """tensor -> its inferred shape (None for a dimension onnx cannot infer)."""
+    import onnx
+
+    inferred = onnx.shape_inference.infer_shapes(model).graph
+    return {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+            for v in list(inferred.value_info) + list(inferred.input)}
 
 
 def _initializer(model, name: str):
@@ -218,12 +225,7 @@ def _se_chain(readers, shapes, head) -> tuple[list, object] | None:
 def squeeze_excite_as_conv(model) -> int:
     """Each Reshape-Gemm-...-Reshape chain on a pooled [N, C, 1, 1] map (squeeze-excite's Linear
     layers) computed on the 4-D map, the Gemms as 1x1 Convs; returns how many chains."""
-    import onnx
-
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-              for v in list(inferred.value_info) + list(inferred.input)}
-    done = 0
+    shapes, done = _shapes(model), 0
     for head in [n for n in model.graph.node if n.op_type == "Reshape"]:
         readers = _readers(model)
         found = _se_chain(readers, shapes, head)
