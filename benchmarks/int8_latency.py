@@ -14,10 +14,10 @@ Variants per model; the int8 ones are cumulative steps of the graph work (tflite
   int8-all-integer  + the input normalisation as one depthwise conv
   int8-folded       + each MUL by a constant (h-swish's and the squeeze-excite gate's 1/6) folded
                     into the weights of the layers it reaches
-  int8              what skipnet-export --int8 writes: int8-folded with uint8 pixels in
-  int8-float-prefix int8 with the ops reading or writing maps at least half the input size
-                    kept float (the stem and first blocks): the graph skipnet-export wrote
-                    before issue 16, faster than all-integer on some x86 CPUs
+  int8-full-integer int8-folded with uint8 pixels in: skipnet-export --int8 --full-integer
+  int8              what skipnet-export --int8 writes: int8-full-integer with the ops reading or
+                    writing maps at least half the input size (the stem and first block) kept
+                    float, where per-tensor int8 costs weakly trained models accuracy
 Every graph ends in the softmax skipnet-export puts there (float in the int8 graphs too).
 Calibration uses real Fashion-MNIST training images resized to the input size. The models are
 freshly initialised (latency does not depend on the weights) with BatchNorm statistics estimated
@@ -43,13 +43,13 @@ import torch
 
 from skipnet.bench import (IMAGENET_MEAN, IMAGENET_STD, calibration_pixels, cpu_name, estimate_bn_statistics,
                            paired_ratio)
-from skipnet.export.tflite_export import export_tflite, quantize_deployed, quantize_tflite_int8
+from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
 from skipnet.export.tflite_graph import float_ops, op_census, rewrite_graph
 from skipnet.models import PixelModel, count_macs, create_model
 
 
 VARIANTS = ("float-converter", "float", "int8-stock-all", "int8-stock", "int8-hswish", "int8-pools",
-            "int8-all-integer", "int8-folded", "int8", "int8-float-prefix")
+            "int8-all-integer", "int8-folded", "int8-full-integer", "int8")
 # The rewritten all-integer steps: rewrite_graph arguments applied to the converter's float graph.
 INTEGER_STEPS = {"int8-hswish": {"ops": ("HARD_SWISH",), "fold_affine": False, "fold_scales": False},
                  "int8-pools": {"ops": ("HARD_SWISH", "AVERAGE_POOL_2D"), "fold_affine": False, "fold_scales": False},
@@ -87,10 +87,8 @@ def main() -> None:
             rewritten = work / f"{name}_{variant}_float.tflite"
             rewrite_graph(p["float-converter"], rewritten, **kwargs)
             quantize_tflite_int8(rewritten, calib, p[variant], graph="stock")
+        quantize_tflite_int8(p["float"], calib, p["int8-full-integer"], full_integer=True)
         quantize_tflite_int8(p["float"], calib, p["int8"])
-        prefix = work / f"{name}_prefix_float.tflite"
-        rewrite_graph(p["float"], prefix, float_min_height=args.img_size // 2)
-        quantize_deployed(prefix, calib, p["int8-float-prefix"])
         for variant, path in p.items():
             it = Interpreter(model_path=str(path), num_threads=args.threads)
             it.allocate_tensors()
@@ -137,8 +135,8 @@ def main() -> None:
              f"median of {args.runs} interleaved rounds (each times every variant once); speed-up against "
              "`float` is the median of the per-round ratios, "
              "the float graph skipnet-export writes. Variants are explained in the script's docstring; "
-             "int8-hswish to int8 are cumulative, so each row against the one above is what that step bought "
-             "(int8-float-prefix is not a step: the earlier graph, for comparison). "
+             "int8-hswish to int8-full-integer are cumulative, so each row against the one above is what that "
+             "step bought; int8 (shipped) is int8-full-integer with its first layers float. "
              "'float ops' counts the ops an int8 graph computes in float (DEQUANTIZE aside).", "",
              "| model | variant | median ms | speed-up vs float | size MB | ops | float ops (int8 graphs) | "
              "QUANTIZE | DEQUANTIZE | TRANSPOSE | HARD_SWISH | AVERAGE_POOL_2D | XNNPACK partitions |",

@@ -193,18 +193,26 @@ def test_load_refuses_corrupt_tflite(tflite_export, tmp_path):
         load(tmp_path / "junk.tflite", config=config)
 
 
-def _assert_fast_int8_graph(path, img_size, classes=10):
-    """The int8 graph tflite_graph.py builds: one XNNPACK partition, no layout ops, every op int8
-    from the uint8 pixels to the logits, then the float softmax."""
+def _assert_fast_int8_graph(path, img_size, classes=10, full_integer=False):
+    """The int8 graph tflite_graph.py builds: one XNNPACK partition, no layout ops, int8 from the
+    uint8 pixels (or, by default, from after the layers on maps at least img_size // 2 tall, so
+    writing at least img_size // 4) to the logits, then the float softmax."""
     ops = [op["op_name"] for op in load(path).backend.interpreter._get_ops_details()]
     assert ops.count("DELEGATE") == 1  # XNNPACK runs the whole graph in one partition
     census = op_census(path)
     assert "TRANSPOSE" not in census
-    # probabilities out in float32, after the int8 logits; h-swish as int8 ADD/MUL, pools as depthwise convs
-    assert float_ops(path) == [("SOFTMAX", [1, classes])]
-    assert "HARD_SWISH" not in census and "AVERAGE_POOL_2D" not in census
-    # uint8 pixels to float to int8 (conversions XNNPACK runs; uint8 to int8 directly it does not), logits to float
-    assert census["DEQUANTIZE"] == 2 and census["QUANTIZE"] == 1, census
+    islands = float_ops(path)
+    assert islands[-1] == ("SOFTMAX", [1, classes])  # probabilities out in float32, after the int8 logits
+    islands = islands[:-1]
+    if full_integer:  # uint8 pixels to float to int8 (conversions XNNPACK runs), logits to float
+        assert islands == [] and census["DEQUANTIZE"] == 2 and census["QUANTIZE"] == 1, census
+    else:
+        assert islands and all(shape[1] >= img_size // 4 or op == "AVERAGE_POOL_2D" for op, shape in islands), islands
+        # in after the prefix (a few more where a squeeze-excite block straddles it), logits to the softmax
+        assert 2 <= census["DEQUANTIZE"] <= 5 and 1 <= census["QUANTIZE"] <= 4, census
+    # h-swish after the prefix as int8 ADD/MUL, pools after it as int8 depthwise convolutions
+    assert census.get("HARD_SWISH", 0) == sum(op == "HARD_SWISH" for op, _ in islands)
+    assert census.get("AVERAGE_POOL_2D", 0) == sum(op == "AVERAGE_POOL_2D" for op, _ in islands)
     inp = load(path).backend.input
     assert inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)  # camera pixels as they are
 
@@ -222,7 +230,24 @@ def test_tflite_int8_ptq_quantization_and_graph(small_run, tflite_exports):
     assert side["calibration"]["images"] == 64
     assert load(r.path).precision == "int8"
     _assert_fast_int8_graph(r.path, 32)
+    assert side["int8_graph"] == "float-prefix"
     assert r.path.stat().st_size < 0.4 * (small_run / "model.safetensors").stat().st_size  # int8 weights
+
+
+@needs_fmnist
+def test_full_integer_tflite_for_npu_delegates(small_run, tflite_exports, tmp_path, capsys):
+    out = tmp_path / "full.tflite"
+    assert export_main([str(small_run), "--format", "tflite", "--int8", "--full-integer", "--out", str(out),
+                        "--verify-samples", "200", "--calibration-samples", "64"]) in (0, 1)  # 1: parity verdict
+    side = json.loads((tmp_path / "full.tflite.json").read_text())
+    assert side["int8_graph"] == "full-integer" and side["parity"]["images"] == 200
+    _assert_fast_int8_graph(out, 32, full_integer=True)
+    shipped = op_census(tflite_exports["int8"].path)
+    assert op_census(out)["CONV_2D"] == shipped["CONV_2D"] and "HARD_SWISH" in shipped  # the same network
+    capsys.readouterr()
+    for fmt in (["onnx", "--int8"], ["tflite"]):  # ONNX int8 is integer throughout; float has nothing to quantise
+        _bad(capsys, export_main, [small_run, "--format", *fmt, "--full-integer", "--out", tmp_path / "x"],
+             "--full-integer applies to --format tflite --int8")
 
 
 @needs_fmnist

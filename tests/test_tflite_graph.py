@@ -111,20 +111,26 @@ def test_a_scale_reaching_an_add_stays_a_mul(tmp_path):
         np.testing.assert_allclose(_run(out, pixels[i:i + 1]), _run(path, pixels[i:i + 1]), rtol=1e-5, atol=1e-5)
 
 
-def test_shipped_int8_graph_is_all_integer_from_uint8_pixels(converted, tmp_path):
+def test_shipped_int8_graphs_from_uint8_pixels(converted, tmp_path):
     path, pixels = converted
-    fast, stock = tmp_path / "fast.tflite", tmp_path / "stock.tflite"
-    quantize_tflite_int8(path, pixels.astype(np.uint8), fast)  # the graph skipnet-export ships
+    shipped, full, stock = tmp_path / "shipped.tflite", tmp_path / "full.tflite", tmp_path / "stock.tflite"
+    quantize_tflite_int8(path, pixels.astype(np.uint8), shipped)  # skipnet-export --int8
+    quantize_tflite_int8(path, pixels.astype(np.uint8), full, full_integer=True)  # ... --full-integer
     quantize_tflite_int8(path, pixels.astype(np.uint8), stock, graph="stock")
-    assert quantization_of(fast)["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    for fast in (shipped, full):
+        assert quantization_of(fast)["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+        assert quantization_of(fast)["output"]["dtype"] == "int8"
     assert quantization_of(stock)["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
-    assert float_ops(fast) == []  # no softmax in this model: nothing float at all
-    census = op_census(fast)
+    # by default the ops on maps at least half the input's height stay float (the h-swish as it is)
+    assert float_ops(shipped) == [("DEPTHWISE_CONV_2D", [1, 16, 16, 3]), ("CONV_2D", [1, 16, 16, 8]),
+                                  ("HARD_SWISH", [1, 16, 16, 8]), ("AVERAGE_POOL_2D", [1, 2, 2, 8])]
+    assert float_ops(full) == []  # no softmax in this model: nothing float at all
+    census = op_census(full)
     assert census["QUANTIZE"] == census["DEQUANTIZE"] == 1  # uint8 -> float -> int8 in, int8 out
-    assert quantization_of(fast)["output"]["dtype"] == "int8"
     ref = np.concatenate([_run(path, pixels[i:i + 1]) for i in range(len(pixels))])
-    got = np.concatenate([_run(fast, pixels[i:i + 1]) for i in range(len(pixels))])
-    assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 0.05
+    for fast in (shipped, full):
+        got = np.concatenate([_run(fast, pixels[i:i + 1]) for i in range(len(pixels))])
+        assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 0.05
 
 
 def test_uint8_input_retypes_or_quantizes(converted, tmp_path):

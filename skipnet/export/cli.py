@@ -19,7 +19,12 @@ def _parser() -> ArgumentParser:
     p.add_argument("--format", required=True, choices=list(dict.fromkeys(BACKENDS + EXPORT_FORMATS)),
                    metavar="FORMAT", help=f"{', '.join(BACKENDS)} (with --int8), or a full name: "
                                           f"{', '.join(f for f in EXPORT_FORMATS if f not in BACKENDS)}")
-    p.add_argument("--int8", action="store_true", help="full-integer int8 quantisation")
+    p.add_argument("--int8", action="store_true", help="int8 quantisation (weights per channel, activations "
+                                                          "per tensor), calibrated on training images")
+    p.add_argument("--full-integer", action="store_true",
+                   help="with --format tflite --int8: every op int8, also the first high-resolution layers that "
+                        "stay float by default (NPU delegates such as NNAPI or the Edge TPU need it; it can cost "
+                        "a weakly trained model a point or two of top-1)")
     p.add_argument("--out", help="output file (default exports/RUN[_int8][_qat].EXT)")
     p.add_argument("--img-size", type=int, help="input side (default: the training size)")
     p.add_argument("--data-dir", help="dataset directory for the parity images (default: the run's)")
@@ -66,7 +71,8 @@ def _main(argv: Sequence[str] | None) -> int:
     a = _parser().parse_args(argv)
     opts = ExportOptions(int8=a.int8, img_size=a.img_size, verify=not a.no_verify, verify_samples=a.verify_samples,
                          calibration_samples=a.calibration_samples, data_dir=a.data_dir,
-                         dynamic_batch=a.dynamic_batch, qat_epochs=a.qat_epochs, qat_limit=a.qat_limit, qat_lr=a.qat_lr)
+                         dynamic_batch=a.dynamic_batch, qat_epochs=a.qat_epochs, qat_limit=a.qat_limit, qat_lr=a.qat_lr,
+                         full_integer=a.full_integer)
     r = export(a.run_dir, a.format, a.out, opts)
     speed = speed_line(r.speed)
     print(f"wrote {r.path} and {r.sidecar} in {r.seconds:.1f} s" + (f"; {speed}" if speed else ""))

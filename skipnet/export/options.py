@@ -28,6 +28,7 @@ class ExportOptions:
     qat_epochs: int = 0
     qat_limit: int | None = None  # training images per QAT epoch (default: all)
     qat_lr: float = QAT_LR  # QAT's initial learning rate (Adam, cosine decay)
+    full_integer: bool = False  # int8 TFLite: no float prefix (tflite_export.deployed_float_graph)
 
     def check(self) -> "ExportOptions":
         for flag, value, low in [("--verify-samples", self.verify_samples, 1),
@@ -38,6 +39,8 @@ class ExportOptions:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise UserError(f"{flag} must be an integer >= {low}, got {value!r}")
+        if not isinstance(self.full_integer, bool):
+            raise UserError(f"full_integer must be True or False, got {self.full_integer!r}")
         if isinstance(self.qat_lr, bool) or not isinstance(self.qat_lr, (int, float)) or not 0 < self.qat_lr <= 1:
             raise UserError(f"--qat-lr must be a number in (0, 1], got {self.qat_lr!r}")
         return self

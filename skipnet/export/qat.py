@@ -52,7 +52,7 @@ def train(job, settings: QATSettings, tmp: Path, float_path: Path | None = None,
     if float_path is None:
         float_path = tmp / "float.tflite"
         export_tflite(job.pixel_model("nhwc", probabilities=True), job.img_size, float_path)
-    deployed_float_graph(float_path, fast)
+    deployed_float_graph(float_path, fast, job.options.full_integer)
     quantize_deployed(fast, job.calibration, ptq)  # the PTQ file: its calibration is the observer
     graph = FakeQuantGraph(ptq, fast)
     trained = finetune(graph, job, settings, progress)

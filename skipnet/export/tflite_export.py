@@ -17,7 +17,7 @@ from torch import nn
 
 from ..common import UserError, atomic_path
 from ..common.io import native_stderr_to
-from .tflite_graph import FLOAT_SCOPE, rewrite_graph, uint8_input
+from .tflite_graph import FLOAT_SCOPE, input_height, rewrite_graph, uint8_input
 from .tflite_metadata import write_metadata
 
 
@@ -46,8 +46,10 @@ class TFLiteExporter:
 
                     graph, spec["qat"] = qat_tflite_int8(job, float_path, path, progress=True)
                 else:
-                    quantize_tflite_int8(float_path, job.calibration, path)
+                    quantize_tflite_int8(float_path, job.calibration, path,
+                                         full_integer=job.options.full_integer)
             q = quantization_of(path)
+            spec["int8_graph"] = "full-integer" if job.options.full_integer else "float-prefix"
             spec["input"].update(dtype=q["input"]["dtype"], quantization=q["input"])
         write_metadata(path, dict(job.config, **spec))
         if graph is not None:
@@ -123,14 +125,16 @@ def export_tflite(pixel_model_nhwc: nn.Module, img_size: int, path: Path, optimi
 
 
 def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, graph: str = "fast",
-                         float_ops: tuple[str, ...] = (), ranges: dict[str, dict] | None = None) -> None:
+                         float_ops: tuple[str, ...] = (), ranges: dict[str, dict] | None = None,
+                         full_integer: bool = False) -> None:
     """int8 (weights per channel, activations per tensor), calibrated on real images.
 
     The input is raw pixels, quantised with scale 1 so every value 0..255 is exact: uint8 (zero
     point 0) for graph="fast", int8 (zero point -128) for "stock". A closing SOFTMAX stays float.
 
-    graph="fast" (the default) first rewrites the float graph so XNNPACK runs it all in int8
-    (tflite_graph): HARD_SWISH and average pools become int8 ops it has kernels for.
+    graph="fast" (the default) first rewrites the float graph so XNNPACK runs all of it
+    (deployed_float_graph; full_integer as there): HARD_SWISH and average pools become int8 ops it
+    has kernels for.
     graph="stock" quantises the converter's graph as it is, keeping `float_ops` float: the
     baselines benchmarks/int8_latency.py compares against.
 
@@ -144,7 +148,7 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, graph
     if graph == "fast":
         with tempfile.TemporaryDirectory() as tmp:
             fast = Path(tmp) / "fast.tflite"
-            deployed_float_graph(float_path, fast)
+            deployed_float_graph(float_path, fast, full_integer)
             return quantize_deployed(fast, calibration_pixels, path, ranges)
     with native_stderr_to([]), warnings.catch_warnings():  # LiteRT's INFO lines, the quantiser's progress bars
         warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")  # its calibration mode
@@ -153,11 +157,17 @@ def quantize_tflite_int8(float_path: Path, calibration_pixels, path: Path, graph
         tmp.write_bytes(model)
 
 
-def deployed_float_graph(float_path: Path, dst: Path) -> None:
-    """The float graph the shipped int8 file is quantised from (tflite_graph's rewrites; every op
-    int8 but the closing softmax): the one definition that post-training quantisation and QAT's
-    fake-quantised model (fake_quant.py) both follow."""
-    rewrite_graph(float_path, dst, int8=True)
+def deployed_float_graph(float_path: Path, dst: Path, full_integer: bool = False) -> None:
+    """The float graph the shipped int8 file is quantised from (tflite_graph's rewrites): the one
+    definition that post-training quantisation and QAT's fake-quantised model (fake_quant.py) both
+    follow.
+
+    By default the layers reading or writing maps at least half the input's height (the stem and
+    the first block) stay float: their few wide-ranging channels share one int8 scale per tensor,
+    which costs a weakly trained model points of top-1 (README, "The int8 TFLite graph"). full_integer: every op
+    int8 but the closing softmax, as NPU delegates require; a little faster on XNNPACK too."""
+    height = None if full_integer else input_height(float_path) // 2
+    rewrite_graph(float_path, dst, int8=True, float_min_height=height)
 
 
 def quantize_deployed(fast_path: Path, calibration_pixels, path: Path, ranges: dict[str, dict] | None = None) -> None:

@@ -12,9 +12,9 @@ What the converter emits and why it is slow in int8 (each measured in benchmarks
   precisions; as one 1x1 DEPTHWISE_CONV_2D it is a single fast pass (applied to float exports too).
 * An op computing what an earlier one computes (the first 4x4 stage of two skip pools over one
   map) is dropped.
-* Only the closing SOFTMAX stays float (the quantiser skips FLOAT_SCOPE). rewrite_graph can also
-  keep the first, high-resolution layers float, faster than int8 on some x86 CPUs and slower on
-  others; the shipped graph is all-integer, as phones' NPU delegates require.
+* The closing SOFTMAX stays float (the quantiser skips FLOAT_SCOPE), and with float_min_height
+  so do the first, high-resolution layers: what skipnet-export ships unless asked for a
+  full-integer graph (tflite_export.deployed_float_graph says why).
 
 Every rewrite computes the same function in float; only int8 rounding differs. The PyTorch
 network is untouched, so any checkpoint (the authors' included) still loads.
@@ -68,6 +68,12 @@ def op_census(path: Path) -> dict[str, int]:
     model = load_model(path)
     counts = collections.Counter(_op_name(model, op) for g in model.subgraphs for op in g.operators)
     return dict(sorted(counts.items()))
+
+
+def input_height(path: Path) -> int:
+    """The height of a .tflite's (NHWC) input."""
+    g = load_model(path).subgraphs[0]
+    return int(g.tensors[g.inputs[0]].shape[1])
 
 
 def float_ops(path: Path) -> list[tuple[str, list[int]]]:
