@@ -36,11 +36,19 @@ def latency_stats(ts: Sequence[float]) -> dict[str, float]:
 
 
 def cpu_name() -> str:
+    """The CPU's model name and its widest vector ISA: hosts sold under one name ("AMD EPYC") differ
+    in what decides int8 speed (AVX2 only, or AVX-512 with VNNI dot products)."""
     try:
         with open("/proc/cpuinfo") as f:
-            return next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
-    except (OSError, StopIteration):
+            lines = f.read().splitlines()
+    except OSError:
         return platform.processor() or platform.machine()
+    name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
+    flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+    isa = next((label for label, need in (("AVX-512 VNNI", {"avx512f", "avx512_vnni"}), ("AVX-512", {"avx512f"}),
+                                          ("AVX2", {"avx2"})) if need <= flags), None)
+    name = name or platform.processor() or platform.machine()
+    return f"{name} ({isa})" if isa else name
 
 
 def interleaved_times(runners: dict[Any, Callable[[np.ndarray], Any]], x: np.ndarray, runs: int, warmup: int,
