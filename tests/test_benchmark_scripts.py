@@ -1,4 +1,6 @@
 """The study scripts under benchmarks/ run end to end on small real inputs."""
+import copy
+import importlib.util
 import json
 import subprocess
 import sys
@@ -78,3 +80,46 @@ def test_fashion_mnist_table_marks_a_partial_study(tmp_path):
     # A study in the work directory is not overwritten by accident.
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "pass --resume" in r.stderr
+    _check_merging_runs(out)
+
+
+def _fashion_mnist_module():
+    spec = importlib.util.spec_from_file_location("fashion_mnist", ROOT / "benchmarks" / "fashion_mnist.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _check_merging_runs(out: Path):
+    """A later run that measures other models adds its rows; one with other settings replaces the table."""
+    fm = _fashion_mnist_module()
+    (first,) = fm.load_runs(out.with_suffix(".json"))
+    later = copy.deepcopy(first)
+    later["report"]["models"] = {"skipnet_s": later["report"]["models"].pop("skipnet_xs")}
+    later["date"], later["commit"] = "2099-01-01", "abc1234"
+    runs, dropped = fm.merge([first], later)
+    assert runs == [first, later] and dropped == []
+    md = fm.table(runs, fm._partial(runs))
+    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in md.splitlines()
+            if line.startswith("| skipnet_")}
+    assert rows == {"skipnet_xs": "1", "skipnet_s": "2"}  # each row names its run
+    assert "2099-01-01" in md and "commit abc1234" in md and "Not measured yet: skipnet_m," in md
+    # The same model measured again replaces its row; a run with other settings replaces the whole table.
+    assert fm.merge(runs, first)[0] == [later, first]
+    other = copy.deepcopy(first)
+    other["report"]["config"]["export"]["qat_limit"] += 1
+    assert fm.merge(runs, other) == ([other], runs)
+
+
+def test_fashion_mnist_refuses_a_table_it_cannot_add_to_before_training(tmp_path):
+    out = tmp_path / "fashion_mnist.md"
+    out.with_suffix(".json").write_text("{not json")
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "fashion_mnist.py"), "--work", str(tmp_path / "study"),
+           "--out", str(out)]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not valid JSON" in r.stderr
+    out.with_suffix(".json").unlink()
+    out.write_text("someone's notes\n")  # an .md this script did not write is not overwritten
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "choose another --out" in r.stderr
+    assert out.read_text() == "someone's notes\n" and not (tmp_path / "study").exists()
