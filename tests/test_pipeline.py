@@ -193,31 +193,20 @@ def test_finished_counts_epochs(tmp_path):
 
 
 @needs_fmnist
-@pytest.mark.slow
-def test_pipeline_on_image_folders(tmp_path, small_folder):
+def test_pipeline_on_image_folders(folder_pipeline):
     """A user's own data: 900 JPEG files in class folders, 3 epochs with the imagefolder recipe, int8
     TFLite with its parity check and the default accuracy gate (at most 1 point below float)."""
-    (tmp_path / "mine.yaml").write_text(f"""
-out: {tmp_path / 'mine'}
-data: imagefolder
-data-dir: {small_folder}
-models: [skipnet_xs]
-train: {{epochs: 3, img-size: 64, workers: 0}}
-export: {{formats: [tflite-int8]}}
-bench: {{runs: 3, warmup: 1}}
-""")
-    assert main(["--config", str(tmp_path / "mine.yaml"), "--quiet"]) == 0
-    report = json.loads((tmp_path / "mine" / "report.json").read_text())
+    report = json.loads((folder_pipeline / "report.json").read_text())
     m = report["models"]["skipnet_xs"]
     assert m["eval_images"] == 300 and m["img_size"] == 64 and m["train"]["recipe"] == "finetune"
     assert m["float_top1"] >= 0.9 and m["gate_passed"] and m["gates"][0]["gate"] == "max_drop"
     parity = m["exports"]["tflite-int8"]["parity"]
     assert parity["passed"] and parity["images"] == 300
     assert report["baseline"] is None and m["exports"]["tflite-int8"]["p50_ms"] > 0 and m["warnings"] == []
-    sidecar = json.loads((tmp_path / "mine" / "exports" / "skipnet_xs_int8.tflite.json").read_text())
+    sidecar = json.loads((folder_pipeline / "exports" / "skipnet_xs_int8.tflite.json").read_text())
     assert sidecar["class_names"] == ["sneaker", "trouser", "tshirt"]
     assert m["train"]["limit_train"] is None  # all of them: the demo's short budget is not applied to a config
-    run = json.loads((tmp_path / "mine" / "runs" / "skipnet_xs" / "config.json").read_text())
+    run = json.loads((folder_pipeline / "runs" / "skipnet_xs" / "config.json").read_text())
     assert run["train"]["batch_size"] == 16  # the small-data rule
 
 
