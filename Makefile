@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test setup data clean
+.PHONY: demo test setup data arm64 clean
 
 setup: $(STAMP) data
 
@@ -21,13 +21,19 @@ data:
 		{ apt-get update -q >/dev/null 2>&1 && apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; }; \
 	fi; true
 
+# LiteRT's aarch64 build (the phones' ARM kernels) under qemu, for `skipnet-eval --platform arm64`:
+# set up once in ~/.cache/skipnet/arm64 (about a minute; needs root for mmdebstrap); run again, it
+# checks the set-up and says what is missing.
+arm64: $(STAMP)
+	@$(PY) -c 'from skipnet.runtime.cli import arm64_main; raise SystemExit(arm64_main())'
+
 # The whole chain on Fashion-MNIST (runs/demo/report.md); run again, it resumes where it stopped.
 # FULL=1: the full recipe on every image (runs/demo-full). DATA_DIR=DIR: the four idx files from DIR.
 demo: setup
 	$(if $(or $(wildcard $(FMNIST)),$(DATA_DIR)),,$(error Fashion-MNIST is not installed: run `sudo apt-get install dataset-fashion-mnist`, or `make demo DATA_DIR=DIR` with a folder holding its four idx files))
 	@$(VENV)/bin/skipnet-pipeline $(if $(filter 1 yes true,$(FULL)),--full) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-test: setup
+test: setup arm64
 	@test -f $(FMNIST) || echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); its tests will skip"
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist worksteal --durations=15
 

@@ -37,6 +37,17 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def census_table(rows: list[dict[str, Any]]) -> str:
+    """The delegation of every file on arm64 beside this host's, and why there is no timing."""
+    from ..runtime.delegation import summary
+
+    lines = ["| model | format | params (M) | MACs (M) | size (MB) | arm64 (emulated) | this host |", "|---" * 7 + "|"]
+    for r in rows:
+        lines.append(f"| {r['model']} | {r['format']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
+                     f"{r['size_mb']} | {summary(r['delegation'])} | {summary(r['host_delegation'])} |")
+    return "\n".join(lines + ["", f"Latency {rows[0]['skipped']}." if rows else ""])
+
+
 def _threads(text: str) -> list[int]:
     try:
         threads = [int(t) for t in text.split(",") if t.strip()]
@@ -88,6 +99,9 @@ def _parser() -> ArgumentParser:
     p.add_argument("--csv")
     p.add_argument("--plot", help="accuracy vs MACs and vs latency (.png); needs --accuracy")
     p.add_argument("--accuracy", nargs="+", default=[], help="skipnet-eval --json reports, one per model")
+    p.add_argument("--platform", choices=("host", "arm64"), default="host",
+                   help="arm64: no timing; each .tflite file's XNNPACK delegation in LiteRT's aarch64 build under "
+                        "emulation (the phones' kernels), beside this host's")
     p.add_argument("--android", action="store_true", help="time the .tflite files on a phone through adb")
     p.add_argument("--serial", help="with --android: the device (adb -s)")
     p.add_argument("--benchmark-binary", help="with --android: TensorFlow Lite's benchmark_model for the phone")
@@ -114,7 +128,7 @@ def _checked(p: ArgumentParser, a) -> tuple[list[str], list[str], dict[str, Any]
     for flag, path in (("--json", a.json), ("--csv", a.csv), ("--plot", a.plot)):
         if path is not None:
             check_output_file(path, flag)
-    if android and a.formats == p.get_default("formats"):
+    if (android or a.platform == "arm64") and a.formats == p.get_default("formats"):
         formats = ["tflite", "tflite-int8"]
     return models, formats, android
 
@@ -138,11 +152,11 @@ def _main(argv: Sequence[str] | None) -> int:
     models, formats, android = _checked(p, a)
     accuracy = _read_accuracy(a.accuracy)
     rows = benchmark(models, formats, a.img_size, _threads(a.threads), a.runs, a.warmup, data_dir=a.data_dir,
-                     progress=not a.quiet, android=android)
+                     progress=not a.quiet, android=android, platform=a.platform)
     for r in rows:
         if r["model"] in accuracy:
             r["top1"] = accuracy[r["model"]]
-    print(table(rows))
+    print(census_table(rows) if a.platform == "arm64" else table(rows))
     _write(a, rows, accuracy)
     return 0
 

@@ -58,6 +58,10 @@ def _table_format(fmt: str):
     return CONTRACT_FORMATS["coreml" if fmt in COMPUTE_UNITS else fmt]
 
 
+ARM_NOT_TIMED = ("not timed: arm64 runs under emulation here, which says nothing about a phone's speed "
+                 "(skipnet-bench --android times a phone)")
+
+
 def _export(fmt: str, model: torch.nn.Module, name: str, size: int, calib: np.ndarray, work: Path) -> dict[str, Any]:
     """Write ``fmt``'s file once (timed at every thread count) with the export stage's own exporter:
     path, config, runtime name and, for TFLite, LiteRT's own MAC estimate."""
@@ -153,7 +157,8 @@ def time_files(paths: dict[str, str | os.PathLike], pixels: np.ndarray, threads:
 def benchmark(models: list[str], formats: list[str], img_size: int = 224, threads: int | Sequence[int] = 1,
               runs: int = 50, warmup: int = 5, calibration: int = 64, data_dir: str | None = None,
               reference: str = "mobilenet_v3_large", progress: bool = True,
-              android: dict[str, Any] | None = None, keep_times: bool = False) -> list[dict[str, Any]]:
+              android: dict[str, Any] | None = None, keep_times: bool = False,
+              platform: str | None = None) -> list[dict[str, Any]]:
     """One row per (model, format, thread count). Each file is exported once; latencies come from
     ``runs`` rounds that time every model, format and thread count once each, in turn (after
     SETTLE_CALLS untimed calls), so drift in the machine's speed hits all of them alike.
@@ -161,18 +166,26 @@ def benchmark(models: list[str], formats: list[str], img_size: int = 224, thread
     ``keep_times`` adds each row's per-round times ("times_ms") for ratios paired by round.
     ``android`` ({"benchmark_binary": PATH, "serial": S, "delegate": None|"gpu"|"nnapi"}) times
     the .tflite files on the attached phone with benchmark_model instead (bench/android.py).
+    ``platform="arm64"`` times nothing: each .tflite file's delegation (XNNPACK partitions, ops
+    left to the builtin kernels) in LiteRT's aarch64 build under emulation, beside the host's.
     """
     formats = expand_formats(formats)
     threads = (threads,) if isinstance(threads, int) else tuple(dict.fromkeys(threads))
     _check(models, formats, img_size, threads, runs, warmup)
     if android is not None:
         _check_android(android, formats)
+    if platform == "arm64":
+        _check_arm64(formats, android)
     calib = calibration_pixels(calibration, img_size, data_dir)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        timed = _export_all(models, formats, img_size, threads, calib, Path(tmp), rows, progress, android is None)
+        here = android is None and platform != "arm64"
+        timed = _export_all(models, formats, img_size, threads, calib, Path(tmp), rows, progress, here)
         if android is not None:
             _time_on_android(timed, threads, runs, warmup, android)
+            return rows
+        if platform == "arm64":
+            _census_on_arm64(timed)
             return rows
         times = interleaved_times({k: v[0] for k, v in timed.items()}, calib[:1], runs, warmup, progress)
     for (name, fmt, t), (_, row, _) in timed.items():
@@ -193,6 +206,26 @@ def _check_android(android: dict[str, Any], formats: list[str]) -> None:
         raise UserError("--android times .tflite files: use --formats tflite,tflite-int8")
     check_binary(android["benchmark_binary"])
     Adb(android.get("serial")).require_device()  # fail before minutes of export
+
+
+def _check_arm64(formats: list[str], android: dict[str, Any] | None) -> None:
+    from ..runtime import arm64
+
+    if android is not None:
+        raise UserError("--platform arm64 and --android are two different machines: choose one")
+    if any(not f.startswith("tflite") for f in formats):
+        raise UserError("--platform arm64 runs .tflite files: use --formats tflite,tflite-int8")
+    arm64.platform()  # set up (or refused) before minutes of export
+
+
+def _census_on_arm64(timed: dict[tuple, tuple]) -> None:
+    """Each file's delegation on arm64 and on this host, into its rows; no timing (ARM_NOT_TIMED)."""
+    from ..runtime.arm64 import NAME
+    from ..runtime.delegation import census
+
+    for (name, fmt, t), (_, row, path) in timed.items():
+        row.update(platform=NAME, delegation=census(path, "arm64", t), host_delegation=census(path, "host", t),
+                   skipped=ARM_NOT_TIMED)
 
 
 def _built(name: str, calib: np.ndarray) -> tuple[torch.nn.Module, PixelModel]:

@@ -13,6 +13,7 @@ from ..common import first_line
 from ..common.contract import sidecar_path
 from ..common.io import native_stderr_to
 from ..models import PixelModel, load_checkpoint
+from .delegation import delegation, nodes
 from .predictor import ModelLoadError
 
 
@@ -102,16 +103,15 @@ class TFLiteBackend:
             except ImportError:
                 raise ModelLoadError("running .tflite models needs ai-edge-litert (pip install "
                                      "'skipnet-deploy[tflite]') or tflite-runtime") from None
-        with open(path, "rb") as f:
-            head = f.read(8)
-        if head[4:8] != b"TFL3":  # the flatbuffer file identifier; never hand the interpreter random bytes
-            raise ModelLoadError(f"{path} is not a TFLite model (no TFL3 identifier); re-export it")
+        _check_tflite_header(path)
+        log: list[str] = []
         try:
-            with native_stderr_to([], replay_on_error=False):  # LiteRT's INFO lines are not the user's business
+            with native_stderr_to(log, replay_on_error=False):  # LiteRT's INFO lines are not the user's business
                 self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
                 self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as e:
             raise ModelLoadError(f"{path} is not a loadable TFLite model ({first_line(e)}); re-export it") from None
+        self._log = "".join(log)
         self.config = config or _config_from(None, path)
         self.precision = self.config.get("precision", "float32")
         self.input = self.interpreter.get_input_details()[0]
@@ -126,17 +126,65 @@ class TFLiteBackend:
         out = np.concatenate([self._one(pixels[i:i + 1]) for i in range(len(pixels))])
         return log_probabilities(out) if self.probabilities else out
 
+    @property
+    def delegation(self) -> dict[str, Any]:
+        """What XNNPACK took of the graph here (delegation.py), for comparing platforms."""
+        return delegation(self._log, nodes(self.interpreter))
+
     def _one(self, x: np.ndarray) -> np.ndarray:
-        inp, out = self.input, self.output
-        scale, zero = inp["quantization"]
-        if scale:
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.round(x.astype(np.float32) / scale + zero), info.min, info.max)
-        self.interpreter.set_tensor(inp["index"], x.astype(inp["dtype"]))
+        self.interpreter.set_tensor(self.input["index"], to_input(x, self.input))
         self.interpreter.invoke()
-        y = self.interpreter.get_tensor(out["index"])
-        scale, zero = out["quantization"]
-        return (y.astype(np.float32) - zero) * scale if scale else y.astype(np.float32)
+        return from_output(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+
+def _check_tflite_header(path: Path) -> None:
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head[4:8] != b"TFL3":  # the flatbuffer file identifier; never hand the interpreter random bytes
+        raise ModelLoadError(f"{path} is not a TFLite model (no TFL3 identifier); re-export it")
+
+
+def to_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """Raw pixels as a LiteRT input tensor: quantised with its scale and zero point when it has them."""
+    scale, zero = detail["quantization"]
+    if scale:
+        info = np.iinfo(detail["dtype"])
+        x = np.clip(np.round(x.astype(np.float32) / scale + zero), info.min, info.max)
+    return x.astype(detail["dtype"])
+
+
+def from_output(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    """A LiteRT output tensor as float32, dequantised when it is quantised."""
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale if scale else y.astype(np.float32)
+
+
+class Arm64Backend:
+    """The .tflite file in the aarch64 build of LiteRT (XNNPACK's ARM kernels), in one emulated
+    process for the backend's life (arm64.py, arm64_worker.py): batches go over a pipe, and the
+    inputs and outputs are quantised here exactly as TFLiteBackend does."""
+
+    format = "tflite"
+    platform = "arm64"
+
+    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None):
+        from . import arm64
+
+        _check_tflite_header(path)
+        self.config = config or _config_from(None, path)
+        self.precision = self.config.get("precision", "float32")
+        self.probabilities = self.config.get("output", {}).get("name") == "probabilities"
+        self.worker = arm64.Worker(arm64.platform(), path, threads)
+        weakref.finalize(self, self.worker.close)
+        h = self.worker.header
+        self.input, self.output = h["input"], h["output"]
+        self.input_side = int(self.input["shape"][1]) if len(self.input["shape"]) == 4 else -1
+        self.num_outputs = int(self.output["shape"][-1]) if self.output["shape"] else -1
+        self.delegation = delegation(h["log"], h["ops"])  # the same census as the host's
+
+    def logits(self, pixels: np.ndarray) -> np.ndarray:
+        out = from_output(self.worker.run(to_input(pixels, self.input)), self.output)
+        return log_probabilities(out) if self.probabilities else out
 
 
 class CoreMLBackend:
@@ -214,3 +262,5 @@ class MediaPipeBackend:
 BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend, "tflite": TFLiteBackend, "coreml": CoreMLBackend}
 # Other runtimes for a format: load(path, runtime=...) and skipnet-eval --runtime.
 RUNTIMES = {"tflite": {"litert": TFLiteBackend, "mediapipe": MediaPipeBackend}}
+# Other machines a format's default runtime can run on: load(path, platform=...) and --platform.
+PLATFORMS = {"tflite": {"arm64": Arm64Backend}}

@@ -44,6 +44,12 @@ def _eval(argv: Sequence[str] | None) -> int:
     p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's own)")
     p.add_argument("--runtime", help="run the model in another runtime: mediapipe (a .tflite through MediaPipe "
                                      "Tasks' ImageClassifier, as apps run it)")
+    p.add_argument("--platform", choices=("host", "arm64"), default="host",
+                   help="where the model runs: host (this machine), or arm64 (a .tflite in LiteRT's aarch64 build, "
+                        "the phones' ARM kernels, under emulation: numerics, not speed; set up by `make arm64` or "
+                        "on first use)")
+    p.add_argument("--compare-host", action="store_true",
+                   help="with --platform arm64: also run the model on this machine and report how often they agree")
     p.add_argument("--json", help="write the report here (top-1 as a fraction 0..1)")
     p.add_argument("--plot", help="draw the confusion matrix to this .png")
     p.add_argument("--min-top1", type=float, help="gate: fail (exit 1) below this top-1, a fraction 0..1")
@@ -58,20 +64,8 @@ def _eval(argv: Sequence[str] | None) -> int:
         if path is not None:
             check_output_file(path, flag)
     r = evaluate(a.model, a.data, a.data_dir, a.split, a.limit, a.batch_size, a.reference, a.min_top1, a.max_drop,
-                 a.threads, progress=not a.quiet, runtime=a.runtime)
-    via = "" if r["runtime"] == "default" else f" via {r['runtime']}"
-    print(f"{r['model']} ({r['format']}{via}, {r['precision']}) on {r['dataset']} {r['split']}: {r['images']} images, "
-          f"{r['images_per_second']:.0f} img/s")
-    print(f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%")
-    print("per-class top-1: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["per_class_top1"].items()
-                                          if v is not None))
-    if "reference" in r:
-        ref = r["reference"]
-        print(f"reference {ref['model']} ({ref['format']}, {ref['precision']}): top-1 {100 * ref['top1']:.2f}%, "
-              f"drop {ref['drop_points']:.2f} points, top-1 agreement {100 * ref['top1_agreement']:.2f}%")
-    for g in r["gates"]:
-        shown = f"{100 * g['value']:.2f}%" if g["gate"] == "min_top1" else f"{g['value']:.2f} points"
-        print(f"gate {g['gate']} {g['threshold']}: {'pass' if g['passed'] else 'FAIL'} ({shown})")
+                 a.threads, progress=not a.quiet, runtime=a.runtime, platform=a.platform, compare_host=a.compare_host)
+    _print_report(r)
     if a.json:
         write_json(a.json, r)
     if a.plot:
@@ -82,5 +76,48 @@ def _eval(argv: Sequence[str] | None) -> int:
     return 1 if failures else 0
 
 
+def _print_report(r: dict) -> None:
+    from .delegation import summary
+
+    via = "" if r["runtime"] == "default" else f" via {r['runtime']}"
+    print(f"{r['model']} ({r['format']}{via}, {r['precision']}) on {r['dataset']} {r['split']}: {r['images']} images "
+          f"on {r['platform']}, {r['seconds']:.1f} s ({r['images_per_second']:.0f} img/s)")
+    if "delegation" in r:
+        print(f"delegation: {summary(r['delegation'])}")
+    print(f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%")
+    print("per-class top-1: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["per_class_top1"].items()
+                                          if v is not None))
+    if "reference" in r:
+        ref = r["reference"]
+        print(f"reference {ref['model']} ({ref['format']}, {ref['precision']}): top-1 {100 * ref['top1']:.2f}%, "
+              f"drop {ref['drop_points']:.2f} points, top-1 agreement {100 * ref['top1_agreement']:.2f}%")
+    if "host" in r:
+        h = r["host"]
+        print(f"{h['platform']}: top-1 {100 * h['top1']:.2f}%, top-1 agreement {100 * h['top1_agreement']:.2f}%, "
+              f"largest logit difference {h['max_abs_logit_diff']:.4g}")
+    for g in r["gates"]:
+        shown = f"{100 * g['value']:.2f}%" if g["gate"] == "min_top1" else f"{g['value']:.2f} points"
+        print(f"gate {g['gate']} {g['threshold']}: {'pass' if g['passed'] else 'FAIL'} ({shown})")
+
+
 def eval_main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_eval, argv, prog="skipnet-eval")
+
+
+def _arm64(argv: Sequence[str] | None) -> int:
+    from . import arm64
+
+    p = ArgumentParser(prog="make arm64", description="Set up the emulated arm64 platform, or check it.")
+    p.parse_args(argv)
+    plat = arm64.Platform(arm64.home())
+    todo = arm64.missing(plat)
+    if todo:
+        print(f"setting up in {plat.home}: {'; '.join(todo)}")
+        arm64.setup(plat)
+    print(f"{arm64.describe(plat)}: ready ({arm64.smoke_test(plat)})")
+    return 0
+
+
+def arm64_main(argv: Sequence[str] | None = None) -> int:
+    """`make arm64`: set up whatever the emulated arm64 platform lacks, then check that it runs LiteRT."""
+    return run_cli(_arm64, argv, prog="make arm64")

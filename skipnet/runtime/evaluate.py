@@ -46,22 +46,18 @@ def _same_task(model: Predictor, other: Predictor, what: str) -> None:
 def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, split: str = "test",
              limit: int | None = None, batch_size: int = 64, reference: str | os.PathLike | None = None,
              min_top1: float | None = None, max_drop: float | None = None, threads: int | None = None,
-             progress: bool = True, runtime: str | None = None) -> dict[str, Any]:
+             progress: bool = True, runtime: str | None = None, platform: str | None = None,
+             compare_host: bool = False) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy and the confusion matrix of ``model`` on ``data``'s held-out
     split ("test" and "val" both name it: the official test set for Fashion-MNIST and CIFAR,
     val/ for imagefolder), plus the reference comparison and gate results when asked.
-    ``runtime`` runs ``model`` in another runtime (see skipnet.load); the reference in its own."""
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
-    if limit is not None and limit < 1:
-        raise UserError(f"--limit {limit} evaluates nothing: give a positive number of images or leave it out")
-    if batch_size < 1:
-        raise UserError(f"--batch-size {batch_size} must be positive")
-    if threads is not None and threads < 1:
-        raise UserError(f"--threads {threads} must be positive; leave it out for the runtime's default")
-    check_gates(min_top1, max_drop, None if reference is None else str(reference))
-    predictor = load(model, threads=threads, runtime=runtime)
+    ``runtime`` runs ``model`` in another runtime, ``platform`` on another machine (see
+    skipnet.load; the reference runs on this one); ``compare_host`` also runs ``model`` on this
+    machine and reports how often the two agree."""
+    _check_settings(split, limit, batch_size, threads, min_top1, max_drop, reference, platform, compare_host)
+    predictor = load(model, threads=threads, runtime=runtime, platform=platform)
     ref = load(reference, threads=threads) if reference is not None else None
+    host = load(model, threads=threads) if compare_host else None
     _, val, info = build_datasets(data, data_dir, augment=False)
     if info.class_names != predictor.labels:
         raise UserError(f"dataset {data} has classes {info.class_names[:4]}... but {model} was trained on "
@@ -71,35 +67,78 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
 
     source = val.source
     idx = spread_indices(len(source), len(source) if limit is None else limit)
-    n = len(idx)
     labels = np.asarray([int(source[i][1]) for i in idx])
-    logits, ref_logits = [], []
-    t0 = time.perf_counter()
-    with tqdm(total=n, desc=f"eval {os.fspath(model)}", unit="img", disable=not progress) as bar:
-        for start in range(0, n, batch_size):
-            pixels = predictor.prepare([source[i][0] for i in idx[start:start + batch_size]])
-            logits.append(predictor.logits(pixels))
-            if ref is not None:
-                ref_logits.append(ref.logits(pixels))
-            bar.update(len(pixels))
-    seconds = time.perf_counter() - t0
-    logits = np.concatenate(logits)
-
+    logits, seconds = _run(predictor, [ref, host], source, idx, batch_size, progress, os.fspath(model))
+    n = len(idx)
     report = {"model": os.fspath(model), "architecture": predictor.config.get("model"), "format": predictor.format,
-              "runtime": runtime or "default",
-              "precision": predictor.precision, "dataset": data, "split": split, "images": n, **_accuracy(logits, labels, predictor.labels),
-              "seconds": round(seconds, 2), "images_per_second": round(n / seconds, 1),
+              "runtime": runtime or "default", "platform": platform_name(predictor),
+              "precision": predictor.precision, "dataset": data, "split": split, "images": n,
+              **_accuracy(logits[0], labels, predictor.labels),
+              "seconds": round(seconds[0], 2), "images_per_second": round(n / seconds[0], 1),
               "skipnet_version": __version__}
+    if getattr(predictor.backend, "delegation", None) is not None:
+        report["delegation"] = predictor.backend.delegation
     if ref is not None:
-        ref_logits = np.concatenate(ref_logits)
-        ref_acc = _accuracy(ref_logits, labels, predictor.labels)
+        ref_acc = _accuracy(logits[1], labels, predictor.labels)
         report["reference"] = {"model": os.fspath(reference), "format": ref.format, "precision": ref.precision,
                                "top1": ref_acc["top1"], "top5": ref_acc["top5"],
                                "drop_points": round(100 * (ref_acc["top1"] - report["top1"]), 4),
-                               "top1_agreement": float((ref_logits.argmax(1) == logits.argmax(1)).mean())}
+                               "top1_agreement": _agreement(logits[1], logits[0])}
+    if host is not None:
+        report["host"] = {"platform": platform_name(host), "top1": _accuracy(logits[2], labels, host.labels)["top1"],
+                          "top1_agreement": _agreement(logits[2], logits[0]),
+                          "max_abs_logit_diff": float(np.abs(logits[2] - logits[0]).max()),
+                          "seconds": round(seconds[2], 2), "delegation": getattr(host.backend, "delegation", None)}
     report["gates"] = _gates(report, min_top1, max_drop)
     report["passed"] = all(g["passed"] for g in report["gates"])
     return report
+
+
+def _check_settings(split, limit, batch_size, threads, min_top1, max_drop, reference, platform, compare_host) -> None:
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of: {', '.join(SPLITS)}")
+    if limit is not None and limit < 1:
+        raise UserError(f"--limit {limit} evaluates nothing: give a positive number of images or leave it out")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size} must be positive")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads {threads} must be positive; leave it out for the runtime's default")
+    if compare_host and platform in (None, "host"):
+        raise UserError("--compare-host compares another platform with this machine: add --platform arm64")
+    check_gates(min_top1, max_drop, None if reference is None else str(reference))
+
+
+def _run(predictor: Predictor, others: list[Predictor | None], source, idx, batch_size: int, progress: bool,
+         name: str) -> tuple[list[np.ndarray | None], list[float]]:
+    """Every model's logits on the same prepared batches, and the seconds each spent on them."""
+    models = [predictor, *others]
+    logits: list[list[np.ndarray]] = [[] for _ in models]
+    seconds = [0.0] * len(models)
+    with tqdm(total=len(idx), desc=f"eval {name}", unit="img", disable=not progress) as bar:
+        for start in range(0, len(idx), batch_size):
+            pixels = predictor.prepare([source[i][0] for i in idx[start:start + batch_size]])
+            for k, m in enumerate(models):
+                if m is not None:
+                    t0 = time.perf_counter()
+                    logits[k].append(m.logits(pixels))
+                    seconds[k] += time.perf_counter() - t0
+            bar.update(len(pixels))
+    return [np.concatenate(chunks) if chunks else None for chunks in logits], seconds
+
+
+def _agreement(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a.argmax(1) == b.argmax(1)).mean())
+
+
+def platform_name(predictor: Predictor) -> str:
+    """Where a model ran: "arm64 (emulated)", or this machine's CPU."""
+    from .timing import cpu_name
+
+    if getattr(predictor.backend, "platform", "host") == "arm64":
+        from .arm64 import NAME
+
+        return NAME
+    return f"host ({cpu_name()})"
 
 
 def _accuracy(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[str, Any]:
