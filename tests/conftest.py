@@ -1,5 +1,6 @@
 import importlib.util
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,10 +10,19 @@ HAVE_FMNIST = (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
 needs_fmnist = pytest.mark.skipif(
     not HAVE_FMNIST, reason=f"Fashion-MNIST not in {FMNIST_DIR} (apt-get install dataset-fashion-mnist; `make test` does)")
 
-# Tests and the subprocesses they start must not fight over the cores with oversubscribed thread
-# pools: each pytest-xdist worker gets its share.
-_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // _WORKERS)))
+
+
+def pytest_configure(config):
+    """Each pytest-xdist worker, and every process its tests start, gets its share of the cores.
+    Set here, not at import: xdist names the worker count only once the worker is configured, and
+    the controller's environment (which the workers inherit) must not decide it. Oversubscribed
+    thread pools (2 workers x 2 threads on 2 cores) made every test 2-3x slower."""
+    workers = getattr(config, "workerinput", {}).get("workercount")
+    if workers:
+        threads = max(1, len(os.sched_getaffinity(0)) // int(workers))
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if "torch" in sys.modules:
+            sys.modules["torch"].set_num_threads(threads)
 
 
 @pytest.fixture(scope="session")
