@@ -95,23 +95,7 @@ class TFLiteBackend:
     format = "tflite"
 
     def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None):
-        try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError:
-            try:
-                from tflite_runtime.interpreter import Interpreter
-            except ImportError:
-                raise ModelLoadError("running .tflite models needs ai-edge-litert (pip install "
-                                     "'skipnet-deploy[tflite]') or tflite-runtime") from None
-        _check_tflite_header(path)
-        log: list[str] = []
-        try:
-            with native_stderr_to(log, replay_on_error=False):  # LiteRT's INFO lines are not the user's business
-                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-                self.interpreter.allocate_tensors()
-        except (ValueError, RuntimeError) as e:
-            raise ModelLoadError(f"{path} is not a loadable TFLite model ({first_line(e)}); re-export it") from None
-        self._log = "".join(log)
+        self.interpreter, self._log = load_interpreter(path, threads)
         self.config = config or _config_from(None, path)
         self.precision = self.config.get("precision", "float32")
         self.input = self.interpreter.get_input_details()[0]
@@ -135,6 +119,27 @@ class TFLiteBackend:
         self.interpreter.set_tensor(self.input["index"], to_input(x, self.input))
         self.interpreter.invoke()
         return from_output(self.interpreter.get_tensor(self.output["index"]), self.output)
+
+
+def load_interpreter(path: Path, threads: int | None = None) -> tuple[Any, str]:
+    """A LiteRT interpreter with its tensors allocated, and what LiteRT logged while delegating."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError:
+            raise ModelLoadError("running .tflite models needs ai-edge-litert (pip install "
+                                 "'skipnet-deploy[tflite]') or tflite-runtime") from None
+    _check_tflite_header(path)
+    log: list[str] = []
+    try:
+        with native_stderr_to(log, replay_on_error=False):  # LiteRT's INFO lines are not the user's business
+            interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as e:
+        raise ModelLoadError(f"{path} is not a loadable TFLite model ({first_line(e)}); re-export it") from None
+    return interpreter, "".join(log)
 
 
 def _check_tflite_header(path: Path) -> None:

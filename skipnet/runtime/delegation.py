@@ -66,12 +66,7 @@ def census(path, platform: str = "host", threads: int | None = None) -> dict[str
             return delegation(worker.header["log"], worker.header["ops"])
         finally:
             worker.close()
-    from ai_edge_litert.interpreter import Interpreter
+    from .backends import load_interpreter
 
-    from ..common.io import native_stderr_to
-
-    log: list[str] = []
-    with native_stderr_to(log, replay_on_error=False):
-        interpreter = Interpreter(model_path=str(path), num_threads=threads)
-        interpreter.allocate_tensors()
-    return delegation("".join(log), nodes(interpreter))
+    interpreter, log = load_interpreter(path, threads)
+    return delegation(log, nodes(interpreter))

@@ -76,8 +76,9 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
               **_accuracy(logits[0], labels, predictor.labels),
               "seconds": round(seconds[0], 2), "images_per_second": round(n / seconds[0], 1),
               "skipnet_version": __version__}
-    if getattr(predictor.backend, "delegation", None) is not None:
-        report["delegation"] = predictor.backend.delegation
+    census = getattr(predictor.backend, "delegation", None)  # computed on access for the host's LiteRT
+    if census is not None:
+        report["delegation"] = census
     if ref is not None:
         ref_acc = _accuracy(logits[1], labels, predictor.labels)
         report["reference"] = {"model": os.fspath(reference), "format": ref.format, "precision": ref.precision,
