@@ -105,6 +105,11 @@ def _check_merging_runs(out: Path):
             if line.startswith("| skipnet_")}
     assert rows == {"skipnet_xs": "1", "skipnet_s": "2"}  # each row names its run
     assert "2099-01-01" in md and "commit abc1234" in md and "Not measured yet: skipnet_m," in md
+    # Neither run timed mobilenet_v3_large: no ratio against it (the pipeline's own baseline was another model).
+    later["report"]["baseline"] = "skipnet_xs"
+    later["report"]["models"]["skipnet_s"]["exports"]["tflite-int8"]["latency_vs_baseline"] = 1.5
+    md = fm.table(runs, fm._partial(runs))
+    assert "vs mobilenet_v3_large" in md and "1.50x" not in md
     # The same model measured again replaces its row; a run with other settings replaces the whole table.
     assert fm.merge(runs, first)[0] == [later, first]
     other = copy.deepcopy(first)
