@@ -128,9 +128,12 @@ def table(runs: list[dict], partial: str | None, report_name: str = "fashion_mni
               + "). MACs at the trained input size. Latency: int8 LiteRT (XNNPACK), 1 thread, p50 on "
               f"the run's host at the trained size ({latest['bench']['runs']} interleaved rounds, ratio paired per "
               f"round against {BASELINE} in the same run, - where that run did not time it) and at 224x224 from "
-              "`benchmarks/results/host_latency.md`.", ""]
+              "`benchmarks/results/host_latency.md`. QAT weights shipped: the fine-tuned weights, or the "
+              "starting point (the PTQ file's) when fine-tuning did not get significantly more of 10,000 "
+              "held-out training images right (their top-1: start → fine-tuned).", ""]
     multi = len(runs) > 1
-    head = ["model", "params", "MACs", "float top-1", "PTQ int8 top-1", "QAT int8 top-1", "int8 latency",
+    head = ["model", "params", "MACs", "float top-1", "PTQ int8 top-1", "QAT int8 top-1", "QAT weights shipped",
+            "int8 latency",
             f"vs {BASELINE}", "int8 latency @224"] + (["run"] if multi else [])
     lines += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
     rows = {name: (i, m, run["report"]["baseline"]) for i, run in enumerate(runs, 1)
@@ -144,6 +147,7 @@ def table(runs: list[dict], partial: str | None, report_name: str = "fashion_mni
         ratio = ptq.get("latency_vs_baseline") if run_baseline == BASELINE else None
         cells = [name, f"{m['params'] / 1e6:.2f} M", f"{m['macs'] / 1e6:.1f} M", f"{100 * m['float_top1']:.2f}%",
                  f"{100 * m['gated_top1']:.2f}%", f"{100 * qat_top1:.2f}%" if qat_top1 is not None else "-",
+                 _kept(qat),
                  f"{ptq['p50_ms']:.3f} ms", f"{ratio:.2f}x" if ratio else "-",
                  f"{lat224[name]:.2f} ms" if name in lat224 else "-"] + ([str(i)] if multi else [])
         lines.append("| " + " | ".join(cells) + " |")
@@ -155,6 +159,15 @@ def table(runs: list[dict], partial: str | None, report_name: str = "fashion_mni
               "Per-export parity, sizes and step times: the pipeline report"
               + (" of each run" if multi else "") + f" copied beside this file (`{report_name}`)."]
     return "\n".join(lines) + "\n"
+
+
+def _kept(qat: dict) -> str:
+    """Which weights the QAT file has, and the held-out training images that decided it."""
+    h = ((qat.get("parity") or {}).get("qat") or {}).get("holdout")
+    if not h or not h["images"]:
+        return "-"  # a QAT export from before the held-out check
+    return (f"{'fine-tuned' if h['kept'] else 'PTQ start'} ({100 * h['start_top1']:.2f}% → "
+            f"{100 * h['tuned_top1']:.2f}%)")
 
 
 def reports_md(runs: list[dict]) -> str:

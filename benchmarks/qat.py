@@ -71,7 +71,16 @@ def _row(name: str, r: dict, kind: str) -> str:
             f"{100 * ptq['exported_top1']:.2f}% ({100 * (ptq['exported_top1'] - ref):+.2f}) | "
             f"{100 * q['int8_top1']:.2f}% ({100 * (q['int8_top1'] - ref):+.2f}) | {recovered:.0%} | "
             f"{100 * q['float_top1']:.2f}% | {100 * (q['int8_top1'] - q['float_top1']):+.2f} | "
-            f"{100 * q['fake_quant_agreement']:.2f}% | {q['max_logit_diff_steps']} | {r[kind]['seconds']:.0f} s |")
+            f"{100 * q['fake_quant_agreement']:.2f}% | {q['max_logit_diff_steps']} | {_held(q['holdout'])} | "
+            f"{r[kind]['seconds']:.0f} s |")
+
+
+def _held(h: dict) -> str:
+    """The keep-or-not check on held-out training images."""
+    if not h["images"]:
+        return "no held-out images: start kept"
+    return (f"{'fine-tuned' if h['kept'] else 'start (PTQ)'}: {100 * h['start_top1']:.2f}% → "
+            f"{100 * h['tuned_top1']:.2f}% (+{h['gained']}/−{h['lost']} of {h['images']:,})")
 
 
 def main() -> None:
@@ -91,8 +100,8 @@ def main() -> None:
              "Fashion-MNIST test images, each file in LiteRT.", "",
              "| run | QAT images | float (run) | int8 PTQ (vs float) | int8 QAT (vs float) | PTQ drop recovered | "
              "QAT fine-tuned, in float | QAT int8 vs its float | file vs fake-quant model: agreement | "
-             "max logit diff (int8 steps) | QAT export time |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "max logit diff (int8 steps) | weights shipped; held-out top-1 start → fine-tuned | QAT export time |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     lines += [_row(name, r, kind) for name, r in results.items() for kind in r if kind != "ptq"]
     lines += ["", "Runs: " + "; ".join(f"{n}: `skipnet-train --data fashion-mnist {' '.join(RUNS[n])}`"
                                        for n in results),

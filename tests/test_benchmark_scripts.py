@@ -74,6 +74,9 @@ def test_fashion_mnist_table_marks_a_partial_study(tmp_path):
     row = next(line for line in md.splitlines() if line.startswith("| skipnet_xs |")).split("|")[1:-1]
     float_top1, ptq, qat = (float(c.strip().rstrip("%")) for c in row[3:6])  # every int8 column measured
     assert 50 < float_top1 <= 100 and abs(ptq - float_top1) < 5 and abs(qat - float_top1) < 10
+    shipped = row[6].strip()  # which weights QAT kept, judged on held-out training images
+    assert shipped.startswith(("fine-tuned (", "PTQ start (")), shipped
+    assert qat == ptq or shipped.startswith("fine-tuned")  # the start kept: the PTQ file's weights and ranges
     report = json.loads(out.with_suffix(".json").read_text())["runs"][-1]["report"]
     assert report["models"]["skipnet_xs"]["eval_images"] == 10000  # the whole test set, not a sample
     assert (tmp_path / "fashion_mnist_report.md").exists()

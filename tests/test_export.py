@@ -15,7 +15,8 @@ pytest.importorskip("onnxruntime")
 
 from skipnet.common.contract import QAT_LR  # noqa: E402
 from skipnet.export import export  # noqa: E402
-from skipnet.export.cli import main as export_main  # noqa: E402
+from skipnet.export.cli import held_out_line, main as export_main  # noqa: E402
+from skipnet.export.qat import keep  # noqa: E402
 from skipnet.export.tflite_graph import float_ops, op_census  # noqa: E402
 from skipnet.models import count_macs, create_model  # noqa: E402
 from skipnet.runtime import ModelLoadError, load  # noqa: E402
@@ -371,6 +372,52 @@ def test_qat_int8_tflite_computes_what_was_trained(run, request, tmp_path):
     assert (run_dir / "model.safetensors").read_bytes() == before  # the run itself is untouched
     assert op_census(r.path) == op_census(ptq.path)  # same graph, so the same speed
     _assert_fast_int8_graph(r.path, 32, 10)
+    h = q["holdout"]  # 10,000 of Fashion-MNIST's 60,000 training images, never fine-tuned on
+    assert h["images"] == 10000 and h["kept"] in (True, False)
+    assert round((h["tuned_top1"] - h["start_top1"]) * h["images"]) == h["gained"] - h["lost"], h
+
+
+def test_keep_only_a_significantly_better_fine_tuning():
+    """McNemar's test on the held-out images only one of the two models gets right."""
+    start = np.zeros(10000, bool)
+    start[:9000] = True
+
+    def tuned(gained: int, lost: int) -> np.ndarray:
+        t = start.copy()
+        t[9000:9000 + gained] = True
+        t[:lost] = False
+        return t
+
+    assert keep(start, tuned(200, 20))["kept"]  # a weak model won back what PTQ lost
+    assert not keep(start, tuned(52, 47))["kept"]  # +5 of 10,000: chance (SkipNet-S, fully trained)
+    assert not keep(start, tuned(0, 30))["kept"] and not keep(start, start)["kept"]
+    r = keep(start, tuned(40, 20))  # 20 / sqrt(60) = 2.6 standard errors
+    assert r == {"images": 10000, "start_top1": 0.9, "tuned_top1": 0.902, "gained": 40, "lost": 20, "kept": True}
+    assert not keep(np.zeros(0, bool), np.zeros(0, bool))["kept"]
+    # What skipnet-export prints about it.
+    assert held_out_line(r).startswith("QAT: kept the fine-tuned weights: 90.00% -> 90.20% top-1 on 10,000 held-out")
+    assert held_out_line(keep(start, tuned(52, 47))).startswith("QAT: kept the PTQ weights")
+    assert "too few training images" in held_out_line(keep(np.zeros(0, bool), np.zeros(0, bool)))
+
+
+@needs_fmnist
+def test_qat_is_reproducible_and_never_ships_a_worse_fine_tuning(small_run, tflite_exports, tmp_path):
+    """The same QAT export twice computes the same thing; a fine-tuning that wrecks the model (lr 1)
+    loses on the held-out images, and the file keeps the starting weights: it computes what the
+    PTQ file computes."""
+    again = export(small_run, "tflite", tmp_path / "again.tflite", int8=True, qat_epochs=1, qat_limit=256,
+                   verify=False)
+    first = tflite_exports["qat"]
+    assert again.qat["holdout"] == json.loads(first.sidecar.read_text())["qat"]["holdout"]
+    pixels = np.random.default_rng(0).integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    assert np.array_equal(load(again.path).backend.logits(pixels), load(first.path).backend.logits(pixels))
+    wrecked = export(small_run, "tflite", tmp_path / "wrecked.tflite", int8=True, qat_epochs=1, qat_limit=128,
+                     qat_lr=1.0, calibration_samples=64, verify_samples=200)
+    h = wrecked.qat["holdout"]
+    assert not h["kept"] and h["tuned_top1"] < h["start_top1"] - 0.05, h
+    ptq = load(tflite_exports["int8"].path).backend.logits(pixels)
+    assert np.array_equal(load(wrecked.path).backend.logits(pixels), ptq)
+    assert abs(wrecked.qat["float_top1"] - wrecked.parity["torch_top1"]) <= 0.005  # the run's own weights
 
 
 def test_qat_needs_int8(capsys, tmp_path):

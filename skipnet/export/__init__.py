@@ -54,6 +54,7 @@ class ExportResult:
     parity: dict[str, Any] | None
     seconds: float
     speed: dict[str, Any] | None = None  # int8 against float on this host (speed.py); None for float
+    qat: dict[str, Any] | None = None  # the sidecar's qat block; None without QAT
 
 
 def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | None = None,
@@ -88,7 +89,8 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
             sidecar["file"] = file_record(staged)
             write_json(sidecar_path(staged), sidecar)
             _publish(staged, path)
-    return ExportResult(path, sidecar_path(path), sidecar["parity"], time.perf_counter() - t0, sidecar["speed"])
+    return ExportResult(path, sidecar_path(path), sidecar["parity"], time.perf_counter() - t0, sidecar["speed"],
+                        sidecar.get("qat"))
 
 
 def _img_size(model, config: dict[str, Any], asked: int | None) -> int:

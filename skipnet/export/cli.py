@@ -67,6 +67,18 @@ def _report(q: dict) -> int:
     return 0
 
 
+def held_out_line(h: dict) -> str:
+    """What QAT shipped, and why: the fine-tuned weights only when they beat the starting point."""
+    if not h["images"]:
+        return "QAT: too few training images to hold any out; the file keeps the PTQ weights"
+    scores = (f"{h['start_top1']:.2%} -> {h['tuned_top1']:.2%} top-1 on {h['images']:,} held-out training images "
+              f"({h['gained']} gained, {h['lost']} lost)")
+    if h["kept"]:
+        return f"QAT: kept the fine-tuned weights: {scores}"
+    return (f"QAT: kept the PTQ weights (calibrated ranges, as the PTQ file): fine-tuning did not do significantly "
+            f"better, {scores}")
+
+
 def _main(argv: Sequence[str] | None) -> int:
     a = _parser().parse_args(argv)
     opts = ExportOptions(int8=a.int8, img_size=a.img_size, verify=not a.no_verify, verify_samples=a.verify_samples,
@@ -78,6 +90,8 @@ def _main(argv: Sequence[str] | None) -> int:
     print(f"wrote {r.path} and {r.sidecar} in {r.seconds:.1f} s" + (f"; {speed}" if speed else ""))
     if r.speed and "warning" in r.speed:
         print(f"skipnet-export: warning: {r.speed['warning']}", file=sys.stderr)
+    if r.qat is not None:
+        print(held_out_line(r.qat["holdout"]))
     return 0 if r.parity is None else _report(r.parity)
 
 

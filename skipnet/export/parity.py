@@ -53,7 +53,7 @@ def qat_verdict(report: dict[str, Any], qat: dict[str, Any], backend: str) -> di
     """A QAT file is checked against the fake-quantised model it was fine-tuned as: fine-tuning
     changes some answers on purpose, so agreement with the run's float model is reported, not required."""
     report = dict(report, qat={k: qat[k] for k in ("fake_quant_agreement", "max_logit_diff_steps", "float_top1",
-                                                    "fake_quant_top1", "int8_top1")})
+                                                    "fake_quant_top1", "int8_top1", "holdout")})
     least = QAT_MIN_AGREEMENT if backend == "tflite" else INT8_MIN_AGREEMENT
     report["passed"] = qat["fake_quant_agreement"] >= least
     report["criterion"] = (f"top-1 agreement with the fake-quantised model it was trained as >= "

@@ -8,12 +8,19 @@
    cosine-decayed learning rate on the run's own loss plus distillation from the run's float
    model (the KL divergence of their predictions): the labels alone pull a well-trained model
    away from what it had learnt, the teacher alone teaches a weak model nothing new.
-3. The weights go back into the rewritten float graph and the quantiser is given the trained
+3. The fine-tuned weights are kept only if, fake-quantised, they get significantly more of a
+   fixed set of held-out training images right than the starting point (the PTQ file) does
+   (``keep``); otherwise the starting weights are. A fully trained model loses next to nothing
+   to PTQ, and fine-tuning then moves as many answers one way as the other: without this check
+   QAT would ship a file that is as likely worse than PTQ as better.
+4. The weights go back into the rewritten float graph and the quantiser is given the trained
    ranges as they are (no recalibration): the file computes what was trained, with the same ops,
    and so the same speed, as the PTQ file.
 """
 from __future__ import annotations
 
+import copy
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,18 +31,23 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import build_datasets, build_transform, pixel_batch
+from ..data import build_datasets, build_transform, pixel_batch, spread_indices
 from ..models import PixelModel
 from .fake_quant import FakeQuantGraph
 
 BATCH_SIZE = 64
 OBJECTIVE = "the run's loss + KL divergence to the run's float model"
+# Training images never fine-tuned on, to judge the fine-tuning by (at most this many, and at most
+# a fifth of the training set); fine-tuned weights are kept when they win by KEEP_Z standard
+# errors of McNemar's test (one-sided, 5%).
+HOLDOUT = 10_000
+KEEP_Z = 1.645
 
 
 @dataclass(frozen=True)
 class QATSettings:
     epochs: int
-    images: int | None  # per epoch; None: all training images
+    images: int | None  # per epoch; None: all training images but the held-out ones
     lr: float
 
 
@@ -55,11 +67,54 @@ def train(job, settings: QATSettings, tmp: Path, float_path: Path | None = None,
     deployed_float_graph(float_path, fast, job.options.full_integer)
     quantize_deployed(fast, job.calibration, ptq)  # the PTQ file: its calibration is the observer
     graph = FakeQuantGraph(ptq, fast)
-    trained = finetune(graph, job, settings, progress)
+    data = TrainingImages(job)
+    start, initial = data.correct(graph), copy.deepcopy(graph.state_dict())
+    trained = finetune(graph, job, data, settings, progress)
+    tuned = data.correct(graph)
+    holdout = keep(start, tuned)
+    if not holdout["kept"]:
+        graph.load_state_dict(initial)
     block = {"epochs": settings.epochs, "images": trained, "lr": settings.lr, "batch_size": BATCH_SIZE,
              "loss": job.config.get("loss"), "objective": OBJECTIVE,
-             "ranges": "calibrated on the training images, then frozen"}
+             "ranges": "calibrated on the training images, then frozen", "holdout": holdout}
     return graph, block, fast
+
+
+class TrainingImages:
+    """The run's training images, split once: the held-out ones (evenly spread; ``pixels`` and
+    ``labels``, prepared as for evaluation) judge the fine-tuning, ``pool`` (the rest, indices
+    into ``source``) is fine-tuned on."""
+
+    def __init__(self, job) -> None:
+        config = job.config
+        self.source = build_datasets(config["dataset"], job.options.data_dir or config.get("train", {}).get("data_dir"),
+                                     job.img_size)[0].source
+        n = min(HOLDOUT, len(self.source) // 5)
+        held = spread_indices(len(self.source), n) if n else []
+        self.pool = sorted(set(range(len(self.source))) - set(held))
+        eval_tf = build_transform(config["preprocess"], train=False, normalize=False)
+        self.pixels = pixel_batch(eval_tf, [self.source[i][0] for i in held]) if held else None
+        self.labels = np.asarray([int(self.source[i][1]) for i in held])
+
+    @torch.no_grad()
+    def correct(self, graph: FakeQuantGraph) -> np.ndarray:
+        """Which held-out images ``graph``, fake-quantised, gets right."""
+        if self.pixels is None:
+            return np.zeros(0, bool)
+        graph.quantize = True
+        logits = torch.cat([graph(torch.from_numpy(self.pixels[i:i + 256]).float())
+                            for i in range(0, len(self.pixels), 256)])
+        return logits.argmax(1).numpy() == self.labels
+
+
+def keep(start: np.ndarray, tuned: np.ndarray) -> dict[str, Any]:
+    """Keep the fine-tuned weights? Only if they get significantly more held-out images right than
+    the starting weights (McNemar's test on the images only one of them gets right)."""
+    gained, lost = int((tuned & ~start).sum()), int((start & ~tuned).sum())
+    kept = gained - lost >= KEEP_Z * math.sqrt(gained + lost) and gained > lost
+    return {"images": int(len(start)), "start_top1": float(start.mean()) if len(start) else None,
+            "tuned_top1": float(tuned.mean()) if len(tuned) else None, "gained": gained, "lost": lost,
+            "kept": bool(kept)}
 
 
 def settings_of(job) -> QATSettings:
@@ -87,16 +142,14 @@ def report(spec: dict[str, Any], graph: FakeQuantGraph, job, path: Path) -> None
         spec["qat"].update(measure(graph, path, dict(job.config, **spec), *job.parity))
 
 
-def finetune(graph: FakeQuantGraph, job, settings: QATSettings, progress: bool = False) -> int:
-    """Train ``graph``'s weights (see OBJECTIVE); returns the images per epoch."""
+def finetune(graph: FakeQuantGraph, job, data: TrainingImages, settings: QATSettings, progress: bool = False) -> int:
+    """Train ``graph``'s weights (see OBJECTIVE) on ``data``'s pool; returns the images per epoch."""
     # The run's own loss: the training stage comes before export, so this import keeps the one-way flow.
     from ..training import BiasLoss, build_loss
 
     config = job.config
-    train, _, _ = build_datasets(config["dataset"], job.options.data_dir or config.get("train", {}).get("data_dir"),
-                                 job.img_size)
     augment = build_transform(config["preprocess"], train=True, dataset=config["dataset"], normalize=False)
-    n = min(settings.images or len(train.source), len(train.source))
+    n = min(settings.images or len(data.pool), len(data.pool))
     criterion = build_loss(config["loss"])
     bias = isinstance(criterion, BiasLoss)
     teacher = job.pixel_model("nhwc")
@@ -107,26 +160,34 @@ def finetune(graph: FakeQuantGraph, job, settings: QATSettings, progress: bool =
     optimizer = torch.optim.Adam(graph.parameters(), lr=settings.lr)
     steps = max(1, n // BATCH_SIZE) * settings.epochs
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    g = torch.Generator().manual_seed(0)
-    bar = tqdm(total=steps, desc="QAT", unit="step", disable=not progress)
-    for _ in range(settings.epochs):
-        order = torch.randperm(len(train.source), generator=g)[:n].tolist()
-        for start in range(0, max(n - BATCH_SIZE, 0) + 1, BATCH_SIZE):
-            idx = order[start:start + BATCH_SIZE]
-            x = torch.from_numpy(pixel_batch(augment, [train.source[i][0] for i in idx])).float()
-            y = torch.tensor([int(train.source[i][1]) for i in idx])
-            logits = graph(x)
-            loss = criterion(logits, y, features=graph.features) if bias else criterion(logits, y)
-            with torch.no_grad():
-                target = teacher(x).log_softmax(1)
-            loss = loss + F.kl_div(logits.log_softmax(1), target, log_target=True, reduction="batchmean")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            bar.update()
-    bar.close()
+
+    def step(idx: list[int]) -> None:
+        x = torch.from_numpy(pixel_batch(augment, [data.source[i][0] for i in idx])).float()
+        y = torch.tensor([int(data.source[i][1]) for i in idx])
+        logits = graph(x)
+        loss = criterion(logits, y, features=graph.features) if bias else criterion(logits, y)
+        with torch.no_grad():
+            target = teacher(x).log_softmax(1)
+        loss = loss + F.kl_div(logits.log_softmax(1), target, log_target=True, reduction="batchmean")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        schedule.step()
+
+    with torch.random.fork_rng(), tqdm(total=steps, desc="QAT", unit="step", disable=not progress) as bar:
+        torch.manual_seed(0)  # the same export twice gives the same file (augmentation draws from it)
+        for _ in range(settings.epochs):
+            for idx in _batches(data.pool, n):
+                step(idx)
+                bar.update()
     return n
+
+
+def _batches(pool: list[int], n: int):
+    """One epoch: ``n`` random items of ``pool``, in full batches."""
+    order = torch.randperm(len(pool))[:n].tolist()
+    for start in range(0, max(n - BATCH_SIZE, 0) + 1, BATCH_SIZE):
+        yield [pool[i] for i in order[start:start + BATCH_SIZE]]
 
 
 def _track_features(graph: FakeQuantGraph, job) -> None:
