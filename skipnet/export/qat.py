@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from ..data import build_datasets, build_transform, pixel_batch, spread_indices
+from ..data import build_datasets, build_transform, pixel_batch, sample_pixels, spread_indices
 from ..models import PixelModel
 from .fake_quant import FakeQuantGraph
 
@@ -90,11 +90,9 @@ class TrainingImages:
         self.source = build_datasets(config["dataset"], job.options.data_dir or config.get("train", {}).get("data_dir"),
                                      job.img_size)[0].source
         n = min(HOLDOUT, len(self.source) // 5)
-        held = spread_indices(len(self.source), n) if n else []
-        self.pool = sorted(set(range(len(self.source))) - set(held))
-        eval_tf = build_transform(config["preprocess"], train=False, normalize=False)
-        self.pixels = pixel_batch(eval_tf, [self.source[i][0] for i in held]) if held else None
-        self.labels = np.asarray([int(self.source[i][1]) for i in held])
+        self.pool = sorted(set(range(len(self.source))) - set(spread_indices(len(self.source), n)))
+        # sample_pixels takes the same evenly spread indices, as the calibration and parity images do.
+        self.pixels, self.labels = sample_pixels(self.source, config["preprocess"], n) if n else (None, None)
 
     @torch.no_grad()
     def correct(self, graph: FakeQuantGraph) -> np.ndarray:
