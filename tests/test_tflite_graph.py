@@ -133,6 +133,49 @@ def test_shipped_int8_graphs_from_uint8_pixels(converted, tmp_path):
         assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 0.05
 
 
+def _tensors(path, x=None):
+    """name -> (value as float, scale, zero point) of every tensor of a .tflite after running ``x``."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)
+    it.allocate_tensors()
+    if x is not None:
+        it.set_tensor(it.get_input_details()[0]["index"], x)
+        it.invoke()
+    out = {}
+    for t in it.get_tensor_details():
+        q = t["quantization_parameters"]
+        try:
+            out[t["name"]] = (it.get_tensor(t["index"]), q["scales"], q["zero_points"])
+        except ValueError:  # a tensor the interpreter does not keep
+            continue
+    return out
+
+
+def test_calibration_ranges_cover_every_calibration_image(converted, tmp_path):
+    """Each int8 activation can represent every value the float graph computes on the calibration
+    images, whichever image comes first: one bright image among many dark ones is not clipped
+    (a moving average of per-image ranges forgets it after a few dozen images)."""
+    path, _ = converted
+    rng = np.random.default_rng(2)
+    pixels = np.concatenate([np.full((1, 16, 16, 3), 255), rng.integers(0, 48, (48, 16, 16, 3))]).astype(np.uint8)
+    int8 = tmp_path / "int8.tflite"
+    quantize_tflite_int8(path, pixels, int8, graph="stock")
+    seen: dict[str, tuple[float, float]] = {}
+    for i in range(len(pixels)):
+        for name, (v, _, _) in _tensors(path, pixels[i:i + 1].astype(np.float32)).items():
+            lo, hi = seen.get(name, (np.inf, -np.inf))
+            seen[name] = min(lo, float(v.min())), max(hi, float(v.max()))
+    checked = 0
+    for name, (_, scales, zps) in _tensors(int8).items():
+        if name in seen and len(scales) == 1 and name != "serving_default_args_0:0":
+            lo, hi = seen[name]
+            step = float(scales[0])
+            assert (127 - zps[0]) * step >= hi - step and (-128 - zps[0]) * step <= lo + step, name
+            checked += 1
+    assert checked >= 5
+
+
 def test_uint8_input_retypes_or_quantizes(converted, tmp_path):
     path, pixels = converted
     prefix, stock = tmp_path / "prefix.tflite", tmp_path / "stock.tflite"

@@ -201,10 +201,28 @@ def _quantize(float_path: Path, calibration_pixels, float_ops: tuple[str, ...], 
         calibration = dict(ranges)
     else:
         samples = [{input_name: calibration_pixels[i:i + 1].astype(np.float32)} for i in range(len(calibration_pixels))]
-        calibration = qt.calibrate({signature: samples}, num_threads=1)
+        calibration = _calibrate(qt, float_path, {signature: samples})
     # Raw pixels: fix the input range to 0..255 so every pixel value is representable (scale 1, zero point -128).
     calibration[f"{signature}_{input_name}"] = {"min": np.float32(0), "max": np.float32(255)}
     return bytes(qt.quantize(calibration, enable_progress_report=False).quantized_model)
+
+
+def _calibrate(qt, float_path: Path, samples: dict) -> dict:
+    """Every activation's range over all the calibration images: its smallest and largest value,
+    as onnxruntime's MinMax calibration (the ONNX export's) has it.
+
+    Quantizer.calibrate keeps a moving average of each image's min/max instead (weight 0.95 on
+    the past): the ranges follow the last ~20 images and clip what the others reach, so the
+    int8 file answers differently from its float model more often."""
+    from ai_edge_quantizer import calibrator, recipe_manager
+    from ai_edge_quantizer.utils import qsv_utils
+
+    recipe = recipe_manager.RecipeManager()
+    recipe.load_quantization_recipe(qt.get_quantization_recipe())
+    calib = calibrator.Calibrator(Path(float_path).read_bytes(), num_threads=1,
+                                  qsv_update_func=qsv_utils.min_max_update)
+    calib.calibrate(samples, recipe)
+    return calib.get_model_qsvs()
 
 
 def quantization_of(path: Path) -> dict:
