@@ -181,6 +181,42 @@ def test_export_names():
         load_config(baseline="resnet18")
 
 
+def test_settings_saved_before_a_new_export_key_still_resume():
+    from skipnet.pipeline.config import with_new_keys
+
+    now = load_config()
+    saved = json.loads(json.dumps(now))
+    del saved["export"]["full_integer"]  # a pipeline.json written before the key existed
+    assert with_new_keys(saved) == now and "full_integer" not in saved["export"]
+
+
+@needs_fmnist
+def test_pipeline_full_integer_export(folder_pipeline, tmp_path):
+    """export: full-integer: true ships the all-integer TFLite graph (the folder pipeline's own file
+    has the default float prefix)."""
+    from skipnet.export.tflite_graph import float_ops
+
+    out = tmp_path / "npu"
+    config = json.loads((folder_pipeline / "pipeline.json").read_text())
+    mine = tmp_path / "npu.yaml"
+    mine.write_text(f"""
+out: {out}
+data: imagefolder
+data-dir: {config['data_dir']}
+models: [skipnet_xs]
+train: {{epochs: 3, img-size: 64, workers: 0}}
+export: {{formats: [tflite-int8], full-integer: true, verify-samples: 300}}
+bench: {{runs: 3, warmup: 1}}
+""")
+    assert main(["--config", str(mine), "--quiet"]) in (0, 1)  # the gate's verdict is not the point here
+    sidecar = json.loads((out / "exports" / "skipnet_xs_int8.tflite.json").read_text())
+    assert sidecar["int8_graph"] == "full-integer"
+    assert [op for op, _ in float_ops(out / "exports" / "skipnet_xs_int8.tflite")] == ["SOFTMAX"]
+    default = folder_pipeline / "exports" / "skipnet_xs_int8.tflite"
+    assert json.loads(default.with_suffix(".tflite.json").read_text())["int8_graph"] == "float-prefix"
+    assert len(float_ops(default)) > 1  # the float prefix
+
+
 def test_finished_counts_epochs(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

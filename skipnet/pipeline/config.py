@@ -6,6 +6,7 @@
     train: {recipe: fast, loss: bias, limit-train: 30000}   # skipnet-train keys, the same for every model
     baseline: mobilenet_v3_large   # latency ratios against it (default: the second model)
     export: {formats: [tflite-int8, onnx, coreml], verify-samples: 1000}   # *-int8-qat: qat-epochs, qat-limit, qat-lr
+                                   # full-integer: true: int8 TFLite with every op int8 (NPU delegates)
     gate: {max-drop: 1.0, min-top1: null, limit: null}     # int8 vs float, skipnet-eval's gates
     bench: {threads: 1, runs: 200, warmup: 10}
 """
@@ -28,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "baseline": None,
     "train": {"recipe": None, "loss": "bias"},
     "export": {"formats": ["tflite-int8", "onnx", "coreml"], "verify_samples": 1000, "calibration_samples": 256,
-               "qat_epochs": 1, "qat_limit": None, "qat_lr": QAT_LR},
+               "qat_epochs": 1, "qat_limit": None, "qat_lr": QAT_LR, "full_integer": False},
     "gate": {"max_drop": 1.0, "min_top1": None, "limit": None},
     "bench": {"threads": 1, "runs": 200, "warmup": 10},
 }
@@ -113,6 +114,14 @@ def validate(cfg: dict[str, Any], where: str = "settings") -> dict[str, Any]:
                         "export format here: add tflite-int8 (or onnx) to export formats")
     cfg["out"] = str(Path(cfg["out"]))
     return cfg
+
+
+def with_new_keys(saved: dict[str, Any]) -> dict[str, Any]:
+    """Settings a pipeline directory saved, with the export keys added since at their defaults (what
+    that run did without them), so a run started by an older version still resumes."""
+    if isinstance(saved.get("export"), dict):
+        saved = {**saved, "export": {**DEFAULTS["export"], **saved["export"]}}
+    return saved
 
 
 def export_path(out: Path, model: str, fmt: str) -> Path:

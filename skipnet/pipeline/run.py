@@ -22,7 +22,7 @@ from ..common import UserError, output_to, read_json, write_json
 from ..common.cli import signal_exit_code
 from ..common.contract import (CONFIG_FILE, FORMATS, LOCK_FILE, METRICS_FILE, PIPELINE_FILE, STATE_FILE,
                                check_writable_dir, exclusive, sidecar_path)
-from .config import export_path, gated_format
+from .config import export_path, gated_format, with_new_keys
 
 # Settings whose change redoes only one step. Models can be added to (or dropped from) a study:
 # each model's train/export/gate steps are its own, only the benchmark times all files side by side.
@@ -71,7 +71,7 @@ class Pipeline:
                 target = self.out / name
                 shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
         if saved.exists():
-            self._compare(read_json(saved))
+            self._compare(with_new_keys(read_json(saved)))
         write_json(saved, self.cfg)
         steps = self.out / "steps.json"
         self.steps = read_json(steps) if steps.exists() else {}
@@ -148,7 +148,8 @@ class Pipeline:
         e = self.cfg["export"]
         options = ExportOptions(verify_samples=e["verify_samples"], data_dir=self.cfg["data_dir"],
                                 calibration_samples=e["calibration_samples"], qat_limit=e["qat_limit"],
-                                qat_lr=e["qat_lr"], qat_epochs=e["qat_epochs"] if FORMATS[fmt].int8 == "qat" else 0)
+                                qat_lr=e["qat_lr"], qat_epochs=e["qat_epochs"] if FORMATS[fmt].int8 == "qat" else 0,
+                                full_integer=e["full_integer"])
 
         log = self.out / "logs" / f"export_{model}_{fmt}.log"
 

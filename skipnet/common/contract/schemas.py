@@ -137,6 +137,7 @@ class ExportSettings(_Settings):
     qat_epochs: Positive = 1
     qat_limit: Positive | None = None
     qat_lr: Annotated[float, Field(gt=0, le=1)] = QAT_LR
+    full_integer: bool = False  # int8 TFLite: every op int8 (skipnet-export --full-integer)
 
 
 class GateSettings(_Settings):
