@@ -113,7 +113,8 @@ def test_ema_weights_get_their_own_statistics(capfd, small_folder, tmp_path):
                          torch.device("cpu")) == 512
     buffers = lambda m: {k: v for k, v in m.state_dict().items() if "running_" in k}
     a, b = buffers(saved), buffers(again)
-    assert all(torch.allclose(a[k], b[k], rtol=1e-4, atol=1e-5) for k in a)
+    # float32 sums over 512 images in another order (thread count) move the late variances by ~1e-4
+    assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
     trained = torch.load(tmp_path / "run" / "trainer_state.pt", weights_only=True)["model"]
     assert any(not torch.allclose(trained[k], a[k], rtol=1e-3, atol=1e-4) for k in a)  # not the training model's
 
