@@ -22,7 +22,6 @@ Rounds interleave every file; ratios are medians of per-round ratios.
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -31,9 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skipnet.bench import calibration_pixels, cpu_name, paired_ratio
+from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, pixel_interpreter, write_study
 from skipnet.bench.core import model_files
-from skipnet.common import atomic_write_text
 from skipnet.export.tflite_export import quantize_tflite_int8
 from skipnet.export.tflite_graph import _op_name, _schema, load_model, op_census, save_model
 from skipnet.runtime.timing import interleaved_times
@@ -109,21 +107,6 @@ def _files(name: str, calib: np.ndarray, work: Path) -> dict[str, Path]:
     return files
 
 
-def _runner(path: Path, pixels: np.ndarray):
-    from ai_edge_litert.interpreter import Interpreter
-
-    it = Interpreter(model_path=str(path), num_threads=1)
-    it.allocate_tensors()
-    inp = it.get_input_details()[0]
-    x = pixels.astype(np.float32)
-    if inp["quantization"][0]:
-        info = np.iinfo(inp["dtype"])
-        x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), info.min, info.max)
-    it.set_tensor(inp["index"], x.astype(inp["dtype"]))
-    partitions = sum(o["op_name"] == "DELEGATE" for o in it._get_ops_details())
-    return (lambda _x: it.invoke()), partitions
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="skipnet_m,mobilenet_v3_large")
@@ -135,7 +118,8 @@ def main() -> None:
     runners, info = {}, {}
     for name in args.models.split(","):
         for variant, path in _files(name, calib, work).items():
-            runners[(name, variant)], partitions = _runner(path, calib[:1])
+            it, partitions = pixel_interpreter(path, calib[:1])
+            runners[(name, variant)] = lambda _x, it=it: it.invoke()
             info[(name, variant)] = {"partitions": partitions, "ops": sum(op_census(path).values())}
     t0 = time.time()
     times = interleaved_times(runners, calib[:1], args.rounds, 5)
@@ -155,12 +139,7 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['variant']} | {r['median_ms']} | {r['vs_float']}x | {r['vs_int8']}x | {r['ops']} | "
               f"{r['partitions']} |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".md"), text)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"command": cmd, "cpu": cpu, "rows": rows}, indent=2) + "\n")
+    write_study(args.out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "rows": rows})
 
 
 if __name__ == "__main__":

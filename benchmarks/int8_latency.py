@@ -38,11 +38,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from skipnet.bench import (IMAGENET_MEAN, IMAGENET_STD, calibration_pixels, cpu_name, estimate_bn_statistics,
-                           paired_ratio)
+                           paired_ratio, pixel_interpreter)
 from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
 from skipnet.export.tflite_graph import float_ops, op_census, rewrite_graph
 from skipnet.models import PixelModel, count_macs, create_model
@@ -67,8 +66,6 @@ def main() -> None:
     p.add_argument("--calibration", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results/int8_latency")
     args = p.parse_args()
-    from ai_edge_litert.interpreter import Interpreter
-
     calib = calibration_pixels(args.calibration, args.img_size)
     work = Path(tempfile.mkdtemp())
     interpreters, census, sizes, macs, islands = {}, {}, {}, {}, {}
@@ -90,17 +87,8 @@ def main() -> None:
         quantize_tflite_int8(p["float"], calib, p["int8-full-integer"], full_integer=True)
         quantize_tflite_int8(p["float"], calib, p["int8"])
         for variant, path in p.items():
-            it = Interpreter(model_path=str(path), num_threads=args.threads)
-            it.allocate_tensors()
-            inp = it.get_input_details()[0]
-            x = calib[:1].astype(np.float32)
-            if inp["quantization"][0]:
-                info = np.iinfo(inp["dtype"])
-                x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), info.min, info.max)
-            it.set_tensor(inp["index"], x.astype(inp["dtype"]))
-            interpreters[(name, variant)] = it
             ops = op_census(path)
-            ops["XNNPACK_PARTITIONS"] = sum(o["op_name"] == "DELEGATE" for o in it._get_ops_details())
+            interpreters[(name, variant)], ops["XNNPACK_PARTITIONS"] = pixel_interpreter(path, calib[:1], args.threads)
             census[(name, variant)] = ops
             islands[(name, variant)] = [] if variant.startswith("float") else float_ops(path)
             sizes[(name, variant)] = path.stat().st_size

@@ -16,7 +16,6 @@ and mobilenet_v3_large. Rounds interleave every file; ratios are medians of per-
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import tempfile
@@ -26,9 +25,8 @@ from pathlib import Path
 
 import torch
 
-from skipnet.bench import calibration_pixels, cpu_name, paired_ratio
+from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, write_study
 from skipnet.bench.core import _built, _export
-from skipnet.common import atomic_write_text
 from skipnet.models import count_macs
 from skipnet.runtime.timing import file_runner, interleaved_times
 
@@ -89,13 +87,7 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['format']} | {r['MACs_M']} | {r['median_ms']:.2f} | "
               f"{r['vs_mobilenet_v3_large']:.3f}x | {r['vs_skipnet_m']:.3f}x |" for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".md"), text)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"command": cmd, "cpu": cpu_name(), "rows": rows},
-                                                           indent=2) + "\n")
+    write_study(args.out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "rows": rows})
 
 
 if __name__ == "__main__":

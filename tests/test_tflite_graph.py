@@ -134,7 +134,7 @@ def test_shipped_int8_graphs_from_uint8_pixels(converted, tmp_path):
 
 
 def _tensors(path, x=None):
-    """name -> (value as float, scale, zero point) of every tensor of a .tflite after running ``x``."""
+    """name -> (value, scales, zero points) of every tensor of a .tflite after running ``x``."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path), experimental_preserve_all_tensors=True)

@@ -1,6 +1,7 @@
 """Host benchmark: parameters, MACs, file size and latency per model and format, interleaved."""
 from __future__ import annotations
 
+import json
 import os
 import sys
 import tempfile
@@ -11,7 +12,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..common import UserError, path_size
+from ..common import UserError, atomic_write_text, path_size
 from ..common.contract import FORMATS as CONTRACT_FORMATS
 from ..common.contract import export_name
 from ..data import build_datasets, dataset_spec, preprocess_config, sample_pixels
@@ -134,6 +135,32 @@ def _check(models: list[str], formats: list[str], img_size: int, threads: tuple[
                         "benchmark --formats tflite,tflite-int8,onnx instead")
     if runs < 1 or warmup < 0 or not threads or min(threads) < 1 or img_size < 32 or img_size % 32:
         raise UserError("--runs and --threads must be positive, --warmup >= 0, --img-size a multiple of 32")
+
+
+def pixel_interpreter(path: str | os.PathLike, pixels: np.ndarray, threads: int = 1) -> tuple[Any, int]:
+    """A LiteRT interpreter of a .tflite graph variant (no SkipNet metadata needed) with raw 0..255
+    ``pixels`` set as its input, quantised as the input tensor wants, and its XNNPACK partitions."""
+    from ..runtime.backends import load_interpreter
+    from ..runtime.delegation import delegation, nodes
+
+    it, log = load_interpreter(Path(path), threads)
+    inp = it.get_input_details()[0]
+    x = pixels.astype(np.float32)
+    if inp["quantization"][0]:
+        info = np.iinfo(inp["dtype"])
+        x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), info.min, info.max)
+    it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    return it, delegation(log, nodes(it))["partitions"]
+
+
+def write_study(out: str | os.PathLike, markdown: str, record: dict[str, Any]) -> None:
+    """A benchmark script's results: ``out``.md (its tables) and ``out``.json (their data) beside
+    it, each written whole or not at all, after printing the tables."""
+    print(markdown)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out.with_suffix(".md"), markdown)
+    atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
 
 
 def time_files(paths: dict[str, str | os.PathLike], pixels: np.ndarray, threads: int = 1, runs: int = 100,
