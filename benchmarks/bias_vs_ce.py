@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import math
 import os
 import statistics
@@ -26,7 +25,7 @@ import time
 from datetime import date
 from pathlib import Path
 
-from skipnet.bench.core import cpu_name
+from skipnet.bench.core import cpu_name, study_out, write_study
 from skipnet.common import UserError
 from skipnet.common.cli import run_cli
 from skipnet.training import DEFAULT_RECIPE, RECIPES, resolve_config, resume, train
@@ -101,12 +100,11 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float, train_
                      f"| {', '.join(_fmt(d) for d in s['diffs'])} | {statistics.median(s['seconds']):.0f} |")
     lines += ["", "Paper reference (docs/paper.md, CIFAR-100, 160 epochs, one run each): "
               + "; ".join(f"{m} {b:.2f} vs {c:.2f} ({b - c:+.2f})" for m, (b, c) in PAPER_CIFAR100.items()) + "."]
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    path.with_suffix(".json").write_text(json.dumps({
+    write_study(path, "\n".join(lines) + "\n", {
         "command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "wall_seconds": wall,
         "train_seconds": train_seconds,
         "data": args.data, "recipe": args.recipe, "epochs": args.epochs, "limit_train": args.limit_train,
-        "seeds": args.seeds, "models": rows}, indent=2) + "\n", encoding="utf-8")
+        "seeds": args.seeds, "models": rows})
 
 
 def _main(argv) -> int:
@@ -123,6 +121,7 @@ def _main(argv) -> int:
     args = p.parse_args(argv)
     if args.seeds < 2:
         raise UserError("--seeds must be at least 2 for a standard deviation and a confidence interval")
+    report = study_out(args.out)
     command = "python benchmarks/bias_vs_ce.py " + " ".join(argv if argv is not None else sys.argv[1:])
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     t_start = time.perf_counter()
@@ -144,10 +143,8 @@ def _main(argv) -> int:
         s = rows[model]
         print(f"{model}: bias {s['bias_mean']:.2f} ce {s['ce_mean']:.2f} diff {s['diff_mean']:+.2f} "
               f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]", flush=True)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_report(out, args, command, rows, time.perf_counter() - t_start, train_seconds)
-    print(f"wrote {out}")
+    write_report(report, args, command, rows, time.perf_counter() - t_start, train_seconds)
+    print(f"wrote {report.with_suffix('.md')}")
     return 0
 
 

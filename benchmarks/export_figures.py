@@ -21,8 +21,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from skipnet.bench import cpu_name
-from skipnet.common import atomic_write_text, path_size
+from skipnet.bench import cpu_name, study_out, write_study
+from skipnet.common import UserError, path_size
+from skipnet.common.cli import run_cli
 from skipnet.export import export
 
 # (label, format, int8, extra export arguments)
@@ -63,16 +64,17 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("run_dir")
     p.add_argument("--samples", type=int, default=10000, help="parity images (Fashion-MNIST test split)")
     p.add_argument("--qat-full", action="store_true", help="also QAT on one full epoch")
     p.add_argument("--out", default="benchmarks/results/export_figures")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    out = study_out(a.out)
     run = Path(a.run_dir)
     if not (run / "config.json").is_file():
-        sys.exit(f"export_figures.py: {run} is not a run directory; train one with skipnet-train --out {run}")
+        raise UserError(f"{run} is not a run directory; train one with skipnet-train --out {run}")
     config = json.loads((run / "config.json").read_text())
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -97,13 +99,9 @@ def main() -> None:
         "through PyTorch and through the exported file in its runtime (onnxruntime, LiteRT); agreement is the "
         "share of images with the same top-1 class, drop the PyTorch top-1 minus the exported top-1.", "",
         table(rows), ""])
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".md"), text)
-    atomic_write_text(out.with_suffix(".json"), json.dumps({"command": command, "date": time.strftime("%Y-%m-%d"),
-                                                             "run": str(run), "rows": rows}, indent=1))
-    print(text)
+    write_study(out, text, {"command": command, "date": time.strftime("%Y-%m-%d"), "run": str(run), "rows": rows})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="export_figures.py"))

@@ -15,13 +15,13 @@ times) and OUT.png (latency against MACs).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
-from skipnet.bench import benchmark, paired_ratio
-from skipnet.common import atomic_path, atomic_write_text
+from skipnet.bench import benchmark, paired_ratio, study_out, write_study
+from skipnet.common import UserError, atomic_path
+from skipnet.common.cli import run_cli
 
 MODELS = ("skipnet_xs", "skipnet_s", "skipnet_m", "skipnet_l", "mobilenet_v3_small", "mobilenet_v3_large")
 FORMATS = ("tflite", "tflite-int8", "onnx", "onnx-int8")
@@ -98,7 +98,7 @@ def plot(rows: list[dict], models: list[str], thread: int, path: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--threads", default="1,2")
@@ -106,19 +106,18 @@ def main() -> None:
     p.add_argument("--runs", type=int, default=100)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--out", default="benchmarks/results/host_latency")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    out = study_out(a.out)
     models = a.models.split(",")
     threads = [int(t) for t in a.threads.split(",")]
     if "mobilenet_v3_large" not in models:
-        sys.exit("host_latency.py: keep mobilenet_v3_large in --models, it is the reference of every ratio")
+        raise UserError("keep mobilenet_v3_large in --models, it is the reference of every ratio")
     t0 = time.perf_counter()
     rows = benchmark(models, list(FORMATS), a.img_size, threads, a.runs, a.warmup, keep_times=True)
     wall = time.perf_counter() - t0
     command = "python benchmarks/host_latency.py" + "".join(f" {arg}" for arg in sys.argv[1:])
     r0 = rows[0]
     runtimes = sorted({r["runtime"] for r in rows})
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     text = "\n".join([
         f"# SkipNet vs MobileNetV3 on the host, {a.img_size}x{a.img_size}, float and int8, "
         f"LiteRT and onnxruntime", "",
@@ -131,12 +130,11 @@ def main() -> None:
         "Absolute times on this shared VM drift 10-40% between runs; the ratios move far less.", "",
         tables(rows, models, threads), "",
         f"![latency against MACs]({out.name}.png)", ""])
-    atomic_write_text(out.with_suffix(".md"), text)
-    atomic_write_text(out.with_suffix(".json"), json.dumps(
-        {"command": command, "date": time.strftime("%Y-%m-%d"), "wall_s": round(wall, 1), "rows": rows}, indent=1))
+    write_study(out, text, {"command": command, "date": time.strftime("%Y-%m-%d"), "wall_s": round(wall, 1),
+                            "rows": rows})
     plot(rows, models, threads[0], out.with_suffix(".png"))
-    print(text)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="host_latency.py"))

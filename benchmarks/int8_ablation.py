@@ -30,7 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
-from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, pixel_interpreter, write_study
+from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, pixel_interpreter, study_out, write_study
+from skipnet.common.cli import run_cli
 from skipnet.bench.core import model_files
 from skipnet.export.tflite_export import quantize_tflite_int8
 from skipnet.export.tflite_graph import _op_name, _schema, load_model, op_census, save_model
@@ -107,12 +108,13 @@ def _files(name: str, calib: np.ndarray, work: Path) -> dict[str, Path]:
     return files
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="skipnet_m,mobilenet_v3_large")
     p.add_argument("--rounds", type=int, default=100)
     p.add_argument("--out", default="benchmarks/results/int8_ablation")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    out = study_out(args.out)
     calib = calibration_pixels(64, 224)
     work = Path(tempfile.mkdtemp())
     runners, info = {}, {}
@@ -139,8 +141,9 @@ def main() -> None:
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {r['model']} | {r['variant']} | {r['median_ms']} | {r['vs_float']}x | {r['vs_int8']}x | {r['ops']} | "
               f"{r['partitions']} |" for r in rows]
-    write_study(args.out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "rows": rows})
+    write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "rows": rows})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="int8_ablation.py"))

@@ -29,7 +29,6 @@ variants are interleaved round-robin, and each figure is the median.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -41,7 +40,8 @@ from pathlib import Path
 import torch
 
 from skipnet.bench import (IMAGENET_MEAN, IMAGENET_STD, calibration_pixels, cpu_name, estimate_bn_statistics,
-                           paired_ratio, pixel_interpreter)
+                           paired_ratio, pixel_interpreter, study_out, write_study)
+from skipnet.common.cli import run_cli
 from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
 from skipnet.export.tflite_graph import float_ops, op_census, rewrite_graph
 from skipnet.models import PixelModel, count_macs, create_model
@@ -56,7 +56,7 @@ INTEGER_STEPS = {"int8-hswish": {"ops": ("HARD_SWISH",), "fold_affine": False, "
                  "int8-folded": {}}
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="skipnet_m,mobilenet_v3_large")
     p.add_argument("--img-size", type=int, default=224)
@@ -65,7 +65,8 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--calibration", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results/int8_latency")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    out = study_out(args.out)
     calib = calibration_pixels(args.calibration, args.img_size)
     work = Path(tempfile.mkdtemp())
     interpreters, census, sizes, macs, islands = {}, {}, {}, {}, {}
@@ -138,14 +139,10 @@ def main() -> None:
     lines += ["", "Op census of each graph:", ""]
     for r in rows:
         lines.append(f"- {r['model']} {r['variant']}: " + ", ".join(f"{k} {v}" for k, v in r["census"].items()))
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "cpu": cpu, "platform": platform.platform(),
-                                                    "rows": rows}, indent=2) + "\n")
+    write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "platform": platform.platform(),
+                                               "rows": rows})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="int8_latency.py"))

@@ -16,18 +16,20 @@ import sys
 from datetime import date
 from pathlib import Path
 
-from skipnet.bench import cpu_name
+from skipnet.bench import cpu_name, study_out, write_study
+from skipnet.common.cli import run_cli
 from skipnet.export.tflite_metadata import read_metadata
 from skipnet.runtime.evaluate import evaluate
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("files", nargs="+", help=".tflite files exported by skipnet-export")
     p.add_argument("--data", default="fashion-mnist")
     p.add_argument("--limit", type=int, default=1000, help="test images, spread over the split")
     p.add_argument("--out", default="benchmarks/results/mediapipe_agreement")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    out = study_out(args.out)
     rows = []
     for path in args.files:
         r = evaluate(path, args.data, limit=args.limit, reference=path, runtime="mediapipe", progress=False)
@@ -50,14 +52,10 @@ def main() -> None:
         kind = row["precision"] + (" QAT" if row["qat"] else "")
         lines.append(f"| {row['file']} | {kind} | {row['input']} | {row['images']} | {100 * row['mediapipe_top1']:.2f}% | "
                      f"{100 * row['litert_top1']:.2f}% | {100 * row['top1_agreement']:.2f}% | {row['labels_match']} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "cpu": cpu_name(), "platform": platform.platform(),
-                                                    "rows": rows}, indent=2) + "\n")
+    write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "platform": platform.platform(),
+                                               "rows": rows})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="mediapipe_agreement.py"))

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import os
 import platform
 import statistics
@@ -45,8 +44,9 @@ from pathlib import Path
 
 import numpy as np
 
-from skipnet.bench import calibration_pixels, cpu_name, paired_ratio
+from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, study_out, write_study
 from skipnet.bench.core import model_files
+from skipnet.common.cli import run_cli
 from skipnet.export.onnx_export import quantize_onnx_int8
 from skipnet.export.onnx_graph import STEPS
 from skipnet.runtime.timing import interleaved_times
@@ -146,7 +146,7 @@ def _build(name: str, args, calib: np.ndarray, work: Path) -> dict[str, tuple]:
     return out
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="skipnet_m,mobilenet_v3_large")
     p.add_argument("--img-size", type=int, default=224)
@@ -154,7 +154,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=100, help="interleaved rounds (each times every session once)")
     p.add_argument("--calibration", type=int, default=64)
     p.add_argument("--out", default="benchmarks/results/onnx_int8")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    study_out(args.out)
     calib = calibration_pixels(args.calibration, args.img_size)
     work = Path(tempfile.mkdtemp())
     built = {(name, label): v for name in args.models.split(",") for label, v in _build(name, args, calib, work).items()}
@@ -168,6 +169,7 @@ def main() -> None:
                      "int8_speedup": round(paired_ratio(times[(name, "float")], ts), 3),
                      "size_mb": round(built[(name, label)][1].stat().st_size / 1e6, 2), "census": census})
     _write(args, rows)
+    return 0
 
 
 def _write(args, rows: list[dict]) -> None:
@@ -191,14 +193,9 @@ def _write(args, rows: list[dict]) -> None:
     lines += ["", "Node census of each optimised graph:", ""]
     lines += [f"- {r['model']} {r['config']}: " + ", ".join(f"{k} {v}" for k, v in r["census"]["ops"].items())
               for r in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "cpu": cpu, "platform": platform.platform(),
-                                                    "rows": rows}, indent=2) + "\n")
+    write_study(args.out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "platform": platform.platform(),
+                                                    "rows": rows})
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="onnx_int8.py"))

@@ -31,9 +31,9 @@ from pathlib import Path
 
 import numpy as np
 
-from skipnet.bench import calibration_pixels, cpu_name
+from skipnet.bench import calibration_pixels, cpu_name, study_out, write_study
 from skipnet.bench.core import model_files
-from skipnet.common import atomic_write_text
+from skipnet.common.cli import run_cli
 from skipnet.export.tflite_graph import _op_name, _schema, load_model
 
 FORMATS = ("tflite", "tflite-int8", "onnx", "onnx-int8")
@@ -190,14 +190,15 @@ def table(profiles: dict, model: str, runtime: str, fmts: tuple[str, str]) -> li
     return lines
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="skipnet_m,mobilenet_v3_large")
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--runs", type=int, default=50)
     p.add_argument("--out", default="benchmarks/results/op_profile")
-    a = p.parse_args()
+    a = p.parse_args(argv)
+    out = study_out(a.out)
     command = "python benchmarks/op_profile.py" + "".join(f" {arg}" for arg in sys.argv[1:])
     calib = calibration_pixels(64, a.img_size)
     profiles = {}
@@ -218,14 +219,10 @@ def main() -> None:
     for model in a.models.split(","):
         lines += table(profiles, model, "LiteRT (XNNPACK)", ("tflite", "tflite-int8"))
         lines += table(profiles, model, "onnxruntime (CPU)", ("onnx", "onnx-int8"))
-    out = Path(a.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines))
-    atomic_write_text(out.with_suffix(".json"), json.dumps(
-        {"command": command, "cpu": cpu_name(), "date": str(date.today()),
-         "profiles": {f"{m} {f}": v for (m, f), v in profiles.items()}}, indent=1))
-    print("\n".join(lines))
+    write_study(out, "\n".join(lines) + "\n", {"command": command, "cpu": cpu_name(), "date": str(date.today()),
+                                               "profiles": {f"{m} {f}": v for (m, f), v in profiles.items()}})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="op_profile.py"))

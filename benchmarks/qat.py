@@ -24,7 +24,8 @@ import time
 from datetime import date
 from pathlib import Path
 
-from skipnet.bench import cpu_name
+from skipnet.bench import cpu_name, study_out, write_study
+from skipnet.common.cli import run_cli
 
 RUNS = {
     "weak": ["--model", "skipnet_xs", "--epochs", "2", "--limit-train", "4000", "--limit-val", "1000", "--seed", "0"],
@@ -83,14 +84,15 @@ def _held(h: dict) -> str:
             f"{100 * h['tuned_top1']:.2f}% (+{h['gained']}/−{h['lost']} of {h['images']:,})")
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", nargs="+", choices=list(RUNS), default=list(RUNS))
     p.add_argument("--work", default="runs/qat_study")
     p.add_argument("--verify-samples", type=int, default=10000)
     p.add_argument("--qat-limits", nargs="+", type=int, default=[2560], help="QAT images (one epoch), a row each")
     p.add_argument("--out", default="benchmarks/results/qat")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    out = study_out(args.out)
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results = {name: measure(name, work, args.verify_samples, args.qat_limits) for name in args.runs}
@@ -107,13 +109,9 @@ def main() -> None:
                                        for n in results),
               f"QAT: `skipnet-export RUN --format tflite --int8 --qat-epochs 1 --qat-limit IMAGES "
               f"--verify-samples {args.verify_samples}` (default `--qat-lr`)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "cpu": cpu_name(), "results": results},
-                                                   indent=2) + "\n")
+    write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "results": results})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="qat.py"))

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, write_study
+from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, study_out, write_study
+from skipnet.common.cli import run_cli
 from skipnet.bench.core import _built, _export
 from skipnet.models import count_macs
 from skipnet.runtime.timing import file_runner, interleaved_times
@@ -57,12 +58,13 @@ def _variants(calib) -> dict[str, torch.nn.Module]:
     return out
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--rounds", type=int, default=150)
     p.add_argument("--out", default="benchmarks/results/skipnet_ablation")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    out = study_out(args.out)
     calib = calibration_pixels(64, args.img_size)
     work = Path(tempfile.mkdtemp())
     runners, macs = {}, {}
@@ -87,8 +89,9 @@ def main() -> None:
              "|---|---|---|---|---|---|"]
     lines += [f"| {r['variant']} | {r['format']} | {r['MACs_M']} | {r['median_ms']:.2f} | "
               f"{r['vs_mobilenet_v3_large']:.3f}x | {r['vs_skipnet_m']:.3f}x |" for r in rows]
-    write_study(args.out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "rows": rows})
+    write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "rows": rows})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="skipnet_ablation.py"))

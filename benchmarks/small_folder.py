@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from skipnet.bench import cpu_name
+from skipnet.bench import cpu_name, study_out, write_study
+from skipnet.common.cli import run_cli
 from skipnet.data import build_datasets
 
 CLASSES = {0: "tshirt", 1: "trouser", 7: "sneaker"}
@@ -56,12 +57,13 @@ def epochs_of(run_dir: Path) -> list[float]:
         return [float(row["val_top1"]) for row in csv.DictReader(f)]
 
 
-def main() -> None:
+def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="runs/small_folder", help="where the folder and the pipeline's runs go")
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--out", default="benchmarks/results/small_folder")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    out = study_out(args.out)
     work = Path(args.work)
     write_folder(work / "data")
     config = work / "pipeline.yaml"
@@ -78,13 +80,10 @@ def main() -> None:
              "|---|" + "---|" * args.epochs]
     lines += [f"| {m} | " + " | ".join(f"{100 * v:.2f}%" for v in rows[m]) + " |" for m in MODELS]
     lines += ["", "Pipeline summary:", "", "```", *report.get("summary", [run.stderr.strip()[-2000:]]), "```"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    out = Path(args.out)
-    out.with_suffix(".md").write_text(text)
-    out.with_suffix(".json").write_text(json.dumps({"command": cmd, "cpu": cpu_name(), "val_top1": rows,
-                                                    "pipeline_exit_code": run.returncode}, indent=2) + "\n")
+    write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "val_top1": rows,
+                                               "pipeline_exit_code": run.returncode})
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(run_cli(_main, prog="small_folder.py"))

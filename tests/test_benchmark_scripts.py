@@ -59,6 +59,22 @@ def test_bias_vs_ce_needs_two_seeds(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--seeds must be at least 2" in r.stderr
 
 
+STUDY_SCRIPTS = {"bias_vs_ce": [], "export_figures": ["runs/none"], "host_latency": [], "int8_ablation": [],
+                 "int8_latency": [], "mediapipe_agreement": ["none.tflite"], "onnx_int8": [], "op_profile": [],
+                 "qat": [], "skipnet_ablation": [], "small_folder": []}
+
+
+@pytest.mark.parametrize("script", sorted(STUDY_SCRIPTS))
+def test_study_scripts_check_their_out_before_any_work(tmp_path, script):
+    (tmp_path / "taken.md").mkdir()  # OUT.md cannot be written: the script must stop before measuring
+    cmd = [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *STUDY_SCRIPTS[script],
+           "--out", str(tmp_path / "taken"), "--work" if script in ("qat", "small_folder") else "",
+           str(tmp_path / "work") if script in ("qat", "small_folder") else ""]
+    r = subprocess.run([c for c in cmd if c], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
+    assert "taken.md is a directory" in r.stderr and not (tmp_path / "work").exists()
+
+
 @needs_fmnist
 @pytest.mark.slow
 def test_fashion_mnist_table_marks_a_partial_study(tmp_path):

@@ -10,9 +10,9 @@ timing itself (interleaved rounds, paired ratios) is the runtime stage's (skipne
 shared with the export's int8 speed check.
 """
 from .core import (FORMATS, IMAGENET_MEAN, IMAGENET_STD, benchmark, calibration_pixels, cpu_name,
-                   estimate_bn_statistics, interleaved_times, latency_stats, paired_ratio, pixel_interpreter, time_files,
-                   write_study)
+                   estimate_bn_statistics, interleaved_times, latency_stats, paired_ratio, pixel_interpreter, study_out,
+                   time_files, write_study)
 
 __all__ = ["FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "benchmark", "calibration_pixels", "cpu_name",
            "estimate_bn_statistics", "interleaved_times", "latency_stats", "paired_ratio", "pixel_interpreter",
-           "time_files", "write_study"]
+           "study_out", "time_files", "write_study"]

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from ..common import UserError, atomic_write_text, path_size
 from ..common.contract import FORMATS as CONTRACT_FORMATS
-from ..common.contract import export_name
+from ..common.contract import check_output_file, export_name
 from ..data import build_datasets, dataset_spec, preprocess_config, sample_pixels
 from ..models import PixelModel, count_macs, count_params, create_model, list_models
 from ..runtime.timing import cpu_name, file_runner, interleaved_times, latency_stats, paired_ratio
@@ -151,6 +151,14 @@ def pixel_interpreter(path: str | os.PathLike, pixels: np.ndarray, threads: int 
         x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), info.min, info.max)
     it.set_tensor(inp["index"], x.astype(inp["dtype"]))
     return it, delegation(log, nodes(it))["partitions"]
+
+
+def study_out(out: str | os.PathLike) -> Path:
+    """A benchmark script's ``--out`` (it writes OUT.md and OUT.json), checked before any work so
+    that a bad path fails in a second, not after the measurement."""
+    for suffix in (".md", ".json"):
+        check_output_file(Path(out).with_suffix(suffix), "--out")
+    return Path(out)
 
 
 def write_study(out: str | os.PathLike, markdown: str, record: dict[str, Any]) -> None:
