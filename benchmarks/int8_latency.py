@@ -17,7 +17,7 @@ Variants per model; the int8 ones are cumulative steps of the graph work (tflite
   int8-full-integer int8-folded with uint8 pixels in: skipnet-export --int8 --full-integer
   int8              what skipnet-export --int8 writes: int8-full-integer with the ops reading or
                     writing maps at least half the input size (the stem and first block) kept
-                    float, where per-tensor int8 costs weakly trained models accuracy
+                    float (the default graph)
 Every graph ends in the softmax skipnet-export puts there (float in the int8 graphs too).
 Calibration uses real Fashion-MNIST training images resized to the input size. The models are
 freshly initialised (latency does not depend on the weights) with BatchNorm statistics estimated

@@ -23,8 +23,8 @@ def _parser() -> ArgumentParser:
                                                           "per tensor), calibrated on training images")
     p.add_argument("--full-integer", action="store_true",
                    help="with --format tflite --int8: every op int8, also the first high-resolution layers that "
-                        "stay float by default (NPU delegates such as NNAPI or the Edge TPU need it; it can cost "
-                        "a weakly trained model a point or two of top-1)")
+                        "stay float by default (NPU delegates such as NNAPI or the Edge TPU need it); as accurate, "
+                        "faster or slower on a CPU depending on its int8 instructions")
     p.add_argument("--out", help="output file (default exports/RUN[_int8][_qat].EXT)")
     p.add_argument("--img-size", type=int, help="input side (default: the training size)")
     p.add_argument("--data-dir", help="dataset directory for the parity images (default: the run's)")

@@ -163,10 +163,9 @@ def deployed_float_graph(float_path: Path, dst: Path, full_integer: bool = False
     follow.
 
     By default the layers reading or writing maps at least half the input's height (the stem and
-    the first block) stay float: their few wide-ranging channels share one int8 scale per tensor,
-    which costs a weakly trained model points of top-1 (README, "The int8 TFLite graph").
-    full_integer: every op int8 but the closing softmax, as NPU delegates require (faster on x86
-    with VNNI, slower with AVX2 only: benchmarks/int8_latency.py)."""
+    the first block) stay float. full_integer: every op int8 but the closing softmax, as NPU
+    delegates require; as accurate since calibration takes each range over all images, faster on
+    some CPUs and slower on others (README, "The int8 TFLite graph"; benchmarks/int8_latency.py)."""
     height = None if full_integer else input_height(float_path) // 2
     rewrite_graph(float_path, dst, int8=True, float_min_height=height)
 
