@@ -91,6 +91,7 @@ def _bad(capsys, main, args, match):
     err = capsys.readouterr().err
     assert rc == 2, err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err and match in err, err
+    return err
 
 
 def test_export_bad_input(capsys, tmp_path):
@@ -246,9 +247,10 @@ def test_full_integer_tflite_for_npu_delegates(small_run, tflite_exports, tmp_pa
     shipped = op_census(tflite_exports["int8"].path)
     assert op_census(out)["CONV_2D"] == shipped["CONV_2D"] and "HARD_SWISH" in shipped  # the same network
     capsys.readouterr()
-    for fmt in (["onnx", "--int8"], ["tflite"]):  # ONNX int8 is integer throughout; float has nothing to quantise
-        _bad(capsys, export_main, [small_run, "--format", *fmt, "--full-integer", "--out", tmp_path / "x"],
-             "--full-integer applies to --format tflite --int8")
+    for fmt, why in ((["onnx", "--int8"], "integer throughout"), (["tflite"], "float graph has nothing")):
+        err = _bad(capsys, export_main, [small_run, "--format", *fmt, "--full-integer", "--out", tmp_path / "x"],
+                   "--full-integer applies to --format tflite --int8")
+        assert why in err
 
 
 @needs_fmnist

@@ -66,8 +66,10 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     opts = replace(options or ExportOptions(), **flags).check()
     fmt = export_format(format, opts.int8, opts.qat_epochs > 0)
     if opts.full_integer and not (fmt.backend == "tflite" and fmt.precision == "int8"):
-        raise UserError(f"--full-integer applies to --format tflite --int8, not {fmt.name} (the int8 ONNX graph "
-                        "is integer throughout already); drop it or export tflite with --int8")
+        why = ("a float graph has nothing to quantise" if fmt.precision != "int8"
+               else f"its int8 {fmt.backend} graph is integer throughout already")
+        raise UserError(f"--full-integer applies to --format tflite --int8, not {fmt.name} ({why}); "
+                        "drop it or export tflite with --int8")
     if fmt.int8 == "qat" and not opts.qat_epochs:
         opts = replace(opts, qat_epochs=1)
     model, config = load_checkpoint(run_dir)
