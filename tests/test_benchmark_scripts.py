@@ -60,8 +60,8 @@ def test_bias_vs_ce_needs_two_seeds(tmp_path):
 
 
 STUDY_SCRIPTS = {"bias_vs_ce": [], "export_figures": ["runs/none"], "host_latency": [], "int8_ablation": [],
-                 "int8_latency": [], "mediapipe_agreement": ["none.tflite"], "onnx_int8": [], "op_profile": [],
-                 "qat": [], "skipnet_ablation": [], "small_folder": []}
+                 "int8_latency": [], "litert_runtime": [], "mediapipe_agreement": ["none.tflite"],
+                 "onnx_int8": [], "op_profile": [], "qat": [], "skipnet_ablation": [], "small_folder": []}
 
 
 @pytest.mark.parametrize("script", sorted(STUDY_SCRIPTS))

@@ -137,13 +137,15 @@ def _check(models: list[str], formats: list[str], img_size: int, threads: tuple[
         raise UserError("--runs and --threads must be positive, --warmup >= 0, --img-size a multiple of 32")
 
 
-def pixel_interpreter(path: str | os.PathLike, pixels: np.ndarray, threads: int = 1) -> tuple[Any, int]:
+def pixel_interpreter(path: str | os.PathLike, pixels: np.ndarray, threads: int = 1,
+                      latest_features: bool = False) -> tuple[Any, int]:
     """A LiteRT interpreter of a .tflite graph variant (no SkipNet metadata needed) with raw 0..255
-    ``pixels`` set as its input, quantised as the input tensor wants, and its XNNPACK partitions."""
+    ``pixels`` set as its input, quantised as the input tensor wants, and its XNNPACK partitions
+    (latest_features: as load_interpreter)."""
     from ..runtime.backends import load_interpreter
     from ..runtime.delegation import delegation, nodes
 
-    it, log = load_interpreter(Path(path), threads)
+    it, log = load_interpreter(Path(path), threads, latest_features)
     inp = it.get_input_details()[0]
     x = pixels.astype(np.float32)
     if inp["quantization"][0]:

@@ -121,8 +121,9 @@ class TFLiteBackend:
         return from_output(self.interpreter.get_tensor(self.output["index"]), self.output)
 
 
-def load_interpreter(path: Path, threads: int | None = None) -> tuple[Any, str]:
-    """A LiteRT interpreter with its tensors allocated, and what LiteRT logged while delegating."""
+def load_interpreter(path: Path, threads: int | None = None, latest_features: bool = False) -> tuple[Any, str]:
+    """A LiteRT interpreter with its tensors allocated, and what LiteRT logged while delegating.
+    latest_features: XNNPACK's flag-protected features on (a benchmark's question, not a default)."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
@@ -135,7 +136,8 @@ def load_interpreter(path: Path, threads: int | None = None) -> tuple[Any, str]:
     log: list[str] = []
     try:
         with native_stderr_to(log, replay_on_error=False):  # LiteRT's INFO lines are not the user's business
-            interpreter = Interpreter(model_path=str(path), num_threads=threads)
+            extra = {"experimental_default_delegate_latest_features": True} if latest_features else {}
+            interpreter = Interpreter(model_path=str(path), num_threads=threads, **extra)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ModelLoadError(f"{path} is not a loadable TFLite model ({first_line(e)}); re-export it") from None
