@@ -31,6 +31,7 @@ from pathlib import Path
 from skipnet.common import UserError, atomic_write_text, read_json, write_json
 from skipnet.common.cli import run_cli
 from skipnet.pipeline import Interrupted, load_config, run_pipeline
+from skipnet.pipeline.config import with_new_keys
 from skipnet.training import RECIPES
 
 FULL_EPOCHS = RECIPES["full"]["epochs"]
@@ -51,8 +52,10 @@ def _latency_224() -> dict[str, float]:
 
 
 def _settings(report: dict) -> dict:
-    """What makes two studies' rows comparable: the data, recipe, exports, gates and timing settings."""
-    return {k: report["config"][k] for k in ("data", "train", "export", "gate", "bench")}
+    """What makes two studies' rows comparable: the data, recipe, exports, gates and timing settings
+    (export keys added since a run at their defaults: what that run did without them)."""
+    config = with_new_keys(report["config"])
+    return {k: config[k] for k in ("data", "train", "export", "gate", "bench")}
 
 
 def load_runs(path: Path) -> list[dict]:

@@ -134,6 +134,10 @@ def _check_merging_runs(out: Path):
     other = copy.deepcopy(first)
     other["report"]["config"]["export"]["qat_limit"] += 1
     assert fm.merge(runs, other) == ([other], runs)
+    # A run saved before an export key existed did what the key's default does: its rows stay.
+    older = copy.deepcopy(later)
+    del older["report"]["config"]["export"]["full_integer"]
+    assert fm.merge([older], first) == ([older, first], [])
 
 
 def test_fashion_mnist_refuses_a_table_it_cannot_add_to_before_training(tmp_path):
