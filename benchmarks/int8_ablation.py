@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, pixel_interpreter, study_out, write_study
-from skipnet.common.cli import run_cli
 from skipnet.bench.core import model_files
+from skipnet.common.cli import run_cli
 from skipnet.export.tflite_export import quantize_tflite_int8
 from skipnet.export.tflite_graph import _op_name, _schema, load_model, op_census, save_model
 from skipnet.runtime.timing import interleaved_times

@@ -73,8 +73,7 @@ def _worker(work: Path, rounds: int) -> dict:
                 it, partitions[key] = pixel_interpreter(path, pixels, 1, latest_features=way == "latest")
                 runners[key] = lambda _x, it=it: it.invoke()
                 continue
-            interpreter, _ = pixel_interpreter(path, pixels, 1)
-            data = interpreter.get_tensor(interpreter.get_input_details()[0]["index"])
+            data = it.get_tensor(it.get_input_details()[0]["index"])  # the pixels as this file's input wants
             try:
                 run = _compiled(path, data, way == "ynnpack")
             except RuntimeError as e:

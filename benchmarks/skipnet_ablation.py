@@ -26,8 +26,8 @@ from pathlib import Path
 import torch
 
 from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, study_out, write_study
-from skipnet.common.cli import run_cli
 from skipnet.bench.core import _built, _export
+from skipnet.common.cli import run_cli
 from skipnet.models import count_macs
 from skipnet.runtime.timing import file_runner, interleaved_times
 

@@ -142,16 +142,12 @@ def pixel_interpreter(path: str | os.PathLike, pixels: np.ndarray, threads: int 
     """A LiteRT interpreter of a .tflite graph variant (no SkipNet metadata needed) with raw 0..255
     ``pixels`` set as its input, quantised as the input tensor wants, and its XNNPACK partitions
     (latest_features: as load_interpreter)."""
-    from ..runtime.backends import load_interpreter
+    from ..runtime.backends import load_interpreter, to_input
     from ..runtime.delegation import delegation, nodes
 
     it, log = load_interpreter(Path(path), threads, latest_features)
     inp = it.get_input_details()[0]
-    x = pixels.astype(np.float32)
-    if inp["quantization"][0]:
-        info = np.iinfo(inp["dtype"])
-        x = np.clip(np.round(x / inp["quantization"][0] + inp["quantization"][1]), info.min, info.max)
-    it.set_tensor(inp["index"], x.astype(inp["dtype"]))
+    it.set_tensor(inp["index"], to_input(pixels, inp))
     return it, delegation(log, nodes(it))["partitions"]
 
 
