@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test setup data arm64 clean
+.PHONY: demo test test-matrix setup data arm64 clean
 
 setup: $(STAMP) data
 
@@ -36,6 +36,12 @@ demo: setup
 test: setup arm64
 	@test -f $(FMNIST) || echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); its tests will skip"
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist worksteal --durations=15
+
+# The tests whose outcome rests on floating point (pytest -m numeric) under other CPUs' kernels
+# (oneDNN and PyTorch limited to AVX2) and with 1 and 2 threads, each cell in turn: every cell must
+# pass, so that CI passes on whichever CPU it gets. Not part of `make test` (tests/matrix.py).
+test-matrix: setup arm64
+	$(PY) tests/matrix.py $(if $(OUT),--out $(OUT))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from conftest import needs_fmnist
+from conftest import binomial_floor, needs_fmnist
 from skipnet.common import UserError
 from skipnet.models import count_macs, count_params, create_model
 from skipnet.pipeline import load_config
@@ -43,7 +43,9 @@ def test_pipeline_end_to_end_gate_and_resume(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert f"report: {out}/report.md" in printed
     summary = printed.split("report:")[1].strip().splitlines()[1:]
-    assert len(summary) == 5 and "check(s) FAILED" in summary[-1]
+    assert len(summary) == 7 and "check(s) FAILED" in summary[-1]
+    # A float file's gate: no quantisation to change, so only training longer is named.
+    assert "skipnet_xs: to try: more epochs (train: epochs: 2, now 1)" in [line.strip() for line in summary]
 
     report = json.loads((out / "report.json").read_text())
     assert report["passed"] is False and any("below --min-top1" in f for f in report["failures"])
@@ -235,15 +237,52 @@ def test_pipeline_on_image_folders(folder_pipeline):
     report = json.loads((folder_pipeline / "report.json").read_text())
     m = report["models"]["skipnet_xs"]
     assert m["eval_images"] == 300 and m["img_size"] == 64 and m["train"]["recipe"] == "finetune"
-    assert m["float_top1"] >= 0.9 and m["gate_passed"] and m["gates"][0]["gate"] == "max_drop"
+    # Three epochs reach about 93-94% on any host; the gate (at most 1 point, 3 of 300 images) and the
+    # parity check (97% agreement) are decided by each host's rounding: their verdicts follow their rules.
+    assert m["float_top1"] >= binomial_floor(0.93, 300) and m["gates"][0]["gate"] == "max_drop"
+    assert m["gate_passed"] == (m["drop_points"] <= m["gates"][0]["threshold"])
     parity = m["exports"]["tflite-int8"]["parity"]
-    assert parity["passed"] and parity["images"] == 300
+    assert parity["passed"] == (parity["top1_agreement"] >= 0.97) and parity["images"] == 300
+    assert parity["top1_agreement"] >= binomial_floor(0.97, 300)
+    assert report["passed"] == (m["gate_passed"] and parity["passed"])
     assert report["baseline"] is None and m["exports"]["tflite-int8"]["p50_ms"] > 0 and m["warnings"] == []
     sidecar = json.loads((folder_pipeline / "exports" / "skipnet_xs_int8.tflite.json").read_text())
     assert sidecar["class_names"] == ["sneaker", "trouser", "tshirt"]
     assert m["train"]["limit_train"] is None  # all of them: the demo's short budget is not applied to a config
     run = json.loads((folder_pipeline / "runs" / "skipnet_xs" / "config.json").read_text())
     assert run["train"]["batch_size"] == 16  # the small-data rule
+
+
+@needs_fmnist
+def test_a_failed_int8_gate_names_what_to_try(folder_pipeline, tmp_path, capsys):
+    """The folder pipeline with a drop gate no int8 file meets (-1 points: better than float): only the
+    gate is redone, and the summary and report.md say how many images the drop is and what to try."""
+    out = tmp_path / "copy"
+    shutil.copytree(folder_pipeline, out)
+    saved = json.loads((out / "pipeline.json").read_text())
+    config = tmp_path / "strict.yaml"
+    config.write_text(f"""
+out: {out}
+data: imagefolder
+data-dir: {saved['data_dir']}
+models: [skipnet_xs]
+train: {{epochs: 3, img-size: 64, workers: 0}}
+export: {{formats: [tflite-int8]}}
+gate: {{max-drop: 0, min-top1: 1.0}}
+bench: {{runs: 3, warmup: 1}}
+""")
+    assert main(["--config", str(config), "--quiet"]) == 1
+    printed = capsys.readouterr().out
+    assert "[train skipnet_xs] done earlier" in printed and "[gate] settings changed" in printed
+    advice = [line.strip() for line in printed.splitlines() if "to try:" in line]
+    m = json.loads((out / "report.json").read_text())["models"]["skipnet_xs"]
+    assert len(advice) == 1 and advice[0].startswith("skipnet_xs: ") and not m["gate_passed"]
+    assert ("to try: QAT (export: formats: [tflite-int8-qat], which ships the fine-tuning only when it wins on "
+            "held-out training images); more calibration images (export: calibration-samples: 512, now 256); "
+            "more epochs (train: epochs: 6, now 3)") in advice[0]
+    if m["drop_points"] > 0:  # the drop gate failed too: its size in images and its spread are named
+        assert f"is {round(m['drop_points'] * 3)} of 300 images (+/-" in advice[0]
+    assert advice[0][len("skipnet_xs: "):] in (out / "report.md").read_text()
 
 
 def test_interrupted_exits_like_the_shell():

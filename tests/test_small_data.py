@@ -12,7 +12,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import needs_fmnist
+from conftest import binomial_floor, needs_fmnist
 
 RULE_LINE = ("900 training images: batch size 16, lr 0.0125, warmup epochs 0.3 (the finetune recipe's: 64, 0.05, 1), "
              "so that 3 epochs are 168 optimiser steps; set --batch-size, --lr or --warmup-epochs to choose yourself")
@@ -58,7 +58,8 @@ def _check_small_data_run(run: Path, folder: Path):
     assert cfg["batchnorm_statistics"] == {"re_estimated_on": 512, "split": "train", "preprocessing": "eval"}
     predicted, labels = _val_predictions(run, folder)
     top1 = (predicted == labels).float().mean().item()
-    assert top1 >= 0.85 and len(predicted.unique()) == 3  # was 33.33%: one class for every image
+    # About 93% on any host (benchmarks/results/small_folder.md); was 33.33%: one class for every image.
+    assert top1 >= binomial_floor(0.93, len(labels)) and len(predicted.unique()) == 3
     assert top1 == pytest.approx(cfg["metrics"]["val_top1"], abs=1 / 300)
     assert cfg["warnings"] == []
 

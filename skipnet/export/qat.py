@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,6 +43,7 @@ OBJECTIVE = "the run's loss + KL divergence to the run's float model"
 # errors of McNemar's test (one-sided, 5%).
 HOLDOUT = 10_000
 KEEP_Z = 1.645
+PTQ_FILE = "ptq.tflite"  # in train's working folder: the PTQ file, the fine-tuning's starting point
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def train(job, settings: QATSettings, tmp: Path, float_path: Path | None = None,
     float .tflite the graph's weights came from (``write_weights`` puts the trained ones back)."""
     from .tflite_export import deployed_float_graph, export_tflite, quantize_deployed
 
-    fast, ptq = tmp / "fast.tflite", tmp / "ptq.tflite"
+    fast, ptq = tmp / "fast.tflite", tmp / PTQ_FILE
     if float_path is None:
         float_path = tmp / "float.tflite"
         export_tflite(job.pixel_model("nhwc", probabilities=True), job.img_size, float_path)
@@ -127,6 +129,11 @@ def qat_tflite_int8(job, float_path: Path, path: Path, progress: bool = False) -
 
     with tempfile.TemporaryDirectory() as tmp:
         graph, block, fast = train(job, settings_of(job), Path(tmp), float_path, progress)
+        if not block["holdout"]["kept"]:
+            # The starting point is the PTQ file itself: ship it, byte for byte. Re-quantising it
+            # from its own ranges would round some scales differently in the last bit.
+            shutil.copyfile(Path(tmp) / PTQ_FILE, path)
+            return graph, block
         tuned = Path(tmp) / "tuned.tflite"
         graph.write_weights(fast, tuned)
         quantize_deployed(tuned, None, path, ranges=graph.ranges())

@@ -1,6 +1,7 @@
 """report.md, report.json and the two plots, built only from the artifacts the steps wrote."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from pathlib import Path
@@ -128,6 +129,8 @@ def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: 
                        f"(drop {m['drop_points']:.2f} points, gate {'passed' if m['gate_passed'] else 'FAILED'}), "
                        f"{m['params'] / 1e6:.2f} M params, {m['macs'] / 1e6:.1f} M MACs, {e.get('size_mb', 0):.2f} MB")
         summary += [f"{model}: {line}" for line in m["warnings"]]
+        if not m["gate_passed"]:
+            summary.append(f"{model}: {gate_advice(cfg, m)}")
     if base:
         e1, e2 = models[first_name]["exports"].get(gated, {}), models[base]["exports"].get(gated, {})
         if e1.get("p50_ms") is not None and e2.get("p50_ms") is not None:
@@ -145,6 +148,29 @@ def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: 
     write_json(out / "report.json", report)
     atomic_write_text(out / "report.md", _markdown(cfg, report, failures_note))
     return report
+
+
+def gate_advice(cfg: dict[str, Any], m: dict[str, Any]) -> str:
+    """What to try when ``m``'s gated file failed its gate; for a failed drop gate, how many images
+    the drop is and how far it could move on another run over this few images."""
+    n, e, fmt = m["eval_images"], cfg["export"], FORMATS[m["gated_format"]]
+    tries = []
+    if fmt.int8 == "ptq" and f"{fmt.name}-qat" in FORMATS:
+        tries.append(f"QAT (export: formats: [{fmt.name}-qat], which ships the fine-tuning only when it wins on "
+                     "held-out training images)")
+    if fmt.needs_calibration:
+        tries.append(f"more calibration images (export: calibration-samples: {2 * e['calibration_samples']}, now "
+                     f"{e['calibration_samples']})")
+    epochs = m["train"]["epochs"]
+    tries.append(f"more epochs (train: epochs: {2 * epochs}, now {epochs})"
+                 + (": a weakly trained model's int8 drop varies from run to run" if fmt.precision == "int8" else ""))
+    said = f"to try: {'; '.join(tries)}"
+    if not any(g["gate"] == "max_drop" and not g["passed"] for g in m["gates"]):
+        return said
+    changed = round((1 - m["top1_agreement"]) * n)  # images the two models answer differently
+    margin = 196 * math.sqrt(changed) / n  # 95% of the drop's spread over images like these, in points
+    return (f"the drop of {m['drop_points']:.2f} points is {round(m['drop_points'] * n / 100)} of {n} images "
+            f"(+/-{margin:.1f} points at 95% on this many); {said}")
 
 
 def _markdown(cfg: dict[str, Any], r: dict[str, Any], note: str | None) -> str:
@@ -205,6 +231,7 @@ def _markdown(cfg: dict[str, Any], r: dict[str, Any], note: str | None) -> str:
           "Seconds are summed over every invocation that worked on this directory (a resumed pipeline adds to them).",
           "", "## Result", ""]
     L += [f"- {f}" for f in r["failures"]] or ["All exports passed their parity checks and every model passed its gate."]
+    L += [f"- {model}: {gate_advice(cfg, m)}" for model, m in models.items() if not m["gate_passed"]]
     warned = [f"- {model}: {line}" for model, m in models.items() for line in m["warnings"]]
     L += ["", *warned] if warned else []
     return "\n".join(L) + "\n"
