@@ -8,6 +8,7 @@ import time
 from typing import Any, Sequence
 
 from ..common import UserError, atomic_write_text, write_json
+from ..common.io import refuse_special_file
 from ..common.cli import ArgumentParser, run_cli
 from ..common.contract import check_output_file
 from .core import ALIASES, FORMATS, benchmark
@@ -61,6 +62,7 @@ def _threads(text: str) -> list[int]:
 def _read_accuracy(paths: Sequence[str]) -> dict[str, float]:
     acc = {}
     for path in paths:
+        refuse_special_file(path)
         try:
             with open(path, encoding="utf-8") as f:
                 report = json.load(f)

@@ -6,6 +6,7 @@ import sys
 from typing import Callable, Sequence
 
 from .errors import CheckFailed, UserError
+from .io import DiskFull, disk_error
 
 
 def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
@@ -33,6 +34,12 @@ def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[s
     except BrokenPipeError:  # stdout closed early (`| head`): stop quietly, as other Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return signal_exit_code(13)  # SIGPIPE
+    except OSError as e:  # a write none of ours wrapped (a converter's, a temporary folder): still one line
+        why = disk_error(e)
+        if debug or why is None:
+            raise
+        print(f"{prog}: error: {DiskFull(e.filename or 'a file', why)}", file=sys.stderr)
+        return 2
 
 
 def signal_exit_code(signal: int | None) -> int:

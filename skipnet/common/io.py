@@ -5,8 +5,11 @@ A crash (even kill -9) therefore never leaves a half-written file under a real n
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import errno
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -14,26 +17,116 @@ from typing import Any, Iterator
 from .errors import UserError
 
 
+# Why a write can fail for lack of room (the errno a library may only quote in its message).
+DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
+               errno.EROFS: "the file system is read-only", errno.EFBIG: "the file is too large for the file system"}
+_GROUP: contextvars.ContextVar[list | None] = contextvars.ContextVar("atomic_group", default=None)
+
+
+class DiskFull(UserError):
+    """A write failed for lack of room, or on a read-only disk: what, where, and how much it needs."""
+
+    def __init__(self, path: str | os.PathLike, why: str, need: int | None = None):
+        where, free = _free_bytes(path)
+        needs = f", it needs about {human_bytes(need)}" if need else ""
+        super().__init__(f"cannot write {path}: {why} ({human_bytes(free)} free in {where}{needs}); free some "
+                         "space or choose another location")
+        self.path, self.why, self.need = path, why, need
+
+
+def disk_error(error: BaseException) -> str | None:
+    """Why ``error`` is a full or read-only disk (an OSError's errno, or the strerror a library such as
+    safetensors quotes in its own message); None for any other error."""
+    if isinstance(error, OSError) and error.errno in DISK_ERRORS:
+        return DISK_ERRORS[error.errno]
+    text = str(error)
+    return next((why for code, why in DISK_ERRORS.items() if os.strerror(code) in text), None)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1000
+    return ""
+
+
+def _free_bytes(path: str | os.PathLike) -> tuple[Path, int]:
+    """The nearest existing folder at or above ``path``'s parent, and the bytes free on its file system."""
+    import shutil
+
+    where = Path(path).absolute().parent
+    while not where.exists() and where != where.parent:
+        where = where.parent
+    return where, shutil.disk_usage(where).free
+
+
+def check_room(path: str | os.PathLike, need: int) -> None:
+    """Refuse, before any work, to write ``path`` (about ``need`` bytes) where there is not that much room."""
+    if _free_bytes(path)[1] < need:
+        raise DiskFull(path, "not enough free space", need)
+
+
+def as_disk_full(error: BaseException, path: str | os.PathLike, need: int | None = None) -> DiskFull | None:
+    """``error`` as the one-line DiskFull for writing ``path``, when a full or read-only disk caused it
+    (or the disk is full now: a converter may report it in words of its own); else None."""
+    if isinstance(error, DiskFull):
+        return error
+    why = disk_error(error) or ("no space left on the device" if _free_bytes(path)[1] < 1 << 20 else None)
+    return DiskFull(path, why, need) if why else None
+
+
 @contextlib.contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success fsync and rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    tmp = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
+def atomic_group() -> Iterator[None]:
+    """Files written by atomic_path inside the block replace their old versions together, once every
+    one of them is written and synced: a disk that fills halfway keeps all the old files (a run's
+    checkpoint stays one checkpoint)."""
+    pending: list[tuple[Path, Path]] = []
+    token = _GROUP.set(pending)
     try:
+        yield
+        for tmp, path in pending:
+            os.replace(tmp, path)
+    finally:
+        _GROUP.reset(token)
+        for tmp, _ in pending:  # left only when the block failed
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike, need: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success fsync and rename it over ``path`` (at the end
+    of an enclosing atomic_group). A full or read-only disk becomes DiskFull, naming ``path`` and
+    ``need`` bytes (else at least what was written), and leaves nothing behind."""
+    path = Path(path)
+    deferred, tmp = False, None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
+        tmp = Path(name)
         yield tmp
-        # mkstemp creates 0600, and some writers (safetensors) replace the file: give the result the
-        # permissions any other new file gets.
+        # mkstemp creates 0600, and some writers replace the file: give the result the permissions
+        # any other new file gets.
+        umask = os.umask(0)
+        os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        group = _GROUP.get()
+        if group is None:
+            os.replace(tmp, path)
+        else:
+            group.append((tmp, path))
+            deferred = True
+    except Exception as e:
+        why = disk_error(e)
+        if why is None:
+            raise
+        written = tmp.stat().st_size if tmp is not None and tmp.exists() else 0
+        raise DiskFull(path, why, need or written or None) from None
     finally:
-        if tmp.exists():
+        if not deferred and tmp is not None and tmp.exists():
             tmp.unlink()
 
 
@@ -46,7 +139,7 @@ def path_size(path: str | os.PathLike) -> int:
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
+    with atomic_path(path, need=len(data)) as tmp:
         tmp.write_bytes(data)
 
 
@@ -58,8 +151,22 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
+def refuse_special_file(path: str | os.PathLike) -> None:
+    """UserError if ``path`` is a named pipe, a device or a socket: reading a pipe waits for a writer
+    for ever, and the others are no files. A missing path or a folder is left to the caller's message."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else None)
+    if kind:
+        raise UserError(f"{path} is {kind}, not a regular file; pass the path of a file")
+
+
 def read_json(path: str | os.PathLike, fix: str = "re-create it or fix the file") -> Any:
     path = Path(path)
+    refuse_special_file(path)
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -100,6 +207,7 @@ def read_yaml_mapping(path: str | os.PathLike) -> dict[str, Any]:
     import yaml
 
     path = Path(path)
+    refuse_special_file(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

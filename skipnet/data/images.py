@@ -15,6 +15,7 @@ from typing import Iterator
 from PIL import Image, UnidentifiedImageError
 
 from skipnet.common import UserError
+from skipnet.common.io import refuse_special_file
 
 # The models see at most a few hundred pixels a side, so nothing is lost by refusing more than
 # 64 megapixels (8000x8000, 192 MB once decoded to RGB): it admits every 48-50 MP camera photo
@@ -70,6 +71,7 @@ def _too_large(path: str | os.PathLike, size: str) -> UserError:
 @contextlib.contextmanager
 def _reading(path: str | os.PathLike) -> Iterator[None]:
     """Turn every way reading ``path`` can fail into one UserError naming it."""
+    refuse_special_file(path)
     try:
         with warnings.catch_warnings():
             # PIL warns above its own, higher limit; _check_size has refused such an image by then.

@@ -26,7 +26,7 @@ from ..common import UserError, write_json
 from ..common.contract import (WEIGHTS_FILE, Format, Sidecar, default_export_path, exclusive, export_format, output_lock,
                                parse, sidecar_path)
 from ..common.contract.paths import check_output_file
-from ..common.io import crash_point, file_record, read_json
+from ..common.io import as_disk_full, check_room, crash_point, file_record, read_json
 from ..data import build_datasets, sample_pixels
 from ..models import count_macs, count_params, load_checkpoint
 from .options import ExportJob, ExportOptions, Exporter
@@ -80,19 +80,37 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
         calibration, pixels, labels = _read_images(config, fmt, img_size, opts)
         job = ExportJob(model, _metadata(config, fmt, img_size, run_dir), fmt, img_size, calibration, opts,
                         None if pixels is None else (pixels, labels))
+        need = _room_needed(model, fmt)
+        check_room(path, need)
         path.parent.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=f".{path.name}.staging-", dir=path.parent) as staging:
-            staged = Path(staging) / path.name
-            if fmt.precision == "int8" and fmt.backend != "coreml":
-                job.float_copy = Path(staging) / f"float{fmt.extension}"
-            sidecar = _sidecar(job, get_exporter(fmt.backend).write(job, staged), staged, model)
-            sidecar["parity"] = _parity(job, staged, sidecar, pixels, labels)
-            sidecar["speed"] = speed_check(fmt, staged, job.float_copy, calibration, sidecar)
-            sidecar["file"] = file_record(staged)
-            write_json(sidecar_path(staged), sidecar)
-            _publish(staged, path)
+            try:
+                sidecar = _stage(job, Path(staging) / path.name, model, pixels, labels)
+            except Exception as e:  # judged before the staging folder is removed, while the disk is still full
+                raise as_disk_full(e, path, need) or e
+            _publish(Path(staging) / path.name, path)
     return ExportResult(path, sidecar_path(path), sidecar["parity"], time.perf_counter() - t0, sidecar["speed"],
                         sidecar.get("qat"))
+
+
+def _stage(job: ExportJob, staged: Path, model, pixels, labels) -> dict[str, Any]:
+    """The model file and its sidecar in the staging folder, checked for parity and timed."""
+    fmt = job.fmt
+    if fmt.precision == "int8" and fmt.backend != "coreml":
+        job.float_copy = staged.with_name(f"float{fmt.extension}")
+    sidecar = _sidecar(job, get_exporter(fmt.backend).write(job, staged), staged, model)
+    sidecar["parity"] = _parity(job, staged, sidecar, pixels, labels)
+    sidecar["speed"] = speed_check(fmt, staged, job.float_copy, job.calibration, sidecar)
+    sidecar["file"] = file_record(staged)
+    write_json(sidecar_path(staged), sidecar)
+    return sidecar
+
+
+def _room_needed(model, fmt: Format) -> int:
+    """Roughly the bytes an export writes beside its target: the file, and for int8 the float file
+    it is quantised from and timed against (float32 weights, plus a margin for graph and metadata)."""
+    weights = 4 * count_params(model)
+    return (2 if fmt.precision == "int8" else 1) * weights + (4 << 20)
 
 
 def _img_size(model, config: dict[str, Any], asked: int | None) -> int:

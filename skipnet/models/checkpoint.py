@@ -17,10 +17,11 @@ from typing import Any, Mapping
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
-from ..common import UserError, atomic_path, first_line, read_json
+from ..common import UserError, atomic_write_bytes, first_line, read_json
+from ..common.io import refuse_special_file
 from ..common.contract import CONFIG_FILE, WEIGHTS_FILE, RunConfig, parse
 
 
@@ -44,8 +45,9 @@ def save_weights(model: nn.Module, path: str | os.PathLike, metadata: Mapping[st
     """Write ``model``'s state_dict as safetensors, atomically."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     meta = {"format": "pt", **{k: str(v) for k, v in (metadata or {}).items()}}
-    with atomic_path(path) as tmp:
-        save_file(state, str(tmp), metadata=meta)
+    # Serialised in memory, written by Python: a full disk is then an OSError that names its cause
+    # (safetensors' own writer reports it in a message of its own).
+    atomic_write_bytes(path, save(state, metadata=meta))
 
 
 def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -53,6 +55,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     path = Path(path)
     if path.is_dir():
         path = path / WEIGHTS_FILE
+    refuse_special_file(path)
     if not path.is_file():
         raise UserError(f"checkpoint {path} does not exist; check the path (a run directory needs {WEIGHTS_FILE})")
     if path.suffix in (".pth", ".pt", ".bin", ".ckpt"):

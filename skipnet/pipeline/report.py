@@ -99,7 +99,7 @@ def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: 
     """Write report.json, report.md and the plots; a check that failed (parity after export, an
     accuracy gate) is listed in "failures" and makes "passed" false."""
     from ..bench import cpu_name
-    from ..common import UserError
+    from ..common import DiskFull, UserError
 
     data = collect(cfg, out)
     models = data["models"]
@@ -116,6 +116,8 @@ def write_report(cfg: dict[str, Any], out: Path, steps: dict[str, float], wall: 
         failures += [f"{model} {gated}: {why}" for why in m["gate_failures"]]
     try:
         written = plots(data, out)
+    except DiskFull:
+        raise
     except UserError as e:  # matplotlib is optional
         written = []
         failures_note = f"plots not drawn: {e}"

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from ..common import UserError, output_to, read_json, write_json
 from ..common.cli import signal_exit_code
 from ..common.contract import (CONFIG_FILE, FORMATS, LOCK_FILE, METRICS_FILE, PIPELINE_FILE, STATE_FILE,
-                               check_writable_dir, exclusive, sidecar_path)
+                               check_writable_dir, exclusive, remove_if_unused, sidecar_path)
 from .config import export_path, gated_format, with_new_keys
 
 # Settings whose change redoes only one step. Models can be added to (or dropped from) a study:
@@ -227,8 +227,14 @@ class Pipeline:
                 p.name != LOCK_FILE for p in self.out.iterdir()):  # checked before the lock file is made
             raise UserError(f"{self.out} exists and is not a pipeline directory (no {PIPELINE_FILE}); "
                             "choose a new or empty --out")
-        with exclusive(self.out / LOCK_FILE, str(self.out), "wait for it to finish or choose another --out"):
-            return self._run(overwrite)
+        created = not self.out.exists()
+        try:
+            with exclusive(self.out / LOCK_FILE, str(self.out), "wait for it to finish or choose another --out"):
+                return self._run(overwrite)
+        except BaseException:
+            if created:  # failed before writing anything (a full disk): take back the directory it made
+                remove_if_unused(self.out, (PIPELINE_FILE,))
+            raise
 
     def _run(self, overwrite: bool) -> dict[str, Any]:
         from .report import write_report

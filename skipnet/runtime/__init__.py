@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from ..common import UserError
+from ..common.io import refuse_special_file
 from ..common.contract import format_of_path
 from .predictor import ModelLoadError, Prediction, Predictor, check_fits, model_config
 
@@ -29,6 +30,10 @@ def load(path: str | os.PathLike, threads: int | None = None, config: dict | Non
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"model {path} does not exist; pass a run directory or an exported model file")
+    try:
+        refuse_special_file(path)
+    except UserError as e:
+        raise ModelLoadError(str(e)) from None
     try:
         fmt = format_of_path(path)
     except UserError as e:

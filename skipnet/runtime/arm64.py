@@ -30,6 +30,7 @@ from typing import Callable
 import numpy as np
 
 from ..common import UserError, first_line, write_json
+from ..common.io import as_disk_full, check_room
 
 NAME = "arm64 (emulated)"
 SUITE = "bookworm"  # the userland: the Debian release this machine runs
@@ -39,6 +40,8 @@ PACKAGES = "python3,libgcc-s1,libstdc++6,zlib1g"  # numpy's wheel brings its own
 PYTHON = "usr/bin/python3.11"  # bookworm's; the wheels are fetched for the same version
 WHEELS = ("ai-edge-litert", "numpy", "flatbuffers")  # the versions installed on the host
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
+# Room each part needs while it is built beside its final name (measured: 76, 97 and 16 MB when done).
+PART_BYTES = {"userland": 150_000_000, "wheels": 250_000_000, "qemu": 60_000_000}
 FIX = "run `make arm64` (it needs root, mmdebstrap and the Debian and PyPI package registries)"
 
 
@@ -126,14 +129,17 @@ def setup(p: Platform | None = None) -> Platform:
         with FileLock(str(p.home / ".setup.lock"), timeout=900):
             for stale in p.home.glob(".*.tmp"):  # a set-up killed half-way; under the lock none is running
                 shutil.rmtree(stale, ignore_errors=True) if stale.is_dir() else stale.unlink(missing_ok=True)
-            for part in _missing_parts(p):
+            parts = _missing_parts(p)
+            check_room(p.home / "manifest.json", sum(PART_BYTES[part] for part in parts))
+            for part in parts:
                 {"userland": _userland, "wheels": _wheels, "qemu": _qemu}[part](p)
             left = missing(p)
             if left:
                 raise UserError(f"setting up the arm64 platform left {'; '.join(left)} missing: {FIX}")
             smoke_test(p)
     except (OSError, subprocess.SubprocessError) as e:
-        raise UserError(f"could not set up the arm64 platform in {p.home} ({first_line(e)}): {FIX}") from None
+        raise as_disk_full(e, p.home / "manifest.json") or UserError(
+            f"could not set up the arm64 platform in {p.home} ({first_line(e)}): {FIX}") from None
     return p
 
 

@@ -45,11 +45,47 @@ def reestimate_bn(model: nn.Module, dataset, indices: Sequence[int], batch_size:
     """
     if not indices or not has_batchnorm(model):
         return 0
-    loader = DataLoader(Subset(dataset, list(indices)), batch_size=batch_size, shuffle=False, num_workers=workers)
+    loader = DataLoader(Subset(dataset, list(indices)), batch_sampler=batches_without_a_single(len(indices), batch_size),
+                        num_workers=workers)
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         update_bn(loader, model, device)
     return len(indices)
+
+
+def batches_without_a_single(n: int, batch_size: int) -> list[list[int]]:
+    """``range(n)`` in batches of ``batch_size``, a last batch of one image merged into the one before:
+    at small inputs the last feature maps are 1x1, and BatchNorm in training mode cannot normalise a
+    single value per channel (every image still counts, as statistics over all of them should)."""
+    batches = [list(range(lo, min(lo + batch_size, n))) for lo in range(0, n, batch_size)]
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        last = batches.pop()
+        batches[-1] += last
+    return batches
+
+
+@torch.no_grad()
+def smallest_batchnorm_map(model: nn.Module, img_size: int) -> int | None:
+    """How many values per channel and image the BatchNorm layer with the smallest input gets at
+    ``img_size`` (1: a 1x1 map, or a BatchNorm1d); None without BatchNorm. Found by one eval-mode
+    pass over a blank image, so it holds for any architecture."""
+    sizes: list[int] = []
+    hooks = [m.register_forward_pre_hook(lambda _, args: sizes.append(args[0][0, 0].numel()))
+             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not hooks:
+        return None
+    conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    param = next(model.parameters())
+    x = torch.zeros(1, conv.in_channels if conv is not None else 3, img_size, img_size, device=param.device,
+                    dtype=param.dtype)
+    was_training = model.training
+    try:
+        model.eval()(x)
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    return min(sizes) if sizes else None
 
 
 def chance_warning(val_top1: float, train_top1: float, num_classes: int, steps: int) -> str | None:

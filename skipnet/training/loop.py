@@ -20,7 +20,8 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from .. import __version__
-from ..common import CheckFailed, UserError, atomic_write_text, write_json
+from ..common import CheckFailed, DiskFull, UserError, atomic_group, atomic_write_text, write_json
+from ..common.io import check_room
 from ..data import SeededDataset, build_datasets, default_img_size, preprocess_config
 from ..common.contract import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RUN_FILES, STATE_FILE, TENSORBOARD_DIR,
                                WEIGHTS_FILE, check_run_out, exclusive, remove_if_unused, temp_files)
@@ -28,7 +29,7 @@ from ..models import create_model, read_state_dict, save_weights
 from . import distributed
 from .bias_loss import BiasLoss
 from .config import TrainConfig, check_settings
-from .health import bn_indices, chance_warning, reestimate_bn
+from .health import bn_indices, chance_warning, reestimate_bn, smallest_batchnorm_map
 from .sizing import fit_to_data
 from .sampler import ResumableSampler
 from .state import capture_rng, load_state, restore_rng, save_state
@@ -161,6 +162,19 @@ def _subset(n: int, limit: int | None, seed: int, shuffle: bool) -> list[int]:
         return list(range(limit))
     g = torch.Generator().manual_seed(seed)
     return sorted(torch.randperm(n, generator=g)[:limit].tolist())
+
+
+def _check_batch_fits(model: nn.Module, cfg: TrainConfig, img_size: int, per_rank: int, world_size: int) -> None:
+    """Refuse a batch that BatchNorm cannot train on: one value per channel (one image per process
+    and a 1x1 feature map). Training batches are all full (the last partial one is dropped), so
+    only the batch size itself can get there."""
+    values = smallest_batchnorm_map(model, img_size)
+    if values is None or per_rank * values >= 2:
+        return
+    per = f" ({per_rank} per process of {world_size})" if world_size > 1 else ""
+    raise UserError(f"--batch-size {cfg.batch_size}{per} cannot train {cfg.model} at {img_size}x{img_size}: its "
+                    "last feature maps are 1x1, and BatchNorm in training mode needs more than one value per "
+                    f"channel; use --batch-size {2 * world_size} or more, or a larger --img-size")
 
 
 def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
@@ -407,6 +421,7 @@ class Trainer:
             raise UserError(f"only {len(train_idx)} training images for --batch-size {cfg.batch_size}; "
                             "lower --batch-size or raise --limit-train")
         self.per_rank = cfg.batch_size // d.world_size
+        _check_batch_fits(self.model, cfg, self.img_size, self.per_rank, d.world_size)
         self.bn_idx = bn_indices(train_idx, cfg.bn_images, cfg.seed)
         self.train_sampler = ResumableSampler(train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed,
                                               rank=d.rank, world_size=d.world_size)
@@ -447,6 +462,8 @@ class Trainer:
     # ---- training -----------------------------------------------------------------------------
     def fit(self) -> TrainResult:
         """Train the remaining epochs; stop early (with a checkpoint) on SIGINT/SIGTERM."""
+        if self.dist.is_main:
+            check_room(self.out / STATE_FILE, self._checkpoint_bytes())
         if self.start_note and self.dist.is_main:  # after every check of the settings: a run that starts
             print(self.start_note, file=sys.stderr)
         if self.saved_at is None:  # a new run: its directory exists (and is resumable) from the start
@@ -583,13 +600,34 @@ class Trainer:
         if distributed.any_rank(not finite, self.dist, self.device):
             raise self._diverged(_position(next_epoch, next_batch, self.steps_per_epoch), "the weights are not finite")
         if self.dist.is_main:
-            self._write(next_epoch, next_batch)
+            try:
+                self._write(next_epoch, next_batch)
+            except DiskFull as e:
+                kept = _position(*self.saved_at, self.steps_per_epoch) if self.saved_at else None
+                full = DiskFull(self.out, e.why, self._checkpoint_bytes())
+                raise CheckFailed(f"training stopped at {_position(next_epoch, next_batch, self.steps_per_epoch)}: "
+                                  f"{full}; " + (f"the checkpoint at {kept} is kept: then run again with --resume"
+                                                 if kept else "nothing was saved")) from None
         self.saved_at = (next_epoch, next_batch)
 
+    def _checkpoint_bytes(self) -> int:
+        """Roughly what a checkpoint needs: the weights, and in the trainer state the model, one buffer
+        per weight for the optimiser and the EMA copy, plus a margin."""
+        weights = sum(t.numel() * t.element_size() for t in self.model.state_dict().values())
+        return weights * (4 if self.ema is not None else 3) + (1 << 20)
+
     def _write(self, next_epoch: int, next_batch: int) -> None:
+        """The run directory's four files, replacing the last checkpoint's together or not at all (a
+        full disk raises DiskFull and keeps them). A new run writes them before its first step: a
+        disk without room for a checkpoint is found before any training."""
         cfg, out, info = self.cfg, self.out, self.info
         out.mkdir(parents=True, exist_ok=True)
         meta = {"model": cfg.model, "num_classes": str(info.num_classes)}
+        with atomic_group():
+            self._write_files(next_epoch, next_batch, meta)
+
+    def _write_files(self, next_epoch: int, next_batch: int, meta: dict[str, str]) -> None:
+        cfg, out, info = self.cfg, self.out, self.info
         save_weights(self._final_model(), out / WEIGHTS_FILE, meta)
         write_json(out / CONFIG_FILE, _run_config(cfg, info, self.img_size, _final_metrics(self.history),
                                                   len(self.bn_idx) if self.history else 0, self._warnings()))

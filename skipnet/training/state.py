@@ -1,6 +1,7 @@
 """trainer_state.pt: everything needed to continue a run, loadable with torch.load(weights_only=True)."""
 from __future__ import annotations
 
+import io
 import os
 import random
 from pathlib import Path
@@ -9,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..common import UserError, atomic_path
+from ..common import UserError, atomic_write_bytes
 from ..models.checkpoint import safe_torch_load
 
 from ..common.contract import TrainerState, parse
@@ -37,8 +38,9 @@ def restore_rng(state: dict[str, Any]) -> None:
 
 
 def save_state(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    buffer = io.BytesIO()  # torch.save's own writer turns a full disk into "file write failed"
+    torch.save(state, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_state(path: str | os.PathLike) -> dict[str, Any]:

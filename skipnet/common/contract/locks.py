@@ -33,8 +33,11 @@ def exclusive(lock_file: str | os.PathLike, what: str, fix: str) -> Iterator[Non
     except Timeout:
         raise UserError(f"{what} is being written by another process ({_holder(lock_file)}); {fix}") from None
     try:
-        with open(lock_file, "w", encoding="utf-8") as f:
-            f.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n")
+        try:  # who holds it, for a second process's message: on a full disk the work itself says so
+            with open(lock_file, "w", encoding="utf-8") as f:
+                f.write(f"pid {os.getpid()}: {' '.join(sys.argv)[:300]}\n")
+        except OSError:
+            pass
         yield
     finally:
         lock.release()

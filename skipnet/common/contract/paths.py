@@ -7,7 +7,10 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError
+from ..io import check_room
 from .formats import Format
+
+SMALL_FILE = 64 << 10  # room any output file needs at least (a JSON report, a plot)
 
 # A run directory (skipnet-train --out DIR).
 WEIGHTS_FILE = "model.safetensors"
@@ -77,6 +80,7 @@ def check_output_file(path: str | os.PathLike, flag: str, directory_ok: bool = F
     if path.exists() and not directory_ok and not path.is_file():
         raise UserError(f"{flag} {path} is not a regular file; give a file path")
     check_writable_dir(path.parent, flag, shown=raw)
+    check_room(path, SMALL_FILE)  # a full disk is found before the work, not after it
     return path
 
 
@@ -96,10 +100,10 @@ def check_run_out(out: str | os.PathLike, resume: bool, overwrite: bool, flag: s
         raise UserError(f"{out} already holds a run; pass --resume to continue it or --overwrite to start over")
 
 
-def remove_if_unused(out: Path) -> None:
-    """Remove a run directory that holds nothing but our lock and temporary files (one we made for a
-    run that failed before its first checkpoint); anything else in it keeps it."""
-    ours = {LOCK_FILE, *(p.name for p in temp_files(out, RUN_FILES))}
+def remove_if_unused(out: Path, names: tuple[str, ...] = RUN_FILES) -> None:
+    """Remove a directory that holds nothing but our lock and temporary files of ``names`` (one we made
+    for a run or pipeline that failed before writing anything); anything else in it keeps it."""
+    ours = {LOCK_FILE, *(p.name for p in temp_files(out, names))}
     if out.is_dir() and all(p.name in ours for p in out.iterdir()):
         for name in ours:
             (out / name).unlink(missing_ok=True)
