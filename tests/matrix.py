@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for cell in cells:
         rows.append(run_cell(cell, extra))
-        print(f"{cell}: {rows[-1]['summary']} ({rows[-1]['minutes']} min)", flush=True)
+        print(f"{cell}: {rows[-1]['summary']} ({rows[-1]['minutes']} min)", *rows[-1]["failed"], sep="\n  ", flush=True)
     command = " ".join(["python tests/matrix.py", *(sys.argv[1:] if argv is None else argv)])
     text = markdown(rows, cpu_name(), command)
     print(text)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import needs_fmnist
+from conftest import binomial_floor, needs_fmnist
 
 pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_quantizer")
@@ -56,7 +56,11 @@ def test_float_mode_is_the_pytorch_model_and_fake_quant_mode_is_the_file(graphs)
         assert (g(x) - expected).abs().max().item() < 1e-3  # BatchNorm folded by the converter, same function
         g.quantize = True
         fake = g(x).argmax(1).numpy()
-    assert (fake == _file_top1(d / "int8.tflite", graphs["pixels"])).mean() >= 0.99
+    # The same int8 arithmetic; a float sum in another order can round one value to the next int8 step,
+    # which flips a near tie: 98.5-100% agreement across make test-matrix's cells, held to 5 binomial
+    # standard errors below 99% (a wrong scale or op would disagree on a large share).
+    agree = (fake == _file_top1(d / "int8.tflite", graphs["pixels"])).mean()
+    assert agree >= binomial_floor(0.99, len(fake)), agree
     assert len(list(g.parameters())) > 20  # every conv and linear layer's weight and bias is trainable
 
 

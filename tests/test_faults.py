@@ -24,9 +24,10 @@ TINY = ["--model", "skipnet_xs", "--data", "fashion-mnist", "--limit-train", "25
 
 
 def _cli(command, *args, env=None):
-    """A console script (skipnet-train, ...) of this environment, as a user runs it."""
+    """A console script (skipnet-train, ...) of this environment, as a user runs it (with the test
+    worker's thread count: conftest sets OMP_NUM_THREADS)."""
     return subprocess.run([str(Path(sys.executable).parent / command), *map(str, args)], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+                          text=True, timeout=600, env={**os.environ, **(env or {})})
 
 
 def _one_line(r, code, *words):
