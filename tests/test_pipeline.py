@@ -192,6 +192,23 @@ def test_settings_saved_before_a_new_export_key_still_resume():
     assert with_new_keys(saved) == now and "full_integer" not in saved["export"]
 
 
+def _folder_config(folder_pipeline: Path, out: Path, export: str, gate: str = "{}") -> Path:
+    """A YAML config beside ``out`` with folder_pipeline's data and training, and these export and gate sections."""
+    data_dir = json.loads((folder_pipeline / "pipeline.json").read_text())["data_dir"]
+    path = out.with_name(out.name + ".yaml")
+    path.write_text(f"""
+out: {out}
+data: imagefolder
+data-dir: {data_dir}
+models: [skipnet_xs]
+train: {{epochs: 3, img-size: 64, workers: 0}}
+export: {export}
+gate: {gate}
+bench: {{runs: 3, warmup: 1}}
+""")
+    return path
+
+
 @needs_fmnist
 def test_pipeline_full_integer_export(folder_pipeline, tmp_path):
     """export: full-integer: true ships the all-integer TFLite graph (the folder pipeline's own file
@@ -199,17 +216,7 @@ def test_pipeline_full_integer_export(folder_pipeline, tmp_path):
     from skipnet.export.tflite_graph import float_ops
 
     out = tmp_path / "npu"
-    config = json.loads((folder_pipeline / "pipeline.json").read_text())
-    mine = tmp_path / "npu.yaml"
-    mine.write_text(f"""
-out: {out}
-data: imagefolder
-data-dir: {config['data_dir']}
-models: [skipnet_xs]
-train: {{epochs: 3, img-size: 64, workers: 0}}
-export: {{formats: [tflite-int8], full-integer: true, verify-samples: 300}}
-bench: {{runs: 3, warmup: 1}}
-""")
+    mine = _folder_config(folder_pipeline, out, "{formats: [tflite-int8], full-integer: true, verify-samples: 300}")
     assert main(["--config", str(mine), "--quiet"]) in (0, 1)  # the gate's verdict is not the point here
     sidecar = json.loads((out / "exports" / "skipnet_xs_int8.tflite.json").read_text())
     assert sidecar["int8_graph"] == "full-integer"
@@ -259,18 +266,7 @@ def test_a_failed_int8_gate_names_what_to_try(folder_pipeline, tmp_path, capsys)
     gate is redone, and the summary and report.md say how many images the drop is and what to try."""
     out = tmp_path / "copy"
     shutil.copytree(folder_pipeline, out)
-    saved = json.loads((out / "pipeline.json").read_text())
-    config = tmp_path / "strict.yaml"
-    config.write_text(f"""
-out: {out}
-data: imagefolder
-data-dir: {saved['data_dir']}
-models: [skipnet_xs]
-train: {{epochs: 3, img-size: 64, workers: 0}}
-export: {{formats: [tflite-int8]}}
-gate: {{max-drop: 0, min-top1: 1.0}}
-bench: {{runs: 3, warmup: 1}}
-""")
+    config = _folder_config(folder_pipeline, out, "{formats: [tflite-int8]}", gate="{max-drop: 0, min-top1: 1.0}")
     assert main(["--config", str(config), "--quiet"]) == 1
     printed = capsys.readouterr().out
     assert "[train skipnet_xs] done earlier" in printed and "[gate] settings changed" in printed

@@ -51,13 +51,19 @@ def human_bytes(n: float) -> str:
     return ""
 
 
+def nearest_existing(path: str | os.PathLike) -> Path:
+    """``path`` (made absolute) or its nearest ancestor that exists: where a new path would be made."""
+    path = Path(path).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
 def _free_bytes(path: str | os.PathLike) -> tuple[Path, int]:
     """The nearest existing folder at or above ``path``'s parent, and the bytes free on its file system."""
     import shutil
 
-    where = Path(path).absolute().parent
-    while not where.exists() and where != where.parent:
-        where = where.parent
+    where = nearest_existing(Path(path).absolute().parent)
     return where, shutil.disk_usage(where).free
 
 

@@ -7,7 +7,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import UserError
-from ..io import check_room
+from ..io import check_room, nearest_existing
 from .formats import Format
 
 SMALL_FILE = 64 << 10  # room any output file needs at least (a JSON report, a plot)
@@ -48,18 +48,11 @@ def temp_files(directory: Path, names: tuple[str, ...] | list[str]) -> list[Path
     return [p for name in names for p in directory.glob(f".{name}.*.tmp") if p.is_file()]
 
 
-def _first_existing(path: Path) -> Path:
-    path = path.absolute()
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    return path
-
-
 def check_writable_dir(path: str | os.PathLike, flag: str, shown: str | os.PathLike | None = None) -> None:
     """``path`` is, or can be created as, a directory we can write in (``shown``: the path the user gave)."""
     path = Path(path)
     shown = path if shown is None else shown
-    base = _first_existing(path)
+    base = nearest_existing(path)
     if not base.is_dir():
         raise UserError(f"{flag} {shown}: {os.path.relpath(base)} is a file, not a directory; choose another path")
     try:
