@@ -31,7 +31,7 @@ class DiskFull(UserError):
         needs = f", it needs about {human_bytes(need)}" if need else ""
         super().__init__(f"cannot write {path}: {why} ({human_bytes(free)} free in {where}{needs}); free some "
                          "space or choose another location")
-        self.path, self.why, self.need = path, why, need
+        self.why = why  # a caller that knows the whole need (a checkpoint of several files) says it again
 
 
 def disk_error(error: BaseException) -> str | None:

@@ -603,11 +603,10 @@ class Trainer:
             try:
                 self._write(next_epoch, next_batch)
             except DiskFull as e:
-                kept = _position(*self.saved_at, self.steps_per_epoch) if self.saved_at else None
                 full = DiskFull(self.out, e.why, self._checkpoint_bytes())
                 raise CheckFailed(f"training stopped at {_position(next_epoch, next_batch, self.steps_per_epoch)}: "
-                                  f"{full}; " + (f"the checkpoint at {kept} is kept: then run again with --resume"
-                                                 if kept else "nothing was saved")) from None
+                                  f"{full}; the checkpoint at {self._kept()} is kept: then run again with "
+                                  "--resume") from None
         self.saved_at = (next_epoch, next_batch)
 
     def _checkpoint_bytes(self) -> int:
@@ -654,7 +653,11 @@ class Trainer:
         """The weights a run ships (model.safetensors) and validates: the EMA's when EMA is on."""
         return self.ema.module if self.ema is not None else self.model
 
+    def _kept(self) -> str:
+        """Where the checkpoint on disk resumes, in words."""
+        return _position(*self.saved_at, self.steps_per_epoch) if self.saved_at else "the start"
+
     def _diverged(self, where: str, what: str) -> CheckFailed:
-        kept = _position(*self.saved_at, self.steps_per_epoch) if self.saved_at else "the start"
-        return CheckFailed(f"training diverged at {where} ({what}); nothing was written, the checkpoint at {kept} "
+        return CheckFailed(f"training diverged at {where} ({what}); nothing was written, the checkpoint at "
+                           f"{self._kept()} "
                            f"in {self.out} is kept. Lower --lr (now {self.cfg.lr:g}) and start over with --overwrite")
