@@ -71,8 +71,43 @@ def run_one(out: Path, overrides: dict) -> tuple[float, float]:
     return float(result.metrics["val_top1"]), seconds
 
 
+def int8_top1(run: Path, data: str, data_dir: str | None) -> float:
+    """Top-1 of the run's int8 TFLite file (post-training quantised, as skipnet-export --format tflite --int8
+    writes it) on every held-out image; the file is written beside the run once and reused after."""
+    from skipnet.export import export
+    from skipnet.runtime import ModelLoadError, load
+    from skipnet.runtime.evaluate import evaluate
+
+    path = run.with_name(run.name + "_int8.tflite")
+    try:
+        load(path)
+    except ModelLoadError:  # not there yet, or cut short: (re)export
+        export(run, "tflite", path, int8=True)
+    return float(evaluate(path, data, data_dir, progress=False)["top1"])
+
+
 def _fmt(x: float) -> str:
     return f"{x:+.2f}" if not math.isnan(x) else "n/a"
+
+
+def _int8_table(rows: dict) -> list[str]:
+    lines = [
+        "", "The same runs as int8 TFLite files (`skipnet-export --format tflite --int8`: post-training quantised, "
+        "LiteRT on this host), on the same test images. Drop = float top-1 - int8 top-1 of the same run; the drop "
+        "difference is Bias - CE per seed (negative: Bias Loss's int8 file loses less).", "",
+        "| model | Bias Loss int8 top-1 | cross-entropy int8 top-1 | paired diff | 95% CI | per seed "
+        "| drop Bias / CE (mean) | drop diff | 95% CI |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for model, row in rows.items():
+        q, d = row.get("int8"), row.get("int8", {}).get("drop")
+        if q is None:
+            continue
+        lines.append(f"| {model} | {q['bias_mean']:.2f} ± {q['bias_std']:.2f} | {q['ce_mean']:.2f} ± {q['ce_std']:.2f} "
+                     f"| {_fmt(q['diff_mean'])} | [{_fmt(q['ci95'][0])}, {_fmt(q['ci95'][1])}] "
+                     f"| {', '.join(_fmt(x) for x in q['diffs'])} | {d['bias_mean']:.2f} / {d['ce_mean']:.2f} "
+                     f"| {_fmt(d['diff_mean'])} | [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}] |")
+    return lines
 
 
 def write_report(path: Path, args, command: str, rows: dict, wall: float, train_seconds: float) -> None:
@@ -98,13 +133,15 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float, train_
         lines.append(f"| {model} | {s['bias_mean']:.2f} ± {s['bias_std']:.2f} | {s['ce_mean']:.2f} ± {s['ce_std']:.2f} "
                      f"| {_fmt(s['diff_mean'])} | [{_fmt(ci[0])}, {_fmt(ci[1])}] "
                      f"| {', '.join(_fmt(d) for d in s['diffs'])} | {statistics.median(s['seconds']):.0f} |")
+    if any("int8" in s for s in rows.values()):
+        lines += _int8_table(rows)
     lines += ["", "Paper reference (docs/paper.md, CIFAR-100, 160 epochs, one run each): "
               + "; ".join(f"{m} {b:.2f} vs {c:.2f} ({b - c:+.2f})" for m, (b, c) in PAPER_CIFAR100.items()) + "."]
     write_study(path, "\n".join(lines) + "\n", {
         "command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "wall_seconds": wall,
         "train_seconds": train_seconds,
         "data": args.data, "recipe": args.recipe, "epochs": args.epochs, "limit_train": args.limit_train,
-        "seeds": args.seeds, "models": rows})
+        "seeds": args.seeds, "int8": args.int8, "models": rows})
 
 
 def _main(argv) -> int:
@@ -118,6 +155,8 @@ def _main(argv) -> int:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--work", default="runs/bias_vs_ce", help="where the run directories go")
     p.add_argument("--out", default="benchmarks/results/bias_vs_ce.md")
+    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
+                   help="also export each run as int8 TFLite (post-training quantised) and measure its top-1")
     args = p.parse_args(argv)
     if args.seeds < 2:
         raise UserError("--seeds must be at least 2 for a standard deviation and a confidence interval")
@@ -128,6 +167,7 @@ def _main(argv) -> int:
     rows, train_seconds = {}, 0.0
     for model in models:
         top1: dict[str, list[float]] = {"bias": [], "ce": []}
+        int8: dict[str, list[float]] = {"bias": [], "ce": []}
         seconds: list[float] = []
         for seed in range(args.seeds):
             for loss in ("bias", "ce"):
@@ -138,8 +178,16 @@ def _main(argv) -> int:
                 top1[loss].append(acc)
                 train_seconds += secs
                 seconds.append(round(secs, 1))
-                print(f"{model} seed {seed} {loss}: top-1 {100 * acc:.2f}% ({secs:.0f} s of training)", flush=True)
+                line = f"{model} seed {seed} {loss}: top-1 {100 * acc:.2f}% ({secs:.0f} s of training)"
+                if args.int8:
+                    int8[loss].append(int8_top1(out, args.data, args.data_dir))
+                    line += f", int8 TFLite {100 * int8[loss][-1]:.2f}%"
+                print(line, flush=True)
         rows[model] = {**paired_summary(top1["bias"], top1["ce"]), "seconds": seconds}
+        if args.int8:
+            drops = {loss: [f - q for f, q in zip(top1[loss], int8[loss])] for loss in int8}
+            rows[model]["int8"] = {**paired_summary(int8["bias"], int8["ce"]),
+                                   "drop": paired_summary(drops["bias"], drops["ce"])}
         s = rows[model]
         print(f"{model}: bias {s['bias_mean']:.2f} ce {s['ce_mean']:.2f} diff {s['diff_mean']:+.2f} "
               f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]", flush=True)

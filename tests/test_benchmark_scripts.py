@@ -45,12 +45,27 @@ def test_bias_vs_ce_runs_cifar100_with_the_paper_recipe(tmp_path):
     assert run["train"]["recipe"] == "paper" and run["train"]["milestones"] == [80, 122]
     assert run["loss"]["name"] == "ce" and run["num_classes"] == 100
     assert "recipe `paper`" in out.read_text() and "| skipnet_xs |" in out.read_text()
+    # each run's int8 TFLite file, measured on the same test images (64 of them: a multiple of 1/64)
+    q = s["int8"]
+    assert len(q["diffs"]) == 2 and all(abs(64 * d / 100 - round(64 * d / 100)) < 1e-6 for d in q["diffs"])
+    assert (tmp_path / "runs" / "cifar100" / "skipnet_xs" / "seed1_ce_int8.tflite").exists()
+    assert "int8 TFLite files" in out.read_text()
     # Started again, it reuses the finished runs instead of training them again.
     weights = tmp_path / "runs" / "cifar100" / "skipnet_xs" / "seed0_bias" / "model.safetensors"
     before = weights.read_bytes()
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and weights.read_bytes() == before
     assert json.loads(out.with_suffix(".json").read_text())["models"] == result["models"]
+    # feature_variance.py on the same runs: the decile table of both losses, and its plot
+    fv = tmp_path / "fv.md"
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "feature_variance.py"), "--work",
+                        str(tmp_path / "runs"), "--data", "cifar100", "--data-dir", str(data), "--models", "skipnet_xs",
+                        "--seeds", "2", "--out", str(fv)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads(fv.with_suffix(".json").read_text())["models"]["skipnet_xs"]
+    assert set(rows) == {"bias", "ce"} and all(len(s["bin_top1"]) == 10 and s["seeds"] == 2 for s in rows.values())
+    assert "| skipnet_xs | Bias Loss | 2 |" in fv.read_text() and "| skipnet_xs | cross-entropy | 2 |" in fv.read_text()
+    assert fv.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
 
 
 def test_bias_vs_ce_needs_two_seeds(tmp_path):
@@ -59,7 +74,7 @@ def test_bias_vs_ce_needs_two_seeds(tmp_path):
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--seeds must be at least 2" in r.stderr
 
 
-STUDY_SCRIPTS = {"bias_vs_ce": [], "export_figures": ["runs/none"], "host_latency": [], "int8_ablation": [],
+STUDY_SCRIPTS = {"bias_vs_ce": [], "export_figures": ["runs/none"], "feature_variance": ["--work", "none"], "host_latency": [], "int8_ablation": [],
                  "int8_latency": [], "litert_runtime": [], "mediapipe_agreement": ["none.tflite"],
                  "onnx_int8": [], "op_profile": [], "qat": [], "skipnet_ablation": [], "small_folder": []}
 

@@ -3,8 +3,9 @@
     from skipnet.training import BiasLoss, FeatureTap, TrainConfig, train
 """
 from .bias_loss import BiasLoss
-from .config import DEFAULT_RECIPE, RECIPES, TrainConfig, resolve_config
+from .config import DEFAULT_RECIPE, LOSS_NAMES, RECIPES, TrainConfig, resolve_config
+from .feature_variance import feature_variance
 from .loop import TrainResult, build_loss, evaluate, resume, train
 from .taps import FeatureTap
 
-__all__ = ["DEFAULT_RECIPE", "RECIPES", "BiasLoss", "FeatureTap", "TrainConfig", "TrainResult", "build_loss", "evaluate", "resolve_config", "resume", "train"]
+__all__ = ["DEFAULT_RECIPE", "LOSS_NAMES", "RECIPES", "BiasLoss", "FeatureTap", "TrainConfig", "TrainResult", "build_loss", "evaluate", "feature_variance", "resolve_config", "resume", "train"]

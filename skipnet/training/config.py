@@ -18,7 +18,8 @@ from ..common import UserError, read_yaml_mapping
 from ..data import dataset_spec, list_datasets
 from .bias_loss import NORMALIZATIONS
 
-LOSSES = ("bias", "ce")
+LOSS_NAMES = {"bias": "Bias Loss", "ce": "cross-entropy"}  # --loss choices, and what reports call them
+LOSSES = tuple(LOSS_NAMES)
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
 SCHEDULERS = ("cosine", "multistep", "constant")
 DEVICES = ("auto", "cpu", "cuda")
