@@ -9,8 +9,14 @@ difference (Bias - CE) with a 95% confidence interval (Student's t over the per-
         --epochs 3 --limit-train 20000
     python benchmarks/bias_vs_ce.py --data cifar100 --recipe paper --models resnet18 --seeds 3   # GPU-sized
 
-Runs live under --work (one run directory per model/seed/loss); an interrupted study started
-again with the same flags resumes unfinished runs and reuses finished ones. Writes
+    python benchmarks/bias_vs_ce.py --recipe full --models skipnet_xs,mobilenet_v3_small --seeds 3 \\
+        --work /work/bvc --out benchmarks/results/bias_vs_ce_full.md              # ~5 h on 2 cores
+
+Runs live under --work (one run directory per model/seed/loss, and hosts.json: the CPUs that
+trained each); an interrupted study started again with the same flags resumes unfinished runs
+and reuses finished ones, and --report-only writes the table of the pairs finished so far
+without training. Each run is also exported as int8 TFLite (post-training quantised, beside
+the run) and measured on the same test images (--no-int8 to skip). Writes
 benchmarks/results/bias_vs_ce.md and .json (--out to change).
 """
 from __future__ import annotations
@@ -26,9 +32,9 @@ from datetime import date
 from pathlib import Path
 
 from skipnet.bench.core import cpu_name, study_out, write_study
-from skipnet.common import UserError
+from skipnet.common import UserError, read_json, write_json
 from skipnet.common.cli import run_cli
-from skipnet.training import DEFAULT_RECIPE, RECIPES, resolve_config, resume, train
+from skipnet.training import DEFAULT_RECIPE, RECIPES, is_finished, resolve_config, resume, train
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (the CI of a mean over few seeds).
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
@@ -69,6 +75,32 @@ def run_one(out: Path, overrides: dict) -> tuple[float, float]:
     with open(out / "metrics.csv", encoding="utf-8") as f:
         seconds = sum(float(row["seconds"]) for row in csv.DictReader(f))
     return float(result.metrics["val_top1"]), seconds
+
+
+HOSTS_FILE = "hosts.json"  # in --work: each run's CPU, as the runs may be trained in pieces on several hosts
+
+
+def record_host(work: Path, run: Path) -> None:
+    """Add this CPU to the hosts that trained (part of) ``run``."""
+    path = work / HOSTS_FILE
+    hosts = read_json(path) if path.exists() else {}
+    key = run.relative_to(work).as_posix()
+    if cpu_name() not in hosts.setdefault(key, []):
+        hosts[key].append(cpu_name())
+        work.mkdir(parents=True, exist_ok=True)
+        write_json(path, hosts)
+
+
+def trained_on(work: Path, data: str, rows: dict) -> str:
+    """Which CPUs trained the runs in the table, with how many runs each."""
+    hosts = read_json(work / HOSTS_FILE) if (work / HOSTS_FILE).exists() else {}
+    count: dict[str, int] = {}
+    for model, row in rows.items():
+        for seed in row["seeds"]:
+            for loss in ("bias", "ce"):
+                for cpu in hosts.get(f"{data}/{model}/seed{seed}_{loss}", ["not recorded"]):
+                    count[cpu] = count.get(cpu, 0) + 1
+    return "; ".join(f"{cpu} ({n} runs)" for cpu, n in count.items())
 
 
 def int8_top1(run: Path, data: str, data_dir: str | None) -> float:
@@ -124,13 +156,21 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float, train_
         "validation split (Fashion-MNIST and CIFAR: the official 10,000 test images). For each seed "
         "both losses start from the same weights and see the same images in the same order; "
         "the difference is Bias - CE per seed, with a 95% CI from Student's t over the seeds.", "",
-        "| model | Bias Loss top-1 (mean ± std) | cross-entropy top-1 | paired diff (points) | 95% CI | per seed "
-        "| training s per run (median) |",
-        "|---|---|---|---|---|---|---|",
+        f"Runs trained on: {trained_on(Path(args.work), args.data, rows)}.", "",
+    ]
+    partial = {m: r["seeds"] for m, r in rows.items() if len(r["seeds"]) < args.seeds}
+    if partial:
+        lines += ["**Partial: the study is still running.** Only pairs whose two runs have finished are in the "
+                  "table: " + "; ".join(f"{m} seeds {', '.join(map(str, s))}" for m, s in partial.items())
+                  + f" of {args.seeds}.", ""]
+    lines += [
+        "| model | seeds | Bias Loss top-1 (mean ± std) | cross-entropy top-1 | paired diff (points) | 95% CI "
+        "| per seed | training s per run (median) |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for model, s in rows.items():
         ci = s["ci95"]
-        lines.append(f"| {model} | {s['bias_mean']:.2f} ± {s['bias_std']:.2f} | {s['ce_mean']:.2f} ± {s['ce_std']:.2f} "
+        lines.append(f"| {model} | {len(s['seeds'])} | {s['bias_mean']:.2f} ± {s['bias_std']:.2f} | {s['ce_mean']:.2f} ± {s['ce_std']:.2f} "
                      f"| {_fmt(s['diff_mean'])} | [{_fmt(ci[0])}, {_fmt(ci[1])}] "
                      f"| {', '.join(_fmt(d) for d in s['diffs'])} | {statistics.median(s['seconds']):.0f} |")
     if any("int8" in s for s in rows.values()):
@@ -141,7 +181,7 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float, train_
         "command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "wall_seconds": wall,
         "train_seconds": train_seconds,
         "data": args.data, "recipe": args.recipe, "epochs": args.epochs, "limit_train": args.limit_train,
-        "seeds": args.seeds, "int8": args.int8, "models": rows})
+        "seeds": args.seeds, "int8": args.int8, "partial": bool(partial), "models": rows})
 
 
 def _main(argv) -> int:
@@ -155,6 +195,8 @@ def _main(argv) -> int:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--work", default="runs/bias_vs_ce", help="where the run directories go")
     p.add_argument("--out", default="benchmarks/results/bias_vs_ce.md")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: the table of the pairs whose runs have both finished (a study in progress)")
     p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
                    help="also export each run as int8 TFLite (post-training quantised) and measure its top-1")
     args = p.parse_args(argv)
@@ -169,11 +211,17 @@ def _main(argv) -> int:
         top1: dict[str, list[float]] = {"bias": [], "ce": []}
         int8: dict[str, list[float]] = {"bias": [], "ce": []}
         seconds: list[float] = []
+        seeds: list[int] = []
         for seed in range(args.seeds):
-            for loss in ("bias", "ce"):
+            runs = {loss: Path(args.work) / args.data / model / f"seed{seed}_{loss}" for loss in ("bias", "ce")}
+            if args.report_only and not all(is_finished(r) for r in runs.values()):
+                continue  # a pair counts only when both of its runs are done
+            seeds.append(seed)
+            for loss, out in runs.items():
                 overrides = {"model": model, "data": args.data, "data_dir": args.data_dir, "recipe": args.recipe,
                              "loss": loss, "seed": seed, "epochs": args.epochs, "limit_train": args.limit_train}
-                out = Path(args.work) / args.data / model / f"seed{seed}_{loss}"
+                if not is_finished(out):
+                    record_host(Path(args.work), out)
                 acc, secs = run_one(out, overrides)
                 top1[loss].append(acc)
                 train_seconds += secs
@@ -183,14 +231,19 @@ def _main(argv) -> int:
                     int8[loss].append(int8_top1(out, args.data, args.data_dir))
                     line += f", int8 TFLite {100 * int8[loss][-1]:.2f}%"
                 print(line, flush=True)
-        rows[model] = {**paired_summary(top1["bias"], top1["ce"]), "seconds": seconds}
+        if not seconds:
+            print(f"{model}: no finished pair yet", flush=True)
+            continue
+        rows[model] = {**paired_summary(top1["bias"], top1["ce"]), "seeds": seeds, "seconds": seconds}
         if args.int8:
             drops = {loss: [f - q for f, q in zip(top1[loss], int8[loss])] for loss in int8}
             rows[model]["int8"] = {**paired_summary(int8["bias"], int8["ce"]),
                                    "drop": paired_summary(drops["bias"], drops["ce"])}
         s = rows[model]
         print(f"{model}: bias {s['bias_mean']:.2f} ce {s['ce_mean']:.2f} diff {s['diff_mean']:+.2f} "
-              f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}]", flush=True)
+              f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}] over {s['n']} seeds", flush=True)
+    if not rows:
+        raise UserError(f"no finished pair of runs under {args.work}: leave --report-only out to train them")
     write_report(report, args, command, rows, time.perf_counter() - t_start, train_seconds)
     print(f"wrote {report.with_suffix('.md')}")
     return 0

@@ -14,7 +14,6 @@ measures only what is new. Writes benchmarks/results/feature_variance.md, .json 
 from __future__ import annotations
 
 import argparse
-import csv
 import os
 import statistics
 import sys
@@ -25,18 +24,8 @@ from pathlib import Path
 from skipnet.bench.core import cpu_name, study_out, write_study
 from skipnet.common import UserError, read_json, write_json
 from skipnet.common.cli import run_cli
-from skipnet.training import LOSS_NAMES, feature_variance
+from skipnet.training import LOSS_NAMES, feature_variance, is_finished
 from skipnet.training.feature_variance import plot_deciles
-
-
-def finished(run: Path) -> bool:
-    """A run whose metrics.csv has every epoch its config.json asks for."""
-    try:
-        epochs = int(read_json(run / "config.json")["train"]["epochs"])
-        with open(run / "metrics.csv", encoding="utf-8") as f:
-            return sum(1 for _ in csv.DictReader(f)) >= epochs
-    except (OSError, UserError, KeyError, ValueError):
-        return False
 
 
 def measure(run: Path, data: str, data_dir: str | None) -> dict:
@@ -111,7 +100,7 @@ def _main(argv) -> int:
     for model in (m.strip() for m in args.models.split(",") if m.strip()):
         for loss in LOSS_NAMES:
             runs = [Path(args.work) / args.data / model / f"seed{seed}_{loss}" for seed in range(args.seeds)]
-            done = [r for r in runs if finished(r)]
+            done = [r for r in runs if is_finished(r)]
             if done:
                 rows.setdefault(model, {})[loss] = summarise([measure(r, args.data, args.data_dir) for r in done])
             print(f"{model} {loss}: {len(done)} of {len(runs)} runs finished", flush=True)

@@ -56,6 +56,16 @@ def test_bias_vs_ce_runs_cifar100_with_the_paper_recipe(tmp_path):
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and weights.read_bytes() == before
     assert json.loads(out.with_suffix(".json").read_text())["models"] == result["models"]
+    hosts = json.loads((tmp_path / "runs" / "hosts.json").read_text())
+    assert sorted(hosts) == [f"cifar100/skipnet_xs/seed{s}_{loss}" for s in (0, 1) for loss in ("bias", "ce")]
+    # --report-only trains nothing: the same table from the finished runs; with none, one line and exit 2
+    r = subprocess.run(cmd + ["--report-only", "--no-int8"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and weights.read_bytes() == before, r.stderr[-2000:]
+    again = json.loads(out.with_suffix(".json").read_text())["models"]["skipnet_xs"]
+    assert again["diffs"] == s["diffs"] and again["seeds"] == [0, 1] and "Partial" not in out.read_text()
+    r = subprocess.run(cmd[:cmd.index("--work")] + ["--work", str(tmp_path / "empty"), "--out", str(tmp_path / "e.md"),
+                                                   "--report-only"], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no finished pair" in r.stderr, r.stderr
     # feature_variance.py on the same runs: the decile table of both losses, and its plot
     fv = tmp_path / "fv.md"
     r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "feature_variance.py"), "--work",

@@ -5,7 +5,7 @@
 from .bias_loss import BiasLoss
 from .config import DEFAULT_RECIPE, LOSS_NAMES, RECIPES, TrainConfig, resolve_config
 from .feature_variance import feature_variance
-from .loop import TrainResult, build_loss, evaluate, resume, train
+from .loop import TrainResult, build_loss, evaluate, is_finished, resume, train
 from .taps import FeatureTap
 
-__all__ = ["DEFAULT_RECIPE", "LOSS_NAMES", "RECIPES", "BiasLoss", "FeatureTap", "TrainConfig", "TrainResult", "build_loss", "evaluate", "feature_variance", "resolve_config", "resume", "train"]
+__all__ = ["DEFAULT_RECIPE", "LOSS_NAMES", "RECIPES", "BiasLoss", "FeatureTap", "TrainConfig", "TrainResult", "build_loss", "evaluate", "feature_variance", "is_finished", "resolve_config", "resume", "train"]

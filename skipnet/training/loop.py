@@ -274,6 +274,15 @@ def resume(out: str | os.PathLike, progress: bool = True, **changes: Any) -> Tra
     return _launch(cfg, out, state, progress)
 
 
+def is_finished(out: str | os.PathLike) -> bool:
+    """Whether the run in ``out`` has done all its epochs (read from its last checkpoint, nothing trained)."""
+    path = Path(out) / STATE_FILE
+    if not path.is_file():
+        return False
+    state = load_state(path)
+    return state["epoch"] >= int(state["config"]["epochs"])
+
+
 def _resumed_config(saved: dict[str, Any], asked: dict[str, Any], out: Path) -> TrainConfig:
     try:
         before = TrainConfig(**saved)
