@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test test-matrix setup data arm64 clean
+.PHONY: demo test test-matrix setup data arm64 lint format clean
 
 setup: $(STAMP) data
 
@@ -33,7 +33,7 @@ demo: setup
 	$(if $(or $(wildcard $(FMNIST)),$(DATA_DIR)),,$(error Fashion-MNIST is not installed: run `sudo apt-get install dataset-fashion-mnist`, or `make demo DATA_DIR=DIR` with a folder holding its four idx files))
 	@$(VENV)/bin/skipnet-pipeline $(if $(filter 1 yes true,$(FULL)),--full) $(if $(DATA_DIR),--data-dir $(DATA_DIR))
 
-test: setup arm64
+test: setup arm64 lint
 	@test -f $(FMNIST) || echo "note: Fashion-MNIST not installed (apt-get install dataset-fashion-mnist); its tests will skip"
 	$(PY) -m pytest -q -n auto --maxprocesses=4 --dist worksteal --durations=15
 
@@ -42,6 +42,15 @@ test: setup arm64
 # pass, so that CI passes on whichever CPU it gets. Not part of `make test` (tests/matrix.py).
 test-matrix: setup arm64
 	$(PY) tests/matrix.py $(if $(OUT),--out $(OUT))
+
+# One style (pyproject.toml's [tool.ruff]): `make lint` checks it, as make test does; `make format` applies it.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -14,6 +14,7 @@ is where any real difference comes from.
 
 Writes benchmarks/results/bias_loss_overhead.json (numbers, settings and the command).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,7 +47,9 @@ TARGET_PCT = 3.0
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     p.add_argument("--model-width", type=float, default=1.0, help="SkipNet width multiplier (1.0 = SkipNet-M)")
     p.add_argument("--num-classes", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
@@ -58,8 +61,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--loss-repeats", type=int, default=300, help="calls in the loss-only micro-benchmark")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples for the interval")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--memory-format", choices=["channels_last", "nchw"], default="channels_last",
-                   help="channels_last is what skipnet-train uses by default")
+    p.add_argument(
+        "--memory-format",
+        choices=["channels_last", "nchw"],
+        default="channels_last",
+        help="channels_last is what skipnet-train uses by default",
+    )
     p.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bias_loss_overhead.json")
     a = p.parse_args(argv)
     if a.img_size % 32:
@@ -157,7 +164,8 @@ def main(argv=None) -> dict:
     stats_all = _overhead_stats(ce_ms, bias_ms, args)
     stats = _overhead_stats(ce_ms[use], bias_ms[use], args)
     med_ce, med_bias, overhead, diff_med, paired, (lo, hi) = (
-        stats[k] for k in ("med_ce", "med_bias", "overhead", "diff_med", "paired", "ci"))
+        stats[k] for k in ("med_ce", "med_bias", "overhead", "diff_med", "paired", "ci")
+    )
 
     with torch.no_grad():
         logits = model_bias(x)
@@ -177,7 +185,7 @@ def main(argv=None) -> dict:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "cpu": cpu_name(),
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "median_ms": {"ce": med_ce, "bias": med_bias},
         "overhead_pct": overhead,
         "pairs_used": int(use.sum()),
@@ -215,8 +223,15 @@ def _overhead_stats(ce_ms: np.ndarray, bias_ms: np.ndarray, args) -> dict:
     idx = rng.integers(0, len(ce_ms), size=(args.bootstrap, len(ce_ms)))  # resample pairs
     boot = (np.median(bias_ms[idx], axis=1) / np.median(ce_ms[idx], axis=1) - 1.0) * 100.0
     lo, hi = (float(v) for v in np.percentile(boot, [2.5, 97.5]))
-    return {"med_ce": med_ce, "med_bias": med_bias, "overhead": (med_bias / med_ce - 1.0) * 100.0,
-            "diff_med": diff_med, "paired": diff_med / med_ce * 100.0, "ci": [lo, hi], "pairs": int(len(ce_ms))}
+    return {
+        "med_ce": med_ce,
+        "med_bias": med_bias,
+        "overhead": (med_bias / med_ce - 1.0) * 100.0,
+        "diff_med": diff_med,
+        "paired": diff_med / med_ce * 100.0,
+        "ci": [lo, hi],
+        "pairs": int(len(ce_ms)),
+    }
 
 
 def _loadavg() -> float | None:
@@ -243,8 +258,10 @@ def _own_cpu_s() -> float:
 
 def _print_table(r: dict) -> None:
     s = r["settings"]
-    print(f"{r['model']}, batch {s['batch_size']}, {s['img_size']}x{s['img_size']}, CPU {r['threads']} threads, "
-          f"{s['repeats']} interleaved pairs after {s['warmup']} warm-up, torch {r['torch']}")
+    print(
+        f"{r['model']}, batch {s['batch_size']}, {s['img_size']}x{s['img_size']}, CPU {r['threads']} threads, "
+        f"{s['repeats']} interleaved pairs after {s['warmup']} warm-up, torch {r['torch']}"
+    )
     print(f"pairs used: {r['pairs_used']} of {s['repeats']} ({r['pairs_clean']} without other processes on the CPUs)")
     print(f"{'variant':<26}{'median ms/step':>16}")
     print(f"{'cross-entropy':<26}{r['median_ms']['ce']:>16.1f}")
@@ -253,14 +270,20 @@ def _print_table(r: dict) -> None:
     print(f"overhead (ratio of medians): {r['overhead_pct']:+.2f}%   [bootstrap 95% CI {lo:+.2f}% .. {hi:+.2f}%]")
     print(f"overhead (median paired diff): {r['paired_overhead_pct']:+.2f}%  ({r['paired_median_diff_ms']:+.2f} ms)")
     m = r["loss_only"]
-    print(f"loss alone, fwd+bwd: CE {m['ce_us']:.0f} us, Bias {m['bias_us']:.0f} us, extra {m['extra_us']:.0f} us "
-          f"= {m['pct_of_ce_step']:.3f}% of a CE step (features {tuple(m['features_shape'])})")
-    print(f"target <= {r['target_pct']:.0f}%: {'met' if r['target_met'] else 'NOT met'}; "
-          f"runtime {r['total_runtime_s']} s; wrote {r['settings']['out']}")
+    print(
+        f"loss alone, fwd+bwd: CE {m['ce_us']:.0f} us, Bias {m['bias_us']:.0f} us, extra {m['extra_us']:.0f} us "
+        f"= {m['pct_of_ce_step']:.3f}% of a CE step (features {tuple(m['features_shape'])})"
+    )
+    print(
+        f"target <= {r['target_pct']:.0f}%: {'met' if r['target_met'] else 'NOT met'}; "
+        f"runtime {r['total_runtime_s']} s; wrote {r['settings']['out']}"
+    )
     other = r["other_processes_cpu_fraction"]
     if other is not None:
-        print(f"other processes used {other * 100:.0f}% of the machine's CPU time during the run"
-              + ("; absolute times are inflated, rerun on an idle machine" if other > 0.1 else ""))
+        print(
+            f"other processes used {other * 100:.0f}% of the machine's CPU time during the run"
+            + ("; absolute times are inflated, rerun on an idle machine" if other > 0.1 else "")
+        )
     print(f"command: {r['command']}")
 
 

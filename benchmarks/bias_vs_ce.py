@@ -19,6 +19,7 @@ without training. Each run is also exported as int8 TFLite (post-training quanti
 the run) and measured on the same test images (--no-int8 to skip). Writes
 benchmarks/results/bias_vs_ce.md and .json (--out to change).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,22 @@ from skipnet.common.cli import run_cli
 from skipnet.training import DEFAULT_RECIPE, RECIPES, is_finished, resolve_config, resume, train
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (the CI of a mean over few seeds).
-T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+T975 = {
+    1: 12.706,
+    2: 4.303,
+    3: 3.182,
+    4: 2.776,
+    5: 2.571,
+    6: 2.447,
+    7: 2.365,
+    8: 2.306,
+    9: 2.262,
+    10: 2.228,
+    12: 2.179,
+    15: 2.131,
+    20: 2.086,
+    30: 2.042,
+}
 # docs/paper.md, CIFAR-100 top-1 with the paper's recipe: (Bias Loss, cross-entropy).
 PAPER_CIFAR100 = {"resnet18": (75.51, 74.33), "densenet121": (77.83, 75.98), "shufflenet_v2_x0_5": (72.00, 71.55)}
 
@@ -56,9 +71,13 @@ def paired_summary(bias: list[float], ce: list[float]) -> dict:
     half = t975(n - 1) * sd_d / math.sqrt(n) if n > 1 else float("nan")
     return {
         "n": n,
-        "bias_mean": 100 * statistics.fmean(bias), "bias_std": 100 * statistics.stdev(bias) if n > 1 else float("nan"),
-        "ce_mean": 100 * statistics.fmean(ce), "ce_std": 100 * statistics.stdev(ce) if n > 1 else float("nan"),
-        "diff_mean": mean_d, "diff_std": sd_d, "ci95": [mean_d - half, mean_d + half],
+        "bias_mean": 100 * statistics.fmean(bias),
+        "bias_std": 100 * statistics.stdev(bias) if n > 1 else float("nan"),
+        "ce_mean": 100 * statistics.fmean(ce),
+        "ce_std": 100 * statistics.stdev(ce) if n > 1 else float("nan"),
+        "diff_mean": mean_d,
+        "diff_std": sd_d,
+        "ci95": [mean_d - half, mean_d + half],
         "diffs": diffs,
     }
 
@@ -124,9 +143,11 @@ def _fmt(x: float) -> str:
 
 def _int8_table(rows: dict) -> list[str]:
     lines = [
-        "", "The same runs as int8 TFLite files (`skipnet-export --format tflite --int8`: post-training quantised, "
+        "",
+        "The same runs as int8 TFLite files (`skipnet-export --format tflite --int8`: post-training quantised, "
         "LiteRT on this host), on the same test images. Drop = float top-1 - int8 top-1 of the same run; the drop "
-        "difference is Bias - CE per seed (negative: Bias Loss's int8 file loses less).", "",
+        "difference is Bias - CE per seed (negative: Bias Loss's int8 file loses less).",
+        "",
         "| model | Bias Loss int8 top-1 | cross-entropy int8 top-1 | paired diff | 95% CI | per seed "
         "| drop Bias / CE (mean) | drop diff | 95% CI |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -135,34 +156,44 @@ def _int8_table(rows: dict) -> list[str]:
         q, d = row.get("int8"), row.get("int8", {}).get("drop")
         if q is None:
             continue
-        lines.append(f"| {model} | {q['bias_mean']:.2f} ± {q['bias_std']:.2f} | {q['ce_mean']:.2f} ± {q['ce_std']:.2f} "
-                     f"| {_fmt(q['diff_mean'])} | [{_fmt(q['ci95'][0])}, {_fmt(q['ci95'][1])}] "
-                     f"| {', '.join(_fmt(x) for x in q['diffs'])} | {d['bias_mean']:.2f} / {d['ce_mean']:.2f} "
-                     f"| {_fmt(d['diff_mean'])} | [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}] |")
+        lines.append(
+            f"| {model} | {q['bias_mean']:.2f} ± {q['bias_std']:.2f} | {q['ce_mean']:.2f} ± {q['ce_std']:.2f} "
+            f"| {_fmt(q['diff_mean'])} | [{_fmt(q['ci95'][0])}, {_fmt(q['ci95'][1])}] "
+            f"| {', '.join(_fmt(x) for x in q['diffs'])} | {d['bias_mean']:.2f} / {d['ce_mean']:.2f} "
+            f"| {_fmt(d['diff_mean'])} | [{_fmt(d['ci95'][0])}, {_fmt(d['ci95'][1])}] |"
+        )
     return lines
 
 
 def write_report(path: Path, args, command: str, rows: dict, wall: float, train_seconds: float) -> None:
     lines = [
-        "# Bias Loss vs cross-entropy (paired seeds)", "",
+        "# Bias Loss vs cross-entropy (paired seeds)",
+        "",
         f"Command ({date.today().isoformat()}, {cpu_name()}, {len(os.sched_getaffinity(0))} cores; "
         f"{train_seconds / 60:.1f} min of training summed over the runs' epochs; this invocation {wall / 60:.1f} min):",
         "",
-        f"    {command}", "",
+        f"    {command}",
+        "",
         f"Dataset {args.data}, recipe `{args.recipe or DEFAULT_RECIPE[args.data]}` (skipnet/training/config.py), "
         f"{args.epochs or 'the recipe' + chr(39) + 's'} epochs"
         + (f", {args.limit_train:,} training images" if args.limit_train else ", all training images")
         + f", {args.seeds} seeds (0..{args.seeds - 1}). Top-1 is the final epoch's on the "
         "validation split (Fashion-MNIST and CIFAR: the official 10,000 test images). For each seed "
         "both losses start from the same weights and see the same images in the same order; "
-        "the difference is Bias - CE per seed, with a 95% CI from Student's t over the seeds.", "",
-        f"Runs trained on: {trained_on(Path(args.work), args.data, rows)}.", "",
+        "the difference is Bias - CE per seed, with a 95% CI from Student's t over the seeds.",
+        "",
+        f"Runs trained on: {trained_on(Path(args.work), args.data, rows)}.",
+        "",
     ]
     partial = {m: r["seeds"] for m, r in rows.items() if len(r["seeds"]) < args.seeds}
     if partial:
-        lines += ["**Partial: the study is still running.** Only pairs whose two runs have finished are in the "
-                  "table: " + "; ".join(f"{m} seeds {', '.join(map(str, s))}" for m, s in partial.items())
-                  + f" of {args.seeds}.", ""]
+        lines += [
+            "**Partial: the study is still running.** Only pairs whose two runs have finished are in the "
+            "table: "
+            + "; ".join(f"{m} seeds {', '.join(map(str, s))}" for m, s in partial.items())
+            + f" of {args.seeds}.",
+            "",
+        ]
     lines += [
         "| model | seeds | Bias Loss top-1 (mean ± std) | cross-entropy top-1 | paired diff (points) | 95% CI "
         "| per seed | training s per run (median) |",
@@ -170,18 +201,39 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float, train_
     ]
     for model, s in rows.items():
         ci = s["ci95"]
-        lines.append(f"| {model} | {len(s['seeds'])} | {s['bias_mean']:.2f} ± {s['bias_std']:.2f} | {s['ce_mean']:.2f} ± {s['ce_std']:.2f} "
-                     f"| {_fmt(s['diff_mean'])} | [{_fmt(ci[0])}, {_fmt(ci[1])}] "
-                     f"| {', '.join(_fmt(d) for d in s['diffs'])} | {statistics.median(s['seconds']):.0f} |")
+        lines.append(
+            f"| {model} | {len(s['seeds'])} | {s['bias_mean']:.2f} ± {s['bias_std']:.2f} "
+            f"| {s['ce_mean']:.2f} ± {s['ce_std']:.2f} "
+            f"| {_fmt(s['diff_mean'])} | [{_fmt(ci[0])}, {_fmt(ci[1])}] "
+            f"| {', '.join(_fmt(d) for d in s['diffs'])} | {statistics.median(s['seconds']):.0f} |"
+        )
     if any("int8" in s for s in rows.values()):
         lines += _int8_table(rows)
-    lines += ["", "Paper reference (docs/paper.md, CIFAR-100, 160 epochs, one run each): "
-              + "; ".join(f"{m} {b:.2f} vs {c:.2f} ({b - c:+.2f})" for m, (b, c) in PAPER_CIFAR100.items()) + "."]
-    write_study(path, "\n".join(lines) + "\n", {
-        "command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "wall_seconds": wall,
-        "train_seconds": train_seconds,
-        "data": args.data, "recipe": args.recipe, "epochs": args.epochs, "limit_train": args.limit_train,
-        "seeds": args.seeds, "int8": args.int8, "partial": bool(partial), "models": rows})
+    lines += [
+        "",
+        "Paper reference (docs/paper.md, CIFAR-100, 160 epochs, one run each): "
+        + "; ".join(f"{m} {b:.2f} vs {c:.2f} ({b - c:+.2f})" for m, (b, c) in PAPER_CIFAR100.items())
+        + ".",
+    ]
+    write_study(
+        path,
+        "\n".join(lines) + "\n",
+        {
+            "command": command,
+            "date": date.today().isoformat(),
+            "cpu": cpu_name(),
+            "wall_seconds": wall,
+            "train_seconds": train_seconds,
+            "data": args.data,
+            "recipe": args.recipe,
+            "epochs": args.epochs,
+            "limit_train": args.limit_train,
+            "seeds": args.seeds,
+            "int8": args.int8,
+            "partial": bool(partial),
+            "models": rows,
+        },
+    )
 
 
 def _main(argv) -> int:
@@ -195,10 +247,17 @@ def _main(argv) -> int:
     p.add_argument("--limit-train", type=int)
     p.add_argument("--work", default="runs/bias_vs_ce", help="where the run directories go")
     p.add_argument("--out", default="benchmarks/results/bias_vs_ce.md")
-    p.add_argument("--report-only", action="store_true",
-                   help="train nothing: the table of the pairs whose runs have both finished (a study in progress)")
-    p.add_argument("--int8", action=argparse.BooleanOptionalAction, default=True,
-                   help="also export each run as int8 TFLite (post-training quantised) and measure its top-1")
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="train nothing: the table of the pairs whose runs have both finished (a study in progress)",
+    )
+    p.add_argument(
+        "--int8",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also export each run as int8 TFLite (post-training quantised) and measure its top-1",
+    )
     args = p.parse_args(argv)
     if args.seeds < 2:
         raise UserError("--seeds must be at least 2 for a standard deviation and a confidence interval")
@@ -218,8 +277,16 @@ def _main(argv) -> int:
                 continue  # a pair counts only when both of its runs are done
             seeds.append(seed)
             for loss, out in runs.items():
-                overrides = {"model": model, "data": args.data, "data_dir": args.data_dir, "recipe": args.recipe,
-                             "loss": loss, "seed": seed, "epochs": args.epochs, "limit_train": args.limit_train}
+                overrides = {
+                    "model": model,
+                    "data": args.data,
+                    "data_dir": args.data_dir,
+                    "recipe": args.recipe,
+                    "loss": loss,
+                    "seed": seed,
+                    "epochs": args.epochs,
+                    "limit_train": args.limit_train,
+                }
                 if not is_finished(out):
                     record_host(Path(args.work), out)
                 acc, secs = run_one(out, overrides)
@@ -237,11 +304,16 @@ def _main(argv) -> int:
         rows[model] = {**paired_summary(top1["bias"], top1["ce"]), "seeds": seeds, "seconds": seconds}
         if args.int8:
             drops = {loss: [f - q for f, q in zip(top1[loss], int8[loss])] for loss in int8}
-            rows[model]["int8"] = {**paired_summary(int8["bias"], int8["ce"]),
-                                   "drop": paired_summary(drops["bias"], drops["ce"])}
+            rows[model]["int8"] = {
+                **paired_summary(int8["bias"], int8["ce"]),
+                "drop": paired_summary(drops["bias"], drops["ce"]),
+            }
         s = rows[model]
-        print(f"{model}: bias {s['bias_mean']:.2f} ce {s['ce_mean']:.2f} diff {s['diff_mean']:+.2f} "
-              f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}] over {s['n']} seeds", flush=True)
+        print(
+            f"{model}: bias {s['bias_mean']:.2f} ce {s['ce_mean']:.2f} diff {s['diff_mean']:+.2f} "
+            f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}] over {s['n']} seeds",
+            flush=True,
+        )
     if not rows:
         raise UserError(f"no finished pair of runs under {args.work}: leave --report-only out to train them")
     write_report(report, args, command, rows, time.perf_counter() - t_start, train_seconds)

@@ -5,6 +5,7 @@
 Writes benchmarks/results/demo.md (the command, machine, wall time and the demo's own report)
 and benchmarks/results/demo/ (report.json and the two plots). The clone is deleted afterwards.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,8 +23,9 @@ RESULTS = ROOT / "benchmarks" / "results"
 
 
 def main() -> int:
-    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                          check=True).stdout.strip()
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         clone = Path(tmp) / "skipnet-deploy"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(clone)], check=True)
@@ -40,16 +42,18 @@ def main() -> int:
         out.mkdir(parents=True, exist_ok=True)
         for name in ("report.json", *report["plots"]):
             shutil.copy(demo / name, out / name)
-        printed = r.stdout[r.stdout.index("report: "):].rstrip()
+        printed = r.stdout[r.stdout.index("report: ") :].rstrip()
         cpu = report["cpu"]
-        text = (f"# `make demo` from a fresh clone\n\nCommand ({date.today().isoformat()}, {cpu}, "
-                f"{len(os.sched_getaffinity(0))} cores, commit {head}):\n\n    python benchmarks/demo.py   "
-                f"# git clone, then: time make demo\n\n"
-                f"**Wall time of `make demo` in the fresh clone: {wall / 60:.1f} min**, of which "
-                f"{report['compute_seconds'] / 60:.1f} min in the pipeline's steps and the rest setting up `.venv` "
-                "(pip install of torch 2.14.1 and the converters from this machine's local wheels).\n\n"
-                f"What it printed at the end:\n\n```\n{printed}\n```\n\n"
-                "The demo's report follows (its plots and report.json are in [demo/](demo/)).\n\n---\n\n")
+        text = (
+            f"# `make demo` from a fresh clone\n\nCommand ({date.today().isoformat()}, {cpu}, "
+            f"{len(os.sched_getaffinity(0))} cores, commit {head}):\n\n    python benchmarks/demo.py   "
+            f"# git clone, then: time make demo\n\n"
+            f"**Wall time of `make demo` in the fresh clone: {wall / 60:.1f} min**, of which "
+            f"{report['compute_seconds'] / 60:.1f} min in the pipeline's steps and the rest setting up `.venv` "
+            "(pip install of torch 2.14.1 and the converters from this machine's local wheels).\n\n"
+            f"What it printed at the end:\n\n```\n{printed}\n```\n\n"
+            "The demo's report follows (its plots and report.json are in [demo/](demo/)).\n\n---\n\n"
+        )
         md = (demo / "report.md").read_text().replace("](accuracy_vs", "](demo/accuracy_vs")
         (RESULTS / "demo.md").write_text(text + md.replace("# SkipNet Deploy pipeline report", "## Pipeline report"))
     print(f"make demo: {wall / 60:.1f} min; wrote {RESULTS / 'demo.md'}")

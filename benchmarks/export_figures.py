@@ -11,6 +11,7 @@ PyTorch and the exported file; int8 TFLite and ONNX are calibrated on 256 traini
 CoreML's numeric check needs macOS; elsewhere only its spec is validated (said in the table).
 Writes OUT.md (with the command, machine and date) and OUT.json; the files go to a temporary folder.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,13 +28,15 @@ from skipnet.common.cli import run_cli
 from skipnet.export import export
 
 # (label, format, int8, extra export arguments)
-EXPORTS = [("ONNX float32", "onnx", False, {}),
-           ("ONNX int8 (QDQ)", "onnx", True, {}),
-           ("TFLite float32", "tflite", False, {}),
-           ("TFLite int8 PTQ", "tflite", True, {}),
-           ("TFLite int8 QAT, 1 epoch of 1,280 images", "tflite", True, {"qat_epochs": 1, "qat_limit": 1280}),
-           ("CoreML float16", "coreml", False, {}),
-           ("CoreML int8 weights", "coreml", True, {})]
+EXPORTS = [
+    ("ONNX float32", "onnx", False, {}),
+    ("ONNX int8 (QDQ)", "onnx", True, {}),
+    ("TFLite float32", "tflite", False, {}),
+    ("TFLite int8 PTQ", "tflite", True, {}),
+    ("TFLite int8 QAT, 1 epoch of 1,280 images", "tflite", True, {"qat_epochs": 1, "qat_limit": 1280}),
+    ("CoreML float16", "coreml", False, {}),
+    ("CoreML int8 weights", "coreml", True, {}),
+]
 QAT_FULL = ("TFLite int8 QAT, 1 full epoch", "tflite", True, {"qat_epochs": 1})
 
 
@@ -49,18 +52,25 @@ def row(label: str, result, size: int) -> dict:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| export | wall s | size MB | images | max logit diff | top-1 agreement | PyTorch top-1 | "
-             "exported top-1 | drop (points) |", "|---" * 9 + "|"]
+    lines = [
+        "| export | wall s | size MB | images | max logit diff | top-1 agreement | PyTorch top-1 | "
+        "exported top-1 | drop (points) |",
+        "|---" * 9 + "|",
+    ]
     for r in rows:
         if "top1_agreement" not in r:
-            lines.append(f"| {r['export']} | {r['seconds']} | {r['size_mb']} | - | - | - | - | - | "
-                         f"{r.get('note', 'not checked')} |")
+            lines.append(
+                f"| {r['export']} | {r['seconds']} | {r['size_mb']} | - | - | - | - | - | "
+                f"{r.get('note', 'not checked')} |"
+            )
             continue
         diff = f"{r['max_abs_logit_diff']:.1e}" if "max_abs_logit_diff" in r else "-"
         drop = 100 * (r["torch_top1"] - r["exported_top1"])
-        lines.append(f"| {r['export']} | {r['seconds']} | {r['size_mb']} | {r['images']} | {diff} | "
-                     f"{100 * r['top1_agreement']:.2f}% | {100 * r['torch_top1']:.2f}% | "
-                     f"{100 * r['exported_top1']:.2f}% | {drop:.2f} |")
+        lines.append(
+            f"| {r['export']} | {r['seconds']} | {r['size_mb']} | {r['images']} | {diff} | "
+            f"{100 * r['top1_agreement']:.2f}% | {100 * r['torch_top1']:.2f}% | "
+            f"{100 * r['exported_top1']:.2f}% | {drop:.2f} |"
+        )
     return "\n".join(lines)
 
 
@@ -86,19 +96,29 @@ def _main(argv: list[str]) -> int:
             print(rows[-1], flush=True)
     command = "python benchmarks/export_figures.py" + "".join(f" {arg}" for arg in sys.argv[1:])
     train = config.get("train", {})
-    text = "\n".join([
-        f"# Export and quantisation figures for `{run}`", "",
-        f"Command: `{command}`", "",
-        f"Machine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores; {time.strftime('%Y-%m-%d')}.", "",
-        f"The run: {config['model']} trained on {config['dataset']} with the {config.get('loss', {}).get('name', '?')} loss"
-        f" for {train.get('epochs', '?')} epochs at {config['img_size']}x{config['img_size']} "
-        f"(`skipnet-train --data {config['dataset']} --out {run}`, the default recipe); "
-        f"its validation top-1 {100 * config['metrics']['val_top1']:.2f}%.", "",
-        "Wall time is the whole `skipnet.export.export` call: loading the run, reading calibration and parity "
-        "images, converting, quantising (QAT: fine-tuning too) and the parity run. Parity: the same test images "
-        "through PyTorch and through the exported file in its runtime (onnxruntime, LiteRT); agreement is the "
-        "share of images with the same top-1 class, drop the PyTorch top-1 minus the exported top-1.", "",
-        table(rows), ""])
+    text = "\n".join(
+        [
+            f"# Export and quantisation figures for `{run}`",
+            "",
+            f"Command: `{command}`",
+            "",
+            f"Machine: {cpu_name()}, {len(os.sched_getaffinity(0))} cores; {time.strftime('%Y-%m-%d')}.",
+            "",
+            f"The run: {config['model']} trained on {config['dataset']} with the "
+            f"{config.get('loss', {}).get('name', '?')} loss"
+            f" for {train.get('epochs', '?')} epochs at {config['img_size']}x{config['img_size']} "
+            f"(`skipnet-train --data {config['dataset']} --out {run}`, the default recipe); "
+            f"its validation top-1 {100 * config['metrics']['val_top1']:.2f}%.",
+            "",
+            "Wall time is the whole `skipnet.export.export` call: loading the run, reading calibration and parity "
+            "images, converting, quantising (QAT: fine-tuning too) and the parity run. Parity: the same test images "
+            "through PyTorch and through the exported file in its runtime (onnxruntime, LiteRT); agreement is the "
+            "share of images with the same top-1 class, drop the PyTorch top-1 minus the exported top-1.",
+            "",
+            table(rows),
+            "",
+        ]
+    )
     write_study(out, text, {"command": command, "date": time.strftime("%Y-%m-%d"), "run": str(run), "rows": rows})
     return 0
 

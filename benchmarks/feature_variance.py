@@ -11,6 +11,7 @@ give the mean over seeds per model and loss.
 Each run's measurement is kept beside it (RUN_feature_variance.json), so a study started again
 measures only what is new. Writes benchmarks/results/feature_variance.md, .json and .png (--out).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,21 +42,28 @@ def summarise(reports: list[dict]) -> dict:
     """Mean (and spread over seeds) of each bin's top-1, the overall top-1 and the share below weight 1."""
     bins = len(reports[0]["deciles"])
     per_bin = [[r["deciles"][k]["top1"] for r in reports] for k in range(bins)]
-    return {"seeds": len(reports), "top1": statistics.fmean(r["top1"] for r in reports),
-            "below_one": statistics.fmean(r["weights"]["below_one"] for r in reports),
-            "bin_top1": [statistics.fmean(b) for b in per_bin],
-            "bin_top1_std": [statistics.stdev(b) if len(b) > 1 else 0.0 for b in per_bin],
-            "bin_mean_weight": [statistics.fmean(r["deciles"][k]["mean_weight"] for r in reports)
-                                for k in range(bins)],
-            "chance": reports[0]["chance"], "images": reports[0]["images"]}
+    return {
+        "seeds": len(reports),
+        "top1": statistics.fmean(r["top1"] for r in reports),
+        "below_one": statistics.fmean(r["weights"]["below_one"] for r in reports),
+        "bin_top1": [statistics.fmean(b) for b in per_bin],
+        "bin_top1_std": [statistics.stdev(b) if len(b) > 1 else 0.0 for b in per_bin],
+        "bin_mean_weight": [statistics.fmean(r["deciles"][k]["mean_weight"] for r in reports) for k in range(bins)],
+        "chance": reports[0]["chance"],
+        "images": reports[0]["images"],
+    }
 
 
 def write_report(out: Path, command: str, rows: dict, wall: float, args) -> None:
     bins = len(next(iter(next(iter(rows.values())).values()))["bin_top1"])
     lines = [
-        "# Feature-map variance and top-1 (Bias Loss's premise)", "",
+        "# Feature-map variance and top-1 (Bias Loss's premise)",
+        "",
         f"Command ({date.today().isoformat()}, {cpu_name()}, {len(os.sched_getaffinity(0))} cores, "
-        f"{wall / 60:.1f} min):", "", f"    {command}", "",
+        f"{wall / 60:.1f} min):",
+        "",
+        f"    {command}",
+        "",
         f"Runs: `benchmarks/bias_vs_ce.py`'s under `{args.work}` ({args.data}; see bias_vs_ce_full.md for how they "
         "were trained). For each run, every test image's feature map (the layer Bias Loss reads) and its unbiased "
         "variance as the loss computes it; the images ranked by that variance and cut into ten equal bins, "
@@ -63,8 +71,10 @@ def write_report(out: Path, command: str, rows: dict, wall: float, args) -> None
         "Weight < 1: the share of test images whose Bias Loss weight exp(0.3 v^) - 0.3 is below 1, with v^ "
         "normalised over batches of the training batch size as in training (no running minimum carried over), "
         "the same for both losses' runs. The same numbers for one run: "
-        "`skipnet-eval RUN --data DATA --feature-variance`.", "",
-        "| model | trained with | seeds | " + " | ".join(f"bin {k}" for k in range(1, bins + 1))
+        "`skipnet-eval RUN --data DATA --feature-variance`.",
+        "",
+        "| model | trained with | seeds | "
+        + " | ".join(f"bin {k}" for k in range(1, bins + 1))
         + " | all | weight < 1 |",
         "|---|---|---|" + "---|" * bins + "---|---|",
     ]
@@ -73,15 +83,27 @@ def write_report(out: Path, command: str, rows: dict, wall: float, args) -> None
             cells = [f"{100 * t:.1f}" for t in s["bin_top1"]]
             cells[0] += f" ± {100 * s['bin_top1_std'][0]:.1f}"
             cells[-1] += f" ± {100 * s['bin_top1_std'][-1]:.1f}"
-            lines.append(f"| {model} | {LOSS_NAMES[loss]} | {s['seeds']} | " + " | ".join(cells)
-                         + f" | {100 * s['top1']:.2f} | {100 * s['below_one']:.1f}% |")
+            lines.append(
+                f"| {model} | {LOSS_NAMES[loss]} | {s['seeds']} | "
+                + " | ".join(cells)
+                + f" | {100 * s['top1']:.2f} | {100 * s['below_one']:.1f}% |"
+            )
     chance = next(iter(next(iter(rows.values())).values()))["chance"]
-    lines += ["", f"Chance: {100 * chance:.0f}%. Plot: {out.with_suffix('.png').name} (top-1 against bin, one line "
-              "per loss, one panel per model)."]
-    write_study(out, "\n".join(lines) + "\n", {"command": command, "date": date.today().isoformat(),
-                                               "cpu": cpu_name(), "wall_seconds": wall, "models": rows})
-    plot_deciles({model: {LOSS_NAMES[loss]: s["bin_top1"] for loss, s in by_loss.items()}
-                  for model, by_loss in rows.items()}, out.with_suffix(".png"), chance)
+    lines += [
+        "",
+        f"Chance: {100 * chance:.0f}%. Plot: {out.with_suffix('.png').name} (top-1 against bin, one line "
+        "per loss, one panel per model).",
+    ]
+    write_study(
+        out,
+        "\n".join(lines) + "\n",
+        {"command": command, "date": date.today().isoformat(), "cpu": cpu_name(), "wall_seconds": wall, "models": rows},
+    )
+    plot_deciles(
+        {model: {LOSS_NAMES[loss]: s["bin_top1"] for loss, s in by_loss.items()} for model, by_loss in rows.items()},
+        out.with_suffix(".png"),
+        chance,
+    )
 
 
 def _main(argv) -> int:
@@ -105,8 +127,9 @@ def _main(argv) -> int:
                 rows.setdefault(model, {})[loss] = summarise([measure(r, args.data, args.data_dir) for r in done])
             print(f"{model} {loss}: {len(done)} of {len(runs)} runs finished", flush=True)
     if not rows:
-        raise UserError(f"no finished runs under {args.work}/{args.data}: run benchmarks/bias_vs_ce.py --work "
-                        f"{args.work} first")
+        raise UserError(
+            f"no finished runs under {args.work}/{args.data}: run benchmarks/bias_vs_ce.py --work {args.work} first"
+        )
     write_report(report, command, rows, time.perf_counter() - t0, args)
     print(f"wrote {report.with_suffix('.md')}")
     return 0

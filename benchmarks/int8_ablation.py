@@ -19,6 +19,7 @@ something else and exist to be timed):
                    MUL): what running in float the ops whose int8 kernels gain least would cost
 Rounds interleave every file; ratios are medians of per-round ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,13 +34,15 @@ import numpy as np
 from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, pixel_interpreter, study_out, write_study
 from skipnet.bench.core import model_files
 from skipnet.common.cli import run_cli
-from skipnet.export.tflite_export import quantize_tflite_int8
+from skipnet.export.tflite_convert import quantize_tflite_int8
 from skipnet.export.tflite_graph import _op_name, _schema, load_model, op_census, save_model
 from skipnet.runtime.timing import interleaved_times
 
-FLOAT_OPS = {"float-dw": ("DEPTHWISE_CONV_2D", "PAD"),
-             "float-dw-hswish": ("DEPTHWISE_CONV_2D", "PAD", "HARD_SWISH"),
-             "float-dw-hswish-se": ("DEPTHWISE_CONV_2D", "PAD", "HARD_SWISH", "MEAN", "FULLY_CONNECTED", "MUL")}
+FLOAT_OPS = {
+    "float-dw": ("DEPTHWISE_CONV_2D", "PAD"),
+    "float-dw-hswish": ("DEPTHWISE_CONV_2D", "PAD", "HARD_SWISH"),
+    "float-dw-hswish-se": ("DEPTHWISE_CONV_2D", "PAD", "HARD_SWISH", "MEAN", "FULLY_CONNECTED", "MUL"),
+}
 
 
 def _reroute(graph, old: int, new: int) -> None:
@@ -71,8 +74,13 @@ def _bypass_muls(src: Path, dst: Path, gate: bool) -> None:
             shapes = [list(g.tensors[t].shape) for t in (a, b)]
             if gate and shapes[0] != shapes[1]:
                 x = a if shapes[0][1] > 1 else b
-            elif not gate and shapes[0] == shapes[1] and b in made and _op_name(model, made[b]) == "ADD" \
-                    and a in made[b].inputs:
+            elif (
+                not gate
+                and shapes[0] == shapes[1]
+                and b in made
+                and _op_name(model, made[b]) == "ADD"
+                and a in made[b].inputs
+            ):
                 x = a
             else:
                 continue
@@ -98,8 +106,11 @@ def _files(name: str, calib: np.ndarray, work: Path) -> dict[str, Path]:
     files = {"float": shipped["tflite"], "int8": shipped["tflite-int8"]}
     quantize_tflite_int8(files["float"], calib, work / f"{name}_full.tflite", full_integer=True)
     files["full-integer"] = work / f"{name}_full.tflite"
-    for variant, edit in (("no-pad", _drop_pads), ("no-hswish", lambda s, d: _bypass_muls(s, d, False)),
-                          ("no-se", lambda s, d: _bypass_muls(s, d, True))):
+    for variant, edit in (
+        ("no-pad", _drop_pads),
+        ("no-hswish", lambda s, d: _bypass_muls(s, d, False)),
+        ("no-se", lambda s, d: _bypass_muls(s, d, True)),
+    ):
         files[variant] = work / f"{name}_{variant}.tflite"
         edit(files["int8"], files[variant])
     for variant, ops in FLOAT_OPS.items():
@@ -126,21 +137,36 @@ def _main(argv: list[str]) -> int:
     t0 = time.time()
     times = interleaved_times(runners, calib[:1], args.rounds, 5)
     minutes = (time.time() - t0) / 60
-    rows = [{"model": n, "variant": v, "median_ms": round(statistics.median(ts), 3),
-             "vs_float": round(paired_ratio(times[(n, "float")], ts), 3),
-             "vs_int8": round(paired_ratio(times[(n, "int8")], ts), 3), **info[(n, v)]}
-            for (n, v), ts in times.items()]
+    rows = [
+        {
+            "model": n,
+            "variant": v,
+            "median_ms": round(statistics.median(ts), 3),
+            "vs_float": round(paired_ratio(times[(n, "float")], ts), 3),
+            "vs_int8": round(paired_ratio(times[(n, "int8")], ts), 3),
+            **info[(n, v)],
+        }
+        for (n, v), ts in times.items()
+    ]
     cmd = "python " + " ".join(sys.argv)
     cpu = cpu_name()
-    lines = ["# Where int8 time goes, whole model, 224x224, LiteRT XNNPACK, 1 thread", "",
-             f"Command: `{cmd}` ({minutes:.1f} min of timing)", "",
-             f"Machine: {cpu}; {time.strftime('%Y-%m-%d')}; {args.rounds} interleaved rounds; speed-ups are "
-             "medians of per-round ratios (above 1: faster). Variants: see the script's docstring; only int8 "
-             "and full-integer compute the network.", "",
-             "| model | variant | median ms | speed-up vs float | speed-up vs int8 | ops | XNNPACK partitions |",
-             "|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['model']} | {r['variant']} | {r['median_ms']} | {r['vs_float']}x | {r['vs_int8']}x | {r['ops']} | "
-              f"{r['partitions']} |" for r in rows]
+    lines = [
+        "# Where int8 time goes, whole model, 224x224, LiteRT XNNPACK, 1 thread",
+        "",
+        f"Command: `{cmd}` ({minutes:.1f} min of timing)",
+        "",
+        f"Machine: {cpu}; {time.strftime('%Y-%m-%d')}; {args.rounds} interleaved rounds; speed-ups are "
+        "medians of per-round ratios (above 1: faster). Variants: see the script's docstring; only int8 "
+        "and full-integer compute the network.",
+        "",
+        "| model | variant | median ms | speed-up vs float | speed-up vs int8 | ops | XNNPACK partitions |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['model']} | {r['variant']} | {r['median_ms']} | {r['vs_float']}x | {r['vs_int8']}x | {r['ops']} | "
+        f"{r['partitions']} |"
+        for r in rows
+    ]
     write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "rows": rows})
     return 0
 

@@ -26,6 +26,7 @@ network's (with untouched initial statistics some int8 ADDs fall outside XNNPACK
 scale ratios and split the graph, which a trained model would not do). Invocations of all
 variants are interleaved round-robin, and each figure is the median.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,21 +40,41 @@ from pathlib import Path
 
 import torch
 
-from skipnet.bench import (IMAGENET_MEAN, IMAGENET_STD, calibration_pixels, cpu_name, estimate_bn_statistics,
-                           paired_ratio, pixel_interpreter, study_out, write_study)
+from skipnet.bench import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    calibration_pixels,
+    cpu_name,
+    estimate_bn_statistics,
+    paired_ratio,
+    pixel_interpreter,
+    study_out,
+    write_study,
+)
 from skipnet.common.cli import run_cli
-from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8
+from skipnet.export.tflite_convert import export_tflite, quantize_tflite_int8
 from skipnet.export.tflite_graph import float_ops, op_census, rewrite_graph
 from skipnet.models import PixelModel, count_macs, create_model
 
-
-VARIANTS = ("float-converter", "float", "int8-stock-all", "int8-stock", "int8-hswish", "int8-pools",
-            "int8-all-integer", "int8-folded", "int8-full-integer", "int8")
+VARIANTS = (
+    "float-converter",
+    "float",
+    "int8-stock-all",
+    "int8-stock",
+    "int8-hswish",
+    "int8-pools",
+    "int8-all-integer",
+    "int8-folded",
+    "int8-full-integer",
+    "int8",
+)
 # The rewritten all-integer steps: rewrite_graph arguments applied to the converter's float graph.
-INTEGER_STEPS = {"int8-hswish": {"ops": ("HARD_SWISH",), "fold_affine": False, "fold_scales": False},
-                 "int8-pools": {"ops": ("HARD_SWISH", "AVERAGE_POOL_2D"), "fold_affine": False, "fold_scales": False},
-                 "int8-all-integer": {"fold_scales": False},
-                 "int8-folded": {}}
+INTEGER_STEPS = {
+    "int8-hswish": {"ops": ("HARD_SWISH",), "fold_affine": False, "fold_scales": False},
+    "int8-pools": {"ops": ("HARD_SWISH", "AVERAGE_POOL_2D"), "fold_affine": False, "fold_scales": False},
+    "int8-all-integer": {"fold_scales": False},
+    "int8-folded": {},
+}
 
 
 def _main(argv: list[str]) -> int:
@@ -111,36 +132,55 @@ def _main(argv: list[str]) -> int:
         # Each round times every variant once, back to back: the median of the per-round ratios is
         # robust to the machine's speed drifting between rounds (it moves by 10-20% here).
         paired = paired_ratio(times[(name, "float")], ts)
-        rows.append({"model": name, "variant": variant, "median_ms": round(med, 2),
-                     "speedup_vs_float": round(paired, 2), "size_mb": round(sizes[(name, variant)] / 1e6, 2),
-                     "MACs_M": round(macs[name] / 1e6, 1), "ops_total": sum(v for k, v in ops.items() if k.isupper()
-                                                                             and k != "XNNPACK_PARTITIONS"),
-                     "float_ops": islands[(name, variant)], "census": ops})
+        rows.append(
+            {
+                "model": name,
+                "variant": variant,
+                "median_ms": round(med, 2),
+                "speedup_vs_float": round(paired, 2),
+                "size_mb": round(sizes[(name, variant)] / 1e6, 2),
+                "MACs_M": round(macs[name] / 1e6, 1),
+                "ops_total": sum(v for k, v in ops.items() if k.isupper() and k != "XNNPACK_PARTITIONS"),
+                "float_ops": islands[(name, variant)],
+                "census": ops,
+            }
+        )
     cmd = "python " + " ".join(sys.argv)
     cpu = cpu_name()
-    lines = [f"# int8 vs float TFLite latency, {args.img_size}x{args.img_size}, LiteRT XNNPACK, {args.threads} thread(s)",
-             "", f"Command: `{cmd}`", "",
-             f"Machine: {cpu}, {len(os.sched_getaffinity(0))} cores; {time.strftime('%Y-%m-%d')}; "
-             f"median of {args.runs} interleaved rounds (each times every variant once); speed-up against "
-             "`float` is the median of the per-round ratios, "
-             "the float graph skipnet-export writes. Variants are explained in the script's docstring; "
-             "int8-hswish to int8-full-integer are cumulative, so each row against the one above is what that "
-             "step bought; int8 (shipped) is int8-full-integer with its first layers float. "
-             "'float ops' counts the ops an int8 graph computes in float (DEQUANTIZE aside).", "",
-             "| model | variant | median ms | speed-up vs float | size MB | ops | float ops (int8 graphs) | "
-             "QUANTIZE | DEQUANTIZE | TRANSPOSE | HARD_SWISH | AVERAGE_POOL_2D | XNNPACK partitions |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# int8 vs float TFLite latency, {args.img_size}x{args.img_size}, LiteRT XNNPACK, {args.threads} thread(s)",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Machine: {cpu}, {len(os.sched_getaffinity(0))} cores; {time.strftime('%Y-%m-%d')}; "
+        f"median of {args.runs} interleaved rounds (each times every variant once); speed-up against "
+        "`float` is the median of the per-round ratios, "
+        "the float graph skipnet-export writes. Variants are explained in the script's docstring; "
+        "int8-hswish to int8-full-integer are cumulative, so each row against the one above is what that "
+        "step bought; int8 (shipped) is int8-full-integer with its first layers float. "
+        "'float ops' counts the ops an int8 graph computes in float (DEQUANTIZE aside).",
+        "",
+        "| model | variant | median ms | speed-up vs float | size MB | ops | float ops (int8 graphs) | "
+        "QUANTIZE | DEQUANTIZE | TRANSPOSE | HARD_SWISH | AVERAGE_POOL_2D | XNNPACK partitions |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         c = r["census"]
-        lines.append(f"| {r['model']} | {r['variant']} | {r['median_ms']} | {r['speedup_vs_float']}x | {r['size_mb']} | "
-                     f"{r['ops_total']} | {len(r['float_ops']) if r['variant'].startswith('int8') else '-'} | "
-                     + " | ".join(str(c.get(k, 0)) for k in ("QUANTIZE", "DEQUANTIZE", "TRANSPOSE", "HARD_SWISH",
-                                                              "AVERAGE_POOL_2D", "XNNPACK_PARTITIONS")) + " |")
+        lines.append(
+            f"| {r['model']} | {r['variant']} | {r['median_ms']} | {r['speedup_vs_float']}x | {r['size_mb']} | "
+            f"{r['ops_total']} | {len(r['float_ops']) if r['variant'].startswith('int8') else '-'} | "
+            + " | ".join(
+                str(c.get(k, 0))
+                for k in ("QUANTIZE", "DEQUANTIZE", "TRANSPOSE", "HARD_SWISH", "AVERAGE_POOL_2D", "XNNPACK_PARTITIONS")
+            )
+            + " |"
+        )
     lines += ["", "Op census of each graph:", ""]
     for r in rows:
         lines.append(f"- {r['model']} {r['variant']}: " + ", ".join(f"{k} {v}" for k, v in r["census"].items()))
-    write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "platform": platform.platform(),
-                                               "rows": rows})
+    write_study(
+        out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "platform": platform.platform(), "rows": rows}
+    )
     return 0
 
 

@@ -20,6 +20,7 @@ Two builds of one package cannot share a process, so every build runs in process
 the builds taking turns --repeats times; each process interleaves rounds over every file and way.
 Ratios are medians of per-round ratios in a process, then the median over that build's processes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,9 @@ def _compiled(path: Path, pixels: np.ndarray, ynnpack: bool):
     from ai_edge_litert.options import Options
 
     cpu = CpuOptions(num_threads=1, enable_ynnpack=ynnpack)
-    model = CompiledModel.from_file(str(path), options=Options(hardware_accelerators=HardwareAccelerator.CPU,
-                                                               cpu_options=cpu))
+    model = CompiledModel.from_file(
+        str(path), options=Options(hardware_accelerators=HardwareAccelerator.CPU, cpu_options=cpu)
+    )
     inputs, outputs = model.create_input_buffers(0), model.create_output_buffers(0)
     inputs[0].write(pixels)
     return lambda: model.run_by_index(0, inputs, outputs)
@@ -86,8 +88,12 @@ def _worker(work: Path, rounds: int) -> dict:
 
 def _process(build: str, work: Path, rounds: int) -> dict:
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (build, os.environ.get("PYTHONPATH")) if p))
-    r = subprocess.run([sys.executable, __file__, "--worker", str(work), "--rounds", str(rounds)],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run(
+        [sys.executable, __file__, "--worker", str(work), "--rounds", str(rounds)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if r.returncode:
         raise SystemExit(f"litert_runtime.py: a worker failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -96,7 +102,7 @@ def _process(build: str, work: Path, rounds: int) -> dict:
 def _files(models: list[str], work: Path) -> None:
     from skipnet.bench import calibration_pixels
     from skipnet.bench.core import model_files
-    from skipnet.export.tflite_export import quantize_deployed
+    from skipnet.export.tflite_convert import quantize_deployed
     from skipnet.export.tflite_graph import input_height, rewrite_graph
 
     calib = calibration_pixels(64, 224)
@@ -106,8 +112,13 @@ def _files(models: list[str], work: Path) -> None:
         os.replace(shipped["tflite"], work / f"{name}@float.tflite")
         os.replace(shipped["tflite-int8"], work / f"{name}@int8.tflite")
         kept = work / "build" / f"{name}_hswish.tflite"  # the default graph's rewrites but h-swish's
-        rewrite_graph(work / f"{name}@float.tflite", kept, ops=("AVERAGE_POOL_2D",), int8=True,
-                      float_min_height=input_height(work / f"{name}@float.tflite") // 2)
+        rewrite_graph(
+            work / f"{name}@float.tflite",
+            kept,
+            ops=("AVERAGE_POOL_2D",),
+            int8=True,
+            float_min_height=input_height(work / f"{name}@float.tflite") // 2,
+        )
         quantize_deployed(kept, calib, work / f"{name}@int8-hswish-op.tflite")
 
 
@@ -118,13 +129,23 @@ def _rows(results: dict[str, list[dict]]) -> list[dict]:
             stem, way = key.split("|")
             name, variant = stem.split("@")
 
-            def across(ref: str) -> float:
+            def across(ref: str, key: str = key, runs: list = runs) -> float:
                 per_process = [statistics.median(a / b for a, b in zip(r["times"][ref], r["times"][key])) for r in runs]
                 return round(statistics.median(per_process), 3)
-            rows.append({"build": build, "litert": runs[0]["litert"], "model": name, "file": variant, "way": way,
-                         "median_ms": round(statistics.median(statistics.median(r["times"][key]) for r in runs), 3),
-                         "vs_float": across(f"{name}@float|{way}"), "vs_interpreter": across(f"{stem}|interpreter"),
-                         "partitions": runs[0]["partitions"].get(key)})
+
+            rows.append(
+                {
+                    "build": build,
+                    "litert": runs[0]["litert"],
+                    "model": name,
+                    "file": variant,
+                    "way": way,
+                    "median_ms": round(statistics.median(statistics.median(r["times"][key]) for r in runs), 3),
+                    "vs_float": across(f"{name}@float|{way}"),
+                    "vs_interpreter": across(f"{stem}|interpreter"),
+                    "partitions": runs[0]["partitions"].get(key),
+                }
+            )
     return rows
 
 
@@ -157,15 +178,24 @@ def _main(argv: list[str]) -> int:
     rows = _rows(results)
     missing = {f"{results[b][0]['litert']} {way}": why for b in builds for way, why in results[b][0]["missing"].items()}
     cmd = "python benchmarks/litert_runtime.py" + "".join(f" {a}" for a in (argv or []))
-    lines = ["# LiteRT builds and APIs against the int8 speed-up, 224x224, 1 thread", "",
-             f"Command: `{cmd}` ({(time.time() - t0) / 60:.1f} min)", "",
-             f"Machine: {cpu_name()}; {time.strftime('%Y-%m-%d')}; {args.repeats} processes per build, "
-             f"{args.rounds} interleaved rounds each; ratios are medians of per-round ratios (above 1: faster). "
-             "Files and ways of running them: see the script's docstring.", "",
-             "| LiteRT | model | file | way | median ms | speed-up vs float | speed-up vs interpreter | "
-             "XNNPACK partitions |", "|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['litert']} | {r['model']} | {r['file']} | {r['way']} | {r['median_ms']} | {r['vs_float']}x | "
-              f"{r['vs_interpreter']}x | {r['partitions'] if r['partitions'] is not None else '-'} |" for r in rows]
+    lines = [
+        "# LiteRT builds and APIs against the int8 speed-up, 224x224, 1 thread",
+        "",
+        f"Command: `{cmd}` ({(time.time() - t0) / 60:.1f} min)",
+        "",
+        f"Machine: {cpu_name()}; {time.strftime('%Y-%m-%d')}; {args.repeats} processes per build, "
+        f"{args.rounds} interleaved rounds each; ratios are medians of per-round ratios (above 1: faster). "
+        "Files and ways of running them: see the script's docstring.",
+        "",
+        "| LiteRT | model | file | way | median ms | speed-up vs float | speed-up vs interpreter | "
+        "XNNPACK partitions |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['litert']} | {r['model']} | {r['file']} | {r['way']} | {r['median_ms']} | {r['vs_float']}x | "
+        f"{r['vs_interpreter']}x | {r['partitions'] if r['partitions'] is not None else '-'} |"
+        for r in rows
+    ]
     lines += ["", "Not run:", ""] + [f"- {k}: {v}" for k, v in missing.items()] if missing else []
     write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "rows": rows, "not_run": missing})
     return 0
@@ -176,4 +206,5 @@ if __name__ == "__main__":
         print(json.dumps(_worker(Path(sys.argv[2]), int(sys.argv[4]))))
     else:
         from skipnet.common.cli import run_cli
+
         sys.exit(run_cli(_main, prog="litert_runtime.py"))

@@ -7,6 +7,7 @@ and of skipnet.load (LiteRT) on the same Fashion-MNIST test images, their top-1 
 whether MediaPipe's category names are the run's class names (the MediaPipe runtime refuses any
 other name). The same figures as `skipnet-eval FILE --runtime mediapipe --reference FILE`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,25 +36,41 @@ def _main(argv: list[str]) -> int:
         r = evaluate(path, args.data, limit=args.limit, reference=path, runtime="mediapipe", progress=False)
         side = json.loads(Path(path + ".json").read_text())
         md = read_metadata(Path(path))
-        rows.append({"file": path, "precision": side["precision"], "qat": "qat" in side,
-                     "input": f"{side['input']['dtype']} {side['input']['shape']}", "images": r["images"],
-                     "mediapipe_top1": r["top1"], "litert_top1": r["reference"]["top1"],
-                     "top1_agreement": r["reference"]["top1_agreement"],
-                     "labels_match": md["labels"] == side["class_names"]})
+        rows.append(
+            {
+                "file": path,
+                "precision": side["precision"],
+                "qat": "qat" in side,
+                "input": f"{side['input']['dtype']} {side['input']['shape']}",
+                "images": r["images"],
+                "mediapipe_top1": r["top1"],
+                "litert_top1": r["reference"]["top1"],
+                "top1_agreement": r["reference"]["top1_agreement"],
+                "labels_match": md["labels"] == side["class_names"],
+            }
+        )
     cmd = "python benchmarks/mediapipe_agreement.py " + " ".join(sys.argv[1:])
-    lines = [f"# MediaPipe ImageClassifier vs skipnet.load, {args.data} test images", "",
-             f"Command: `{cmd}`", "",
-             f"Machine: {cpu_name()}; {date.today()}. MediaPipe Tasks' ImageClassifier (Python build of the C++ "
-             "Tasks API) reads each file's own metadata; skipnet.load runs the file in LiteRT. Both see the same "
-             "images at the model's input size.", "",
-             "| file | precision | input | images | MediaPipe top-1 | LiteRT top-1 | top-1 agreement | labels match |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# MediaPipe ImageClassifier vs skipnet.load, {args.data} test images",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Machine: {cpu_name()}; {date.today()}. MediaPipe Tasks' ImageClassifier (Python build of the C++ "
+        "Tasks API) reads each file's own metadata; skipnet.load runs the file in LiteRT. Both see the same "
+        "images at the model's input size.",
+        "",
+        "| file | precision | input | images | MediaPipe top-1 | LiteRT top-1 | top-1 agreement | labels match |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for row in rows:
         kind = row["precision"] + (" QAT" if row["qat"] else "")
-        lines.append(f"| {row['file']} | {kind} | {row['input']} | {row['images']} | {100 * row['mediapipe_top1']:.2f}% | "
-                     f"{100 * row['litert_top1']:.2f}% | {100 * row['top1_agreement']:.2f}% | {row['labels_match']} |")
-    write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "platform": platform.platform(),
-                                               "rows": rows})
+        lines.append(
+            f"| {row['file']} | {kind} | {row['input']} | {row['images']} | {100 * row['mediapipe_top1']:.2f}% | "
+            f"{100 * row['litert_top1']:.2f}% | {100 * row['top1_agreement']:.2f}% | {row['labels_match']} |"
+        )
+    write_study(
+        out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "platform": platform.platform(), "rows": rows}
+    )
     return 0
 
 

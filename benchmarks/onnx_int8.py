@@ -30,6 +30,7 @@ does not depend on the weights). Rounds interleave every session of every model;
 median, and int8/float is the median of per-round ratios. The census counts the nodes of each
 session's optimised graph: int8 kernels, float compute nodes, Q/DQ conversions, layout nodes.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -51,8 +52,14 @@ from skipnet.export.onnx_export import quantize_onnx_int8
 from skipnet.export.onnx_graph import STEPS
 from skipnet.runtime.timing import interleaved_times
 
-_STEP_NAMES = {"+gap": "ReduceMean", "+hswish": "HardSwish", "+pools": "AveragePool", "+fold": "fold_scales",
-               "+se-conv": "squeeze_excite", "+hsigmoid": "hard_sigmoid"}
+_STEP_NAMES = {
+    "+gap": "ReduceMean",
+    "+hswish": "HardSwish",
+    "+pools": "AveragePool",
+    "+fold": "fold_scales",
+    "+se-conv": "squeeze_excite",
+    "+hsigmoid": "hard_sigmoid",
+}
 assert set(_STEP_NAMES.values()) == set(STEPS)
 SHIPPED = "+hsigmoid"
 
@@ -62,14 +69,18 @@ def _quantisations() -> dict[str, dict]:
     from onnxruntime.quantization import QuantFormat, QuantType
 
     stock = {"optimize": False}
-    configs = {"qdq-stock": stock,
-               "qoperator-u8s8": {**stock, "quantizer": {"quant_format": QuantFormat.QOperator}},
-               "qoperator-u8u8": {**stock, "quantizer": {"quant_format": QuantFormat.QOperator,
-                                                         "weight_type": QuantType.QUInt8}},
-               "qdq-s8s8": {**stock, "quantizer": {"activation_type": QuantType.QInt8}},
-               "qdq-dw-float": {**stock, "float_nodes": None},
-               "qdq-conv-gemm": {**stock, "quantizer": {"op_types_to_quantize": ["Conv", "Gemm"]}},
-               "pre-process": {"steps": ()}}
+    configs = {
+        "qdq-stock": stock,
+        "qoperator-u8s8": {**stock, "quantizer": {"quant_format": QuantFormat.QOperator}},
+        "qoperator-u8u8": {
+            **stock,
+            "quantizer": {"quant_format": QuantFormat.QOperator, "weight_type": QuantType.QUInt8},
+        },
+        "qdq-s8s8": {**stock, "quantizer": {"activation_type": QuantType.QInt8}},
+        "qdq-dw-float": {**stock, "float_nodes": None},
+        "qdq-conv-gemm": {**stock, "quantizer": {"op_types_to_quantize": ["Conv", "Gemm"]}},
+        "pre-process": {"steps": ()},
+    }
     steps: list[str] = []
     for label, step in _STEP_NAMES.items():
         steps.append(step)
@@ -78,10 +89,12 @@ def _quantisations() -> dict[str, dict]:
 
 
 # Session variants of the shipped file: (graph optimisation level, spinning, offline-optimised).
-SESSIONS = {"shipped/extended": ("ORT_ENABLE_EXTENDED", False, False),
-            "shipped/basic": ("ORT_ENABLE_BASIC", False, False),
-            "shipped/offline": ("ORT_ENABLE_EXTENDED", False, True),
-            "shipped/spinning": ("ORT_ENABLE_ALL", True, False)}
+SESSIONS = {
+    "shipped/extended": ("ORT_ENABLE_EXTENDED", False, False),
+    "shipped/basic": ("ORT_ENABLE_BASIC", False, False),
+    "shipped/offline": ("ORT_ENABLE_EXTENDED", False, True),
+    "shipped/spinning": ("ORT_ENABLE_ALL", True, False),
+}
 _INT8_OPS = ("QLinear", "QGemm", "DynamicQuantize", "MatMulInteger", "ConvInteger")
 _CONVERSIONS = {"QuantizeLinear", "DequantizeLinear"}
 _LAYOUT = {"Transpose", "Reshape", "ReorderInput", "ReorderOutput", "Flatten", "Squeeze", "Unsqueeze"}
@@ -90,8 +103,11 @@ _LAYOUT = {"Transpose", "Reshape", "ReorderInput", "ReorderOutput", "Flatten", "
 def _depthwise_nodes(path: Path) -> list[str]:
     import onnx
 
-    return [n.name for n in onnx.load(str(path)).graph.node
-            if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)]
+    return [
+        n.name
+        for n in onnx.load(str(path)).graph.node
+        if n.op_type == "Conv" and any(a.name == "group" and a.i > 1 for a in n.attribute)
+    ]
 
 
 def _session(path: Path, threads: int, level: str = "ORT_ENABLE_ALL", spin: bool = False, save: Path | None = None):
@@ -114,8 +130,15 @@ def _census(path: Path) -> dict[str, int]:
     ops = collections.Counter(n.op_type for n in onnx.load(str(path)).graph.node)
     kinds = collections.Counter()
     for op, k in ops.items():
-        kind = ("int8" if op.startswith(_INT8_OPS) else "q/dq" if op in _CONVERSIONS
-                else "layout" if op in _LAYOUT else "float")
+        kind = (
+            "int8"
+            if op.startswith(_INT8_OPS)
+            else "q/dq"
+            if op in _CONVERSIONS
+            else "layout"
+            if op in _LAYOUT
+            else "float"
+        )
         kinds[kind] += k
     return {**kinds, "ops": dict(sorted(ops.items()))}
 
@@ -158,16 +181,25 @@ def _main(argv: list[str]) -> int:
     study_out(args.out)
     calib = calibration_pixels(args.calibration, args.img_size)
     work = Path(tempfile.mkdtemp())
-    built = {(name, label): v for name in args.models.split(",") for label, v in _build(name, args, calib, work).items()}
+    built = {
+        (name, label): v for name in args.models.split(",") for label, v in _build(name, args, calib, work).items()
+    }
     x = np.ascontiguousarray(calib[:1].transpose(0, 3, 1, 2), dtype=np.float32)
     runners = {k: (lambda s: lambda v: s.run(None, {"pixels": v}))(session) for k, (session, _, _) in built.items()}
     times = interleaved_times(runners, x, args.rounds, warmup=5)
     rows = []
     for (name, label), ts in times.items():
         census = built[(name, label)][2]
-        rows.append({"model": name, "config": label, "median_ms": round(statistics.median(ts), 3),
-                     "int8_speedup": round(paired_ratio(times[(name, "float")], ts), 3),
-                     "size_mb": round(built[(name, label)][1].stat().st_size / 1e6, 2), "census": census})
+        rows.append(
+            {
+                "model": name,
+                "config": label,
+                "median_ms": round(statistics.median(ts), 3),
+                "int8_speedup": round(paired_ratio(times[(name, "float")], ts), 3),
+                "size_mb": round(built[(name, label)][1].stat().st_size / 1e6, 2),
+                "census": census,
+            }
+        )
     _write(args, rows)
     return 0
 
@@ -175,26 +207,36 @@ def _main(argv: list[str]) -> int:
 def _write(args, rows: list[dict]) -> None:
     cmd = "python " + " ".join(sys.argv)
     cpu = cpu_name()
-    lines = [f"# onnxruntime int8 against float, {args.img_size}x{args.img_size}, {args.threads} thread(s)", "",
-             f"Command: `{cmd}`", "",
-             f"Machine: {cpu}, {len(os.sched_getaffinity(0))} cores; onnxruntime "
-             f"{__import__('onnxruntime').__version__}; {time.strftime('%Y-%m-%d')}; {args.rounds} interleaved "
-             "rounds. 'speed vs float' is the median of per-round ratios float/config (above 1: faster than "
-             "float). Configurations are explained in the script's docstring; +gap to +hsigmoid are cumulative "
-             "steps, so each row against the one above is what that step bought. The census counts the nodes "
-             "of the graph onnxruntime runs (its optimised graph).", "",
-             "| model | configuration | median ms | speed vs float | size MB | int8 nodes | float nodes | "
-             "Q/DQ nodes | layout nodes |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# onnxruntime int8 against float, {args.img_size}x{args.img_size}, {args.threads} thread(s)",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Machine: {cpu}, {len(os.sched_getaffinity(0))} cores; onnxruntime "
+        f"{__import__('onnxruntime').__version__}; {time.strftime('%Y-%m-%d')}; {args.rounds} interleaved "
+        "rounds. 'speed vs float' is the median of per-round ratios float/config (above 1: faster than "
+        "float). Configurations are explained in the script's docstring; +gap to +hsigmoid are cumulative "
+        "steps, so each row against the one above is what that step bought. The census counts the nodes "
+        "of the graph onnxruntime runs (its optimised graph).",
+        "",
+        "| model | configuration | median ms | speed vs float | size MB | int8 nodes | float nodes | "
+        "Q/DQ nodes | layout nodes |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         c = r["census"]
-        lines.append(f"| {r['model']} | {r['config']} | {r['median_ms']:.2f} | {r['int8_speedup']:.2f}x | "
-                     f"{r['size_mb']} | {c.get('int8', 0)} | {c.get('float', 0)} | {c.get('q/dq', 0)} | "
-                     f"{c.get('layout', 0)} |")
+        lines.append(
+            f"| {r['model']} | {r['config']} | {r['median_ms']:.2f} | {r['int8_speedup']:.2f}x | "
+            f"{r['size_mb']} | {c.get('int8', 0)} | {c.get('float', 0)} | {c.get('q/dq', 0)} | "
+            f"{c.get('layout', 0)} |"
+        )
     lines += ["", "Node census of each optimised graph:", ""]
-    lines += [f"- {r['model']} {r['config']}: " + ", ".join(f"{k} {v}" for k, v in r["census"]["ops"].items())
-              for r in rows]
-    write_study(args.out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "platform": platform.platform(),
-                                                    "rows": rows})
+    lines += [
+        f"- {r['model']} {r['config']}: " + ", ".join(f"{k} {v}" for k, v in r["census"]["ops"].items()) for r in rows
+    ]
+    write_study(
+        args.out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu, "platform": platform.platform(), "rows": rows}
+    )
 
 
 if __name__ == "__main__":

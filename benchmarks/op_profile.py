@@ -16,6 +16,7 @@ alone through the same interpreter and delegate, benchmark_model's op-by-op figu
 binary: median of --runs blocks of 10 calls, less the per-call cost of the interpreter and the
 delegate (a model adding two single floats). The sum is checked against the whole model's time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -161,8 +162,10 @@ def onnx_profile(path: Path, threads: int, runs: int, work: Path) -> dict:
     for e in kernels:
         per_node[(e["args"]["op_name"], e["name"])].append(e["dur"] / 1e3)
     # the last `runs` calls of each node (the profile also holds the warm-up calls)
-    ops = [{"op": op, "node": node[:-len("_kernel_time")], "ms": round(statistics.fmean(ts[-runs:]), 4)}
-           for (op, node), ts in per_node.items()]
+    ops = [
+        {"op": op, "node": node[: -len("_kernel_time")], "ms": round(statistics.fmean(ts[-runs:]), 4)}
+        for (op, node), ts in per_node.items()
+    ]
     return {"whole_ms": round(whole, 3), "ops": ops}
 
 
@@ -178,15 +181,22 @@ def by_type(profile: dict) -> dict[str, dict]:
 def table(profiles: dict, model: str, runtime: str, fmts: tuple[str, str]) -> list[str]:
     a, b = (by_type(profiles[(model, f)]) for f in fmts)
     names = list(dict.fromkeys(list(a) + list(b)))
-    lines = [f"### {model}, {runtime}", "", "| op | float: count | float: ms | int8: count | int8: ms |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"### {model}, {runtime}",
+        "",
+        "| op | float: count | float: ms | int8: count | int8: ms |",
+        "|---|---|---|---|---|",
+    ]
     for n in names:
         fa, fb = a.get(n, {"count": 0, "ms": 0}), b.get(n, {"count": 0, "ms": 0})
         lines.append(f"| {n} | {fa['count'] or ''} | {fa['ms']:.3f} | {fb['count'] or ''} | {fb['ms']:.3f} |")
     sums = [sum(r["ms"] for r in d.values()) for d in (a, b)]
     wholes = [profiles[(model, f)]["whole_ms"] for f in fmts]
-    lines += [f"| **sum of ops** | | {sums[0]:.3f} | | {sums[1]:.3f} |",
-              f"| **whole model, one call** | | {wholes[0]:.3f} | | {wholes[1]:.3f} |", ""]
+    lines += [
+        f"| **sum of ops** | | {sums[0]:.3f} | | {sums[1]:.3f} |",
+        f"| **whole model, one call** | | {wholes[0]:.3f} | | {wholes[1]:.3f} |",
+        "",
+    ]
     return lines
 
 
@@ -209,18 +219,34 @@ def _main(argv: list[str]) -> int:
             files = model_files(model, list(FORMATS), a.img_size, calib, work)
             for fmt, path in files.items():
                 print(f"profiling {model} {fmt}", file=sys.stderr)
-                profiles[(model, fmt)] = (tflite_profile(path, a.threads, a.runs) if fmt.startswith("tflite")
-                                          else onnx_profile(path, a.threads, a.runs, work))
-    lines = [f"# Per-op time, {a.img_size}x{a.img_size}, {a.threads} thread{'s' if a.threads > 1 else ''}", "",
-             f"Command: `{command}` ({(time.perf_counter() - t0) / 60:.1f} min)", "",
-             f"Machine: {cpu_name()}; {date.today()}. Milliseconds per call summed over the ops of each type "
-             "(LiteRT: each op timed alone, less the interpreter's per-call cost; onnxruntime: its profiler's "
-             "kernel times). See the script's docstring for the method.", ""]
+                profiles[(model, fmt)] = (
+                    tflite_profile(path, a.threads, a.runs)
+                    if fmt.startswith("tflite")
+                    else onnx_profile(path, a.threads, a.runs, work)
+                )
+    lines = [
+        f"# Per-op time, {a.img_size}x{a.img_size}, {a.threads} thread{'s' if a.threads > 1 else ''}",
+        "",
+        f"Command: `{command}` ({(time.perf_counter() - t0) / 60:.1f} min)",
+        "",
+        f"Machine: {cpu_name()}; {date.today()}. Milliseconds per call summed over the ops of each type "
+        "(LiteRT: each op timed alone, less the interpreter's per-call cost; onnxruntime: its profiler's "
+        "kernel times). See the script's docstring for the method.",
+        "",
+    ]
     for model in a.models.split(","):
         lines += table(profiles, model, "LiteRT (XNNPACK)", ("tflite", "tflite-int8"))
         lines += table(profiles, model, "onnxruntime (CPU)", ("onnx", "onnx-int8"))
-    write_study(out, "\n".join(lines) + "\n", {"command": command, "cpu": cpu_name(), "date": str(date.today()),
-                                               "profiles": {f"{m} {f}": v for (m, f), v in profiles.items()}})
+    write_study(
+        out,
+        "\n".join(lines) + "\n",
+        {
+            "command": command,
+            "cpu": cpu_name(),
+            "date": str(date.today()),
+            "profiles": {f"{m} {f}": v for (m, f), v in profiles.items()},
+        },
+    )
     return 0
 
 

@@ -13,6 +13,7 @@ exporters; they are not networks to ship, only to see where the time goes):
   no-skip-relu-base    both
 and mobilenet_v3_large. Rounds interleave every file; ratios are medians of per-round ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -76,19 +77,34 @@ def _main(argv: list[str]) -> int:
     t0 = time.time()
     times = interleaved_times(runners, calib[:1], args.rounds, warmup=5)
     ref = "mobilenet_v3_large"
-    rows = [{"variant": v, "format": f, "MACs_M": round(macs[v] / 1e6, 1), "median_ms": round(statistics.median(ts), 3),
-             "vs_mobilenet_v3_large": round(paired_ratio(ts, times[(ref, f)]), 3),
-             "vs_skipnet_m": round(paired_ratio(ts, times[("skipnet_m", f)]), 3)}
-            for (v, f), ts in times.items()]
+    rows = [
+        {
+            "variant": v,
+            "format": f,
+            "MACs_M": round(macs[v] / 1e6, 1),
+            "median_ms": round(statistics.median(ts), 3),
+            "vs_mobilenet_v3_large": round(paired_ratio(ts, times[(ref, f)]), 3),
+            "vs_skipnet_m": round(paired_ratio(ts, times[("skipnet_m", f)]), 3),
+        }
+        for (v, f), ts in times.items()
+    ]
     cmd = "python " + " ".join(sys.argv)
-    lines = [f"# SkipNet-M ablation, {args.img_size}x{args.img_size}, LiteRT XNNPACK, 1 thread", "",
-             f"Command: `{cmd}` ({(time.time() - t0) / 60:.1f} min of timing)", "",
-             f"Machine: {cpu_name()}; {time.strftime('%Y-%m-%d')}; {args.rounds} interleaved rounds; latency ratios "
-             "are medians of per-round ratios (below 1: faster). Variants: see the script's docstring.", "",
-             "| variant | format | MACs (M) | median ms | vs MobileNetV3-Large | vs SkipNet-M |",
-             "|---|---|---|---|---|---|"]
-    lines += [f"| {r['variant']} | {r['format']} | {r['MACs_M']} | {r['median_ms']:.2f} | "
-              f"{r['vs_mobilenet_v3_large']:.3f}x | {r['vs_skipnet_m']:.3f}x |" for r in rows]
+    lines = [
+        f"# SkipNet-M ablation, {args.img_size}x{args.img_size}, LiteRT XNNPACK, 1 thread",
+        "",
+        f"Command: `{cmd}` ({(time.time() - t0) / 60:.1f} min of timing)",
+        "",
+        f"Machine: {cpu_name()}; {time.strftime('%Y-%m-%d')}; {args.rounds} interleaved rounds; latency ratios "
+        "are medians of per-round ratios (below 1: faster). Variants: see the script's docstring.",
+        "",
+        "| variant | format | MACs (M) | median ms | vs MobileNetV3-Large | vs SkipNet-M |",
+        "|---|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['variant']} | {r['format']} | {r['MACs_M']} | {r['median_ms']:.2f} | "
+        f"{r['vs_mobilenet_v3_large']:.3f}x | {r['vs_skipnet_m']:.3f}x |"
+        for r in rows
+    ]
     write_study(out, "\n".join(lines) + "\n", {"command": cmd, "cpu": cpu_name(), "rows": rows})
     return 0
 

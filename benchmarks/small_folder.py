@@ -10,6 +10,7 @@ mobilenet_v3_small, 3 epochs at 64x64 and otherwise the defaults (the imagefolde
 training seed, and tabulates float and int8 top-1 and the int8 gate over the seeds (a weakly trained
 model's int8 drop on 300 images moves by points from run to run), and validation top-1 per epoch.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,8 +35,11 @@ MODELS = ["skipnet_xs", "mobilenet_v3_small"]
 
 def write_folder(root: Path, size: int = 64) -> None:
     """The folder, unless a complete one is there already."""
-    if all((root / split / name).is_dir() and len(list((root / split / name).glob("*.jpg"))) == n
-           for split, n in PER_CLASS.items() for name in CLASSES.values()):
+    if all(
+        (root / split / name).is_dir() and len(list((root / split / name).glob("*.jpg"))) == n
+        for split, n in PER_CLASS.items()
+        for name in CLASSES.values()
+    ):
         return
     train, val, _ = build_datasets("fashion-mnist", None, augment=False)
     for split, source in (("train", train.source), ("val", val.source)):
@@ -62,10 +66,20 @@ def run_seed(work: Path, seed: int, epochs: int) -> tuple[int, dict, str]:
     """skipnet-pipeline on the folder with training seed ``seed``: exit code, report, stderr."""
     out = work / f"pipeline-seed{seed}"
     config = work / f"pipeline-seed{seed}.yaml"
-    config.write_text(json.dumps({"out": str(out), "data": "imagefolder", "data-dir": str(work / "data"),
-                                  "models": MODELS, "train": {"epochs": epochs, "img-size": 64, "seed": seed}}))
-    run = subprocess.run([sys.executable, "-m", "skipnet.pipeline", "--config", str(config), "--quiet"],
-                         capture_output=True, text=True)  # resumes a seed already (partly) done
+    config.write_text(
+        json.dumps(
+            {
+                "out": str(out),
+                "data": "imagefolder",
+                "data-dir": str(work / "data"),
+                "models": MODELS,
+                "train": {"epochs": epochs, "img-size": 64, "seed": seed},
+            }
+        )
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "skipnet.pipeline", "--config", str(config), "--quiet"], capture_output=True, text=True
+    )  # resumes a seed already (partly) done
     report = json.loads((out / "report.json").read_text()) if run.returncode in (0, 1) else {}
     return run.returncode, report, run.stderr
 
@@ -88,34 +102,79 @@ def _main(argv: list[str]) -> int:
     runs = [run_seed(work, seed, args.epochs) for seed in range(args.seeds)]
     per_seed = {m: [r["models"][m] if r else None for _, r, _ in runs] for m in MODELS}
     cmd = "python benchmarks/small_folder.py " + " ".join(sys.argv[1:])
-    lines = [f"# A 3-class image folder, {PER_CLASS['train']} training images per class, {args.epochs} epochs at 64x64", "",
-             f"Command: `{cmd}`", "", f"Machine: {cpu_name()}; {date.today()}. Pipeline exit codes per seed: "
-             f"{[rc for rc, _, _ in runs]} (1: a gate or parity check failed).", "",
-             f"Top-1 on the {runs[0][1]['models'][MODELS[0]]['eval_images']} validation images, seeds 0..{args.seeds - 1} "
-             "(mean ± standard deviation over seeds, and the range); the gate allows a 1-point drop:", "",
-             "| model | float top-1 | int8 TFLite top-1 | int8 drop (points) | gate passed | int8 agreement |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"# A 3-class image folder, {PER_CLASS['train']} training images per class, {args.epochs} epochs at 64x64",
+        "",
+        f"Command: `{cmd}`",
+        "",
+        f"Machine: {cpu_name()}; {date.today()}. Pipeline exit codes per seed: "
+        f"{[rc for rc, _, _ in runs]} (1: a gate or parity check failed).",
+        "",
+        f"Top-1 on the {runs[0][1]['models'][MODELS[0]]['eval_images']} validation images, seeds 0..{args.seeds - 1} "
+        "(mean ± standard deviation over seeds, and the range); the gate allows a 1-point drop:",
+        "",
+        "| model | float top-1 | int8 TFLite top-1 | int8 drop (points) | gate passed | int8 agreement |",
+        "|---|---|---|---|---|---|",
+    ]
     for m in MODELS:
         rows = per_seed[m]
-        lines.append(f"| {m} | {_spread([100 * r['float_top1'] for r in rows])} | "
-                     f"{_spread([100 * r['gated_top1'] for r in rows])} | {_spread([r['drop_points'] for r in rows])} | "
-                     f"{sum(r['gate_passed'] for r in rows)} of {len(rows)} | "
-                     f"{_spread([100 * r['top1_agreement'] for r in rows])} |")
-    lines += ["", "Per seed (float -> int8, drop in points):", "", "| model | " + " | ".join(
-        f"seed {s}" for s in range(args.seeds)) + " |", "|---|" + "---|" * args.seeds]
+        lines.append(
+            f"| {m} | {_spread([100 * r['float_top1'] for r in rows])} | "
+            f"{_spread([100 * r['gated_top1'] for r in rows])} | {_spread([r['drop_points'] for r in rows])} | "
+            f"{sum(r['gate_passed'] for r in rows)} of {len(rows)} | "
+            f"{_spread([100 * r['top1_agreement'] for r in rows])} |"
+        )
+    lines += [
+        "",
+        "Per seed (float -> int8, drop in points):",
+        "",
+        "| model | " + " | ".join(f"seed {s}" for s in range(args.seeds)) + " |",
+        "|---|" + "---|" * args.seeds,
+    ]
     for m in MODELS:
-        lines.append(f"| {m} | " + " | ".join(f"{100 * r['float_top1']:.2f} -> {100 * r['gated_top1']:.2f} "
-                                            f"({r['drop_points']:+.2f})" for r in per_seed[m]) + " |")
+        lines.append(
+            f"| {m} | "
+            + " | ".join(
+                f"{100 * r['float_top1']:.2f} -> {100 * r['gated_top1']:.2f} ({r['drop_points']:+.2f})"
+                for r in per_seed[m]
+            )
+            + " |"
+        )
     epochs = {m: epochs_of(work / "pipeline-seed0" / "runs" / m) for m in MODELS}
-    lines += ["", "Validation top-1 after each epoch, seed 0:", "",
-              "| model | " + " | ".join(f"epoch {e + 1}" for e in range(args.epochs)) + " |", "|---|" + "---|" * args.epochs]
+    lines += [
+        "",
+        "Validation top-1 after each epoch, seed 0:",
+        "",
+        "| model | " + " | ".join(f"epoch {e + 1}" for e in range(args.epochs)) + " |",
+        "|---|" + "---|" * args.epochs,
+    ]
     lines += [f"| {m} | " + " | ".join(f"{100 * v:.2f}%" for v in epochs[m]) + " |" for m in MODELS]
-    lines += ["", "Pipeline summary, seed 0:", "", "```", *runs[0][1].get("summary", [runs[0][2].strip()[-2000:]]), "```"]
-    write_study(out, "\n".join(lines) + "\n", {
-        "command": cmd, "cpu": cpu_name(), "seeds": args.seeds, "val_top1_seed0": epochs,
-        "pipeline_exit_codes": [rc for rc, _, _ in runs],
-        "per_seed": {m: [{k: r[k] for k in ("float_top1", "gated_top1", "drop_points", "gate_passed", "top1_agreement")}
-                         for r in per_seed[m]] for m in MODELS}})
+    lines += [
+        "",
+        "Pipeline summary, seed 0:",
+        "",
+        "```",
+        *runs[0][1].get("summary", [runs[0][2].strip()[-2000:]]),
+        "```",
+    ]
+    write_study(
+        out,
+        "\n".join(lines) + "\n",
+        {
+            "command": cmd,
+            "cpu": cpu_name(),
+            "seeds": args.seeds,
+            "val_top1_seed0": epochs,
+            "pipeline_exit_codes": [rc for rc, _, _ in runs],
+            "per_seed": {
+                m: [
+                    {k: r[k] for k in ("float_top1", "gated_top1", "drop_points", "gate_passed", "top1_agreement")}
+                    for r in per_seed[m]
+                ]
+                for m in MODELS
+            },
+        },
+    )
     return 0
 
 

@@ -7,6 +7,7 @@ Each step is forward + Bias Loss (FeatureTap) + backward + SGD update, on random
 throughput does not depend on pixel values. Variants run round-robin after warm-up so that
 machine noise hits all of them alike; the figure is the median step time.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,16 +69,25 @@ def main() -> None:
             times[v].append(steps[v]())
 
     rows = []
-    print(f"{'model':<20} {'layout':<14} {'ms/step':>8} {'img/s':>7}   batch {args.batch_size}, "
-          f"{args.img_size}x{args.img_size}, {torch.get_num_threads()} threads")
+    print(
+        f"{'model':<20} {'layout':<14} {'ms/step':>8} {'img/s':>7}   batch {args.batch_size}, "
+        f"{args.img_size}x{args.img_size}, {torch.get_num_threads()} threads"
+    )
     for (m, f), ts in times.items():
         med = statistics.median(ts)
-        rows.append({"model": m, "layout": f, "median_ms": round(med * 1e3, 1),
-                     "images_per_s": round(args.batch_size / med, 1)})
+        rows.append(
+            {"model": m, "layout": f, "median_ms": round(med * 1e3, 1), "images_per_s": round(args.batch_size / med, 1)}
+        )
         print(f"{m:<20} {f:<14} {med * 1e3:8.1f} {args.batch_size / med:7.0f}")
-    result = {"command": "python " + " ".join(sys.argv), "threads": torch.get_num_threads(),
-              "machine": platform.processor() or platform.machine(), "torch": torch.__version__,
-              "batch_size": args.batch_size, "img_size": args.img_size, "rows": rows}
+    result = {
+        "command": "python " + " ".join(sys.argv),
+        "threads": torch.get_num_threads(),
+        "machine": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "batch_size": args.batch_size,
+        "img_size": args.img_size,
+        "rows": rows,
+    }
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
 

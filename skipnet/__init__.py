@@ -5,6 +5,7 @@ Public API (imported lazily so that `import skipnet` stays cheap):
     BiasLoss                                     - skipnet.training
     load                                         - skipnet.runtime (one predictor over run dirs and exported models)
 """
+
 from __future__ import annotations
 
 import importlib

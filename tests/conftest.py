@@ -10,8 +10,9 @@ import pytest
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 HAVE_FMNIST = (FMNIST_DIR / "train-images-idx3-ubyte.gz").is_file()
 needs_fmnist = pytest.mark.skipif(
-    not HAVE_FMNIST, reason=f"Fashion-MNIST not in {FMNIST_DIR} (apt-get install dataset-fashion-mnist; `make test` does)")
-
+    not HAVE_FMNIST,
+    reason=f"Fashion-MNIST not in {FMNIST_DIR} (apt-get install dataset-fashion-mnist; `make test` does)",
+)
 
 
 def binomial_floor(expected: float, n: int, z: float = 5.0) -> float:
@@ -42,8 +43,14 @@ def pytest_configure(config):
 # and test_faults only feed small_run to commands as a model to refuse input for (test_faults marks
 # its trainings itself).
 TRAINED_FIXTURES = {"small_run", "folder_pipeline", "folder_run", "tflite_exports", "graphs"}
-NUMERIC_MODULES = {"test_small_data.py", "test_fake_quant.py", "test_bias_loss.py", "test_ddp_bias_loss.py",
-                   "test_training.py", "test_training_checks.py"}
+NUMERIC_MODULES = {
+    "test_small_data.py",
+    "test_fake_quant.py",
+    "test_bias_loss.py",
+    "test_ddp_bias_loss.py",
+    "test_training.py",
+    "test_training_checks.py",
+}
 INPUT_MODULES = {"test_guarantees.py", "test_faults.py"}
 
 
@@ -78,7 +85,7 @@ def folder_pipeline(small_folder, tmp_path_factory):
 
     root = tmp_path_factory.mktemp("pipeline")
     (root / "mine.yaml").write_text(f"""
-out: {root / 'mine'}
+out: {root / "mine"}
 data: imagefolder
 data-dir: {small_folder}
 models: [skipnet_xs]
@@ -110,8 +117,9 @@ def small_run(tmp_path_factory):
     from skipnet.training import resolve_config, train
 
     out = tmp_path_factory.mktemp("runs") / "xs"
-    cfg = resolve_config({"model": "skipnet_xs", "limit_train": 1024, "limit_val": 200, "batch_size": 64,
-                          "epochs": 1, "out": str(out)})
+    cfg = resolve_config(
+        {"model": "skipnet_xs", "limit_train": 1024, "limit_val": 200, "batch_size": 64, "epochs": 1, "out": str(out)}
+    )
     train(cfg.validate(), progress=False)
     return out
 
@@ -124,8 +132,12 @@ def tflite_exports(small_run, tmp_path_factory):
     from skipnet.export import export
 
     out = tmp_path_factory.mktemp("tflite")
-    return {"float": export(small_run, "tflite", out / "xs.tflite", verify_samples=64),
-            "int8": export(small_run, "tflite", out / "xs_int8.tflite", int8=True, verify_samples=200,
-                           calibration_samples=64),
-            "qat": export(small_run, "tflite", out / "xs_int8_qat.tflite", int8=True, qat_epochs=1, qat_limit=256,
-                          verify_samples=200)}
+    return {
+        "float": export(small_run, "tflite", out / "xs.tflite", verify_samples=64),
+        "int8": export(
+            small_run, "tflite", out / "xs_int8.tflite", int8=True, verify_samples=200, calibration_samples=64
+        ),
+        "qat": export(
+            small_run, "tflite", out / "xs_int8_qat.tflite", int8=True, qat_epochs=1, qat_limit=256, verify_samples=200
+        ),
+    }

@@ -9,10 +9,10 @@ host's kernels fails here, not on the next CI machine. Every cell must pass.
 
     python tests/matrix.py [--cells host-1,avx2-2] [--out benchmarks/results/test_matrix] [pytest args]
 """
+
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -38,26 +38,65 @@ def run_cell(cell: str, extra: list[str]) -> dict:
     env = {**os.environ, **KERNELS[kernels][1], "SKIPNET_TEST_THREADS": threads}
     # 1 thread: two pytest workers share the 2 cores; 2 threads: one worker with both.
     workers = max(1, len(os.sched_getaffinity(0)) // int(threads))
-    probe = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
-                           env=env, capture_output=True, text=True)
+    probe = subprocess.run(
+        [sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-m", "numeric", "-n", str(workers), "--dist", "worksteal",
-                        "-p", "no:cacheprovider", *extra], cwd=ROOT, env=env, capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-m",
+            "numeric",
+            "-n",
+            str(workers),
+            "--dist",
+            "worksteal",
+            "-p",
+            "no:cacheprovider",
+            *extra,
+        ],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     tail = r.stdout.strip().splitlines()[-1] if r.stdout.strip() else r.stderr[-300:]
     counts = {k: int(v) for v, k in re.findall(r"(\d+) (passed|failed|errors?|skipped)", tail)}
     failed = [line.split(" - ")[0] for line in r.stdout.splitlines() if line.startswith(("FAILED", "ERROR"))]
-    return {"cell": cell, "kernels": KERNELS[kernels][0], "threads": int(threads),
-            "aten_capability": probe.stdout.strip(), "passed": r.returncode == 0, "counts": counts,
-            "failed": failed, "minutes": round((time.perf_counter() - t0) / 60, 1), "summary": tail}
+    return {
+        "cell": cell,
+        "kernels": KERNELS[kernels][0],
+        "threads": int(threads),
+        "aten_capability": probe.stdout.strip(),
+        "passed": r.returncode == 0,
+        "counts": counts,
+        "failed": failed,
+        "minutes": round((time.perf_counter() - t0) / 60, 1),
+        "summary": tail,
+    }
 
 
 def markdown(rows: list[dict], cpu: str, command: str) -> str:
-    lines = [f"# make test-matrix on {cpu}", "", f"Command: `{command}`, {time.strftime('%Y-%m-%d')}.", "",
-             "| cell | kernels | threads | ATen capability | result | minutes |", "|---|---|---|---|---|---|"]
+    lines = [
+        f"# make test-matrix on {cpu}",
+        "",
+        f"Command: `{command}`, {time.strftime('%Y-%m-%d')}.",
+        "",
+        "| cell | kernels | threads | ATen capability | result | minutes |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in rows:
         counts = ", ".join(f"{v} {k}" for k, v in r["counts"].items())
-        lines.append(f"| {r['cell']} | {r['kernels']} | {r['threads']} | {r['aten_capability']} | "
-                     f"{'passed' if r['passed'] else '**FAILED**'} ({counts}) | {r['minutes']} |")
+        lines.append(
+            f"| {r['cell']} | {r['kernels']} | {r['threads']} | {r['aten_capability']} | "
+            f"{'passed' if r['passed'] else '**FAILED**'} ({counts}) | {r['minutes']} |"
+        )
     failed = [f"- {r['cell']}: {name}" for r in rows for name in r["failed"]]
     return "\n".join(lines + ([""] + failed if failed else [])) + "\n"
 

@@ -1,5 +1,6 @@
 """On-device benchmarking: the benchmark_model parser on real output, and the adb command sequence
 against this test's own stand-in `adb` executable, which records its calls (no phone here)."""
+
 import json
 import os
 import stat
@@ -80,8 +81,10 @@ def test_adb_sequence_pushes_runs_parses_and_cleans_up(tmp_path, monkeypatch):
     assert calls[3] == ["shell", f"chmod 755 {REMOTE_DIR}/benchmark_model"]
     run = [c for c in calls if c[0] == "shell" and "--graph=" in c[1]]
     assert len(run) == 2
-    assert run[0][1] == (f"{REMOTE_DIR}/benchmark_model --graph={REMOTE_DIR}/skipnet_m_int8.tflite --num_threads=4 "
-                         "--num_runs=30 --warmup_runs=3 --use_xnnpack=true --use_gpu=true")
+    assert run[0][1] == (
+        f"{REMOTE_DIR}/benchmark_model --graph={REMOTE_DIR}/skipnet_m_int8.tflite --num_threads=4 "
+        "--num_runs=30 --warmup_runs=3 --use_xnnpack=true --use_gpu=true"
+    )
     assert ["push", str(models[1][1]), f"{REMOTE_DIR}/mbv3.tflite"] in calls
     assert calls[-1] == ["shell", f"rm -rf {REMOTE_DIR}"]  # nothing left on the phone
     assert [r["model"] for r in rows] == ["skipnet_m", "mobilenet_v3_large"]
@@ -108,6 +111,7 @@ def test_no_device_missing_adb_and_missing_binary(tmp_path, monkeypatch):
 def test_bench_cli_on_android_through_the_stand_in_adb(tmp_path, monkeypatch, capsys):
     pytest.importorskip("litert_torch")
     from conftest import HAVE_FMNIST
+
     from skipnet.bench.cli import main as bench_main
 
     if not HAVE_FMNIST:
@@ -116,8 +120,22 @@ def test_bench_cli_on_android_through_the_stand_in_adb(tmp_path, monkeypatch, ca
     monkeypatch.setenv("PATH", f"{bindir}{os.pathsep}{os.environ['PATH']}")
     binary = tmp_path / "benchmark_model"
     binary.write_bytes(b"\x7fELF")
-    rc = bench_main(["--android", "--benchmark-binary", str(binary), "--models", "mobilenet_v3_small",
-                     "--img-size", "64", "--runs", "3", "--quiet", "--json", str(tmp_path / "b.json")])
+    rc = bench_main(
+        [
+            "--android",
+            "--benchmark-binary",
+            str(binary),
+            "--models",
+            "mobilenet_v3_small",
+            "--img-size",
+            "64",
+            "--runs",
+            "3",
+            "--quiet",
+            "--json",
+            str(tmp_path / "b.json"),
+        ]
+    )
     assert rc == 0, capsys.readouterr().err
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [r["format"] for r in rows] == ["tflite", "tflite-int8"]  # the formats a phone runs

@@ -1,11 +1,12 @@
 """skipnet-bench on the host: real converters and runtimes, two small models at a small input size."""
+
 import csv
 import json
 import sys
 
 import pytest
-
 from conftest import needs_fmnist
+
 from skipnet.bench import benchmark
 from skipnet.bench.cli import main as bench_main
 from skipnet.models import count_macs, create_model
@@ -15,15 +16,36 @@ pytest.importorskip("litert_torch")
 
 
 def test_benchmark_table_for_two_small_models(capsys, tmp_path):
-    rc = bench_main(["--models", "skipnet_xs,mobilenet_v3_small", "--formats", "torch,tflite-int8,coreml",
-                     "--img-size", "64", "--threads", "1,2", "--runs", "5", "--warmup", "1", "--quiet",
-                     "--json", str(tmp_path / "b.json"), "--csv", str(tmp_path / "b.csv")])
+    rc = bench_main(
+        [
+            "--models",
+            "skipnet_xs,mobilenet_v3_small",
+            "--formats",
+            "torch,tflite-int8,coreml",
+            "--img-size",
+            "64",
+            "--threads",
+            "1,2",
+            "--runs",
+            "5",
+            "--warmup",
+            "1",
+            "--quiet",
+            "--json",
+            str(tmp_path / "b.json"),
+            "--csv",
+            str(tmp_path / "b.csv"),
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     rows = json.loads((tmp_path / "b.json").read_text())["rows"]
     assert [(r["model"], r["format"], r["threads"]) for r in rows] == [  # coreml: one row per compute unit
-        (m, f, t) for m in ("skipnet_xs", "mobilenet_v3_small")
-        for f in ("torch", "tflite-int8", "coreml-cpu", "coreml-all") for t in (1, 2)]
+        (m, f, t)
+        for m in ("skipnet_xs", "mobilenet_v3_small")
+        for f in ("torch", "tflite-int8", "coreml-cpu", "coreml-all")
+        for t in (1, 2)
+    ]
     for r in rows:
         assert r["macs"] == count_macs(create_model(r["model"], 1000), 64)  # the one MAC counter
         if r["format"].startswith("coreml"):
@@ -44,7 +66,7 @@ def test_litert_mac_estimate_matches_the_paper_figure(tmp_path):
     """count_macs gives docs/paper.md's 216.6 M for MobileNetV3-Large (test_models); LiteRT's converter,
     which also counts element-wise ops, lands within 2% of it at 224x224."""
     from skipnet.bench.core import IMAGENET_MEAN, IMAGENET_STD
-    from skipnet.export.tflite_export import export_tflite
+    from skipnet.export.tflite_convert import export_tflite
     from skipnet.models import PixelModel
 
     model = create_model("mobilenet_v3_large", 1000).eval()
@@ -54,8 +76,9 @@ def test_litert_mac_estimate_matches_the_paper_figure(tmp_path):
 
 
 def test_ratio_against_mobilenet_v3_large_is_measured_side_by_side():
-    rows = benchmark(["mobilenet_v3_small", "mobilenet_v3_large"], ["tflite"], img_size=64, runs=5, warmup=1,
-                     progress=False)
+    rows = benchmark(
+        ["mobilenet_v3_small", "mobilenet_v3_large"], ["tflite"], img_size=64, runs=5, warmup=1, progress=False
+    )
     small, large = rows
     assert large["latency_vs_mobilenet_v3_large"] == 1.0
     assert 0 < small["latency_vs_mobilenet_v3_large"] < 1.0  # fewer MACs, faster

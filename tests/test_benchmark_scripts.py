@@ -1,4 +1,5 @@
 """The study scripts under benchmarks/ run end to end on small real inputs."""
+
 import copy
 import importlib.util
 import json
@@ -8,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import needs_fmnist
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -21,8 +21,9 @@ def _cifar100_binary(root: Path, train: int = 256, test: int = 64) -> Path:
     rng = np.random.default_rng(0)
     for name, n in (("train.bin", train), ("test.bin", test)):
         fine = rng.integers(0, 100, n, dtype=np.uint8)
-        records = np.concatenate([(fine // 5)[:, None], fine[:, None],
-                                  rng.integers(0, 256, (n, 3072), dtype=np.uint8)], axis=1)
+        records = np.concatenate(
+            [(fine // 5)[:, None], fine[:, None], rng.integers(0, 256, (n, 3072), dtype=np.uint8)], axis=1
+        )
         (folder / name).write_bytes(records.tobytes())
     (folder / "fine_label_names.txt").write_text("\n".join(f"class_{i:02d}" for i in range(100)) + "\n")
     (folder / "coarse_label_names.txt").write_text("\n".join(f"super_{i:02d}" for i in range(20)) + "\n")
@@ -33,9 +34,26 @@ def _cifar100_binary(root: Path, train: int = 256, test: int = 64) -> Path:
 def test_bias_vs_ce_runs_cifar100_with_the_paper_recipe(tmp_path):
     data = _cifar100_binary(tmp_path / "data")
     out = tmp_path / "bias_vs_ce.md"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "bias_vs_ce.py"), "--data", "cifar100", "--data-dir", str(data),
-           "--recipe", "paper", "--epochs", "1", "--seeds", "2", "--models", "skipnet_xs",
-           "--work", str(tmp_path / "runs"), "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "bias_vs_ce.py"),
+        "--data",
+        "cifar100",
+        "--data-dir",
+        str(data),
+        "--recipe",
+        "paper",
+        "--epochs",
+        "1",
+        "--seeds",
+        "2",
+        "--models",
+        "skipnet_xs",
+        "--work",
+        str(tmp_path / "runs"),
+        "--out",
+        str(out),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     result = json.loads(out.with_suffix(".json").read_text())
@@ -63,14 +81,37 @@ def test_bias_vs_ce_runs_cifar100_with_the_paper_recipe(tmp_path):
     assert r.returncode == 0 and weights.read_bytes() == before, r.stderr[-2000:]
     again = json.loads(out.with_suffix(".json").read_text())["models"]["skipnet_xs"]
     assert again["diffs"] == s["diffs"] and again["seeds"] == [0, 1] and "Partial" not in out.read_text()
-    r = subprocess.run(cmd[:cmd.index("--work")] + ["--work", str(tmp_path / "empty"), "--out", str(tmp_path / "e.md"),
-                                                   "--report-only"], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        cmd[: cmd.index("--work")]
+        + ["--work", str(tmp_path / "empty"), "--out", str(tmp_path / "e.md"), "--report-only"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no finished pair" in r.stderr, r.stderr
     # feature_variance.py on the same runs: the decile table of both losses, and its plot
     fv = tmp_path / "fv.md"
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "feature_variance.py"), "--work",
-                        str(tmp_path / "runs"), "--data", "cifar100", "--data-dir", str(data), "--models", "skipnet_xs",
-                        "--seeds", "2", "--out", str(fv)], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "benchmarks" / "feature_variance.py"),
+            "--work",
+            str(tmp_path / "runs"),
+            "--data",
+            "cifar100",
+            "--data-dir",
+            str(data),
+            "--models",
+            "skipnet_xs",
+            "--seeds",
+            "2",
+            "--out",
+            str(fv),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rows = json.loads(fv.with_suffix(".json").read_text())["models"]["skipnet_xs"]
     assert set(rows) == {"bias", "ce"} and all(len(s["bin_top1"]) == 10 and s["seeds"] == 2 for s in rows.values())
@@ -79,22 +120,44 @@ def test_bias_vs_ce_runs_cifar100_with_the_paper_recipe(tmp_path):
 
 
 def test_bias_vs_ce_needs_two_seeds(tmp_path):
-    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "bias_vs_ce.py"), "--seeds", "1",
-                        "--work", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "bias_vs_ce.py"), "--seeds", "1", "--work", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--seeds must be at least 2" in r.stderr
 
 
-STUDY_SCRIPTS = {"bias_vs_ce": [], "export_figures": ["runs/none"], "feature_variance": ["--work", "none"], "host_latency": [], "int8_ablation": [],
-                 "int8_latency": [], "litert_runtime": [], "mediapipe_agreement": ["none.tflite"],
-                 "onnx_int8": [], "op_profile": [], "qat": [], "skipnet_ablation": [], "small_folder": []}
+STUDY_SCRIPTS = {
+    "bias_vs_ce": [],
+    "export_figures": ["runs/none"],
+    "feature_variance": ["--work", "none"],
+    "host_latency": [],
+    "int8_ablation": [],
+    "int8_latency": [],
+    "litert_runtime": [],
+    "mediapipe_agreement": ["none.tflite"],
+    "onnx_int8": [],
+    "op_profile": [],
+    "qat": [],
+    "skipnet_ablation": [],
+    "small_folder": [],
+}
 
 
 @pytest.mark.parametrize("script", sorted(STUDY_SCRIPTS))
 def test_study_scripts_check_their_out_before_any_work(tmp_path, script):
     (tmp_path / "taken.md").mkdir()  # OUT.md cannot be written: the script must stop before measuring
-    cmd = [sys.executable, str(ROOT / "benchmarks" / f"{script}.py"), *STUDY_SCRIPTS[script],
-           "--out", str(tmp_path / "taken"), "--work" if script in ("qat", "small_folder") else "",
-           str(tmp_path / "work") if script in ("qat", "small_folder") else ""]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / f"{script}.py"),
+        *STUDY_SCRIPTS[script],
+        "--out",
+        str(tmp_path / "taken"),
+        "--work" if script in ("qat", "small_folder") else "",
+        str(tmp_path / "work") if script in ("qat", "small_folder") else "",
+    ]
     r = subprocess.run([c for c in cmd if c], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr[-2000:]
     assert "taken.md is a directory" in r.stderr and not (tmp_path / "work").exists()
@@ -104,9 +167,24 @@ def test_study_scripts_check_their_out_before_any_work(tmp_path, script):
 @pytest.mark.slow
 def test_fashion_mnist_table_marks_a_partial_study(tmp_path):
     out = tmp_path / "fashion_mnist.md"
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "fashion_mnist.py"), "--models", "skipnet_xs", "--recipe", "fast",
-           "--epochs", "2", "--limit-train", "6000", "--qat-limit", "128", "--work", str(tmp_path / "study"),
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "fashion_mnist.py"),
+        "--models",
+        "skipnet_xs",
+        "--recipe",
+        "fast",
+        "--epochs",
+        "2",
+        "--limit-train",
+        "6000",
+        "--qat-limit",
+        "128",
+        "--work",
+        str(tmp_path / "study"),
+        "--out",
+        str(out),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)  # 8 min on a slow 2-core host
     assert r.returncode == 0, r.stderr[-2000:]
     md = out.read_text()
@@ -145,8 +223,11 @@ def _check_merging_runs(out: Path):
     runs, dropped = fm.merge([first], later)
     assert runs == [first, later] and dropped == []
     md = fm.table(runs, fm._partial(runs))
-    rows = {line.split("|")[1].strip(): line.split("|")[-2].strip() for line in md.splitlines()
-            if line.startswith("| skipnet_")}
+    rows = {
+        line.split("|")[1].strip(): line.split("|")[-2].strip()
+        for line in md.splitlines()
+        if line.startswith("| skipnet_")
+    }
     assert rows == {"skipnet_xs": "1", "skipnet_s": "2"}  # each row names its run
     assert "2099-01-01" in md and "commit abc1234" in md and "Not measured yet: skipnet_m," in md
     # Neither run timed mobilenet_v3_large: no ratio against it (the pipeline's own baseline was another model).
@@ -168,8 +249,14 @@ def _check_merging_runs(out: Path):
 def test_fashion_mnist_refuses_a_table_it_cannot_add_to_before_training(tmp_path):
     out = tmp_path / "fashion_mnist.md"
     out.with_suffix(".json").write_text("{not json")
-    cmd = [sys.executable, str(ROOT / "benchmarks" / "fashion_mnist.py"), "--work", str(tmp_path / "study"),
-           "--out", str(out)]
+    cmd = [
+        sys.executable,
+        str(ROOT / "benchmarks" / "fashion_mnist.py"),
+        "--work",
+        str(tmp_path / "study"),
+        "--out",
+        str(out),
+    ]
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "not valid JSON" in r.stderr
     out.with_suffix(".json").unlink()

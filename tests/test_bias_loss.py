@@ -1,4 +1,5 @@
 """BiasLoss and FeatureTap against hand-computed values, a reference-semantics implementation, and edge cases."""
+
 from __future__ import annotations
 
 import math
@@ -19,6 +20,7 @@ ALPHA, BETA = 0.3, 0.3
 # ---------------------------------------------------------------------------------------------
 # hand-computed example (plain python math only)
 # ---------------------------------------------------------------------------------------------
+
 
 def _py_ce(row: list[float], y: int, smoothing: float = 0.0) -> float:
     """Cross-entropy of one logit row, by hand: -sum_k q_k log softmax_k."""
@@ -119,6 +121,7 @@ def test_hand_computed_label_smoothing():
 # equivalence with a straightforward implementation of the reference semantics
 # ---------------------------------------------------------------------------------------------
 
+
 class ReferenceSemantics:
     """The paper's formula as the reference code computes it (running min starts at 100000, no guards)."""
 
@@ -166,6 +169,7 @@ def test_matches_reference_semantics(mode, alpha, beta):
 # ---------------------------------------------------------------------------------------------
 # edge cases: never NaN / inf
 # ---------------------------------------------------------------------------------------------
+
 
 def _finite_loss_and_grad(crit, f, x, y):
     x = x.detach().clone().requires_grad_()
@@ -290,6 +294,7 @@ def test_soft_targets():
 # state: train / eval, checkpoints
 # ---------------------------------------------------------------------------------------------
 
+
 def test_eval_mode_does_not_change_running_min():
     g = torch.Generator().manual_seed(7)
     crit = BiasLoss(normalization="global").eval()
@@ -354,6 +359,7 @@ def test_half_module_keeps_float32_running_min():
 # gradients
 # ---------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("mode", ["global", "local"])
 def test_weights_carry_no_gradient(mode):
     torch.manual_seed(10)
@@ -391,6 +397,7 @@ def test_weights_carry_no_gradient(mode):
 # arguments, repr, logging
 # ---------------------------------------------------------------------------------------------
 
+
 def test_argument_validation():
     with pytest.raises(ValueError, match="normalization"):
         BiasLoss(normalization="batch")
@@ -420,7 +427,9 @@ def test_repr_and_last_weights():
     crit(x, y, features=f)
     w = crit.last_weights
     assert w.shape == (6,) and not w.requires_grad
-    assert w.min().item() == pytest.approx(1 - 0.2, abs=1e-6) and w.max().item() == pytest.approx(math.exp(0.5) - 0.2, abs=1e-6)
+    assert w.min().item() == pytest.approx(1 - 0.2, abs=1e-6) and w.max().item() == pytest.approx(
+        math.exp(0.5) - 0.2, abs=1e-6
+    )
 
 
 def test_empty_batch():
@@ -435,6 +444,7 @@ def test_empty_batch():
 # ---------------------------------------------------------------------------------------------
 # FeatureTap
 # ---------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def skipnet_m():
@@ -484,8 +494,12 @@ def test_tap_through_wrappers(skipnet_m):
         expected = skipnet_m.forward_features(x)
     wrapped = _Wrapper(_Wrapper(skipnet_m))
     assert unwrap_model(wrapped) is skipnet_m
-    for model, layer in [(wrapped, None), (wrapped, "conv"), (wrapped, "module.module.conv"),
-                         (nn.DataParallel(skipnet_m), None)]:
+    for model, layer in [
+        (wrapped, None),
+        (wrapped, "conv"),
+        (wrapped, "module.module.conv"),
+        (nn.DataParallel(skipnet_m), None),
+    ]:
         with FeatureTap(model, layer) as tap:
             with torch.no_grad():
                 model(x)

@@ -1,4 +1,5 @@
 """Tests of skipnet.data against real files: the installed Fashion-MNIST, and CIFAR / image folders written here."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -19,14 +20,25 @@ import torch
 from PIL import Image
 
 from skipnet.common import UserError
-from skipnet.data import (DatasetInfo, SeededDataset, build_datasets, build_transform, dataset_spec,
-                          default_img_size, list_datasets, preprocess_config)
+from skipnet.data import (
+    DatasetInfo,
+    SeededDataset,
+    build_datasets,
+    build_transform,
+    dataset_spec,
+    default_img_size,
+    list_datasets,
+    preprocess_config,
+)
 
 FMNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
-HAVE_FMNIST = all((FMNIST_DIR / f"{n}.gz").is_file() for n in (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"))
+HAVE_FMNIST = all(
+    (FMNIST_DIR / f"{n}.gz").is_file()
+    for n in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
+)
 needs_fmnist = pytest.mark.skipif(
-    not HAVE_FMNIST, reason=f"Fashion-MNIST not installed in {FMNIST_DIR} (apt-get install dataset-fashion-mnist)")
+    not HAVE_FMNIST, reason=f"Fashion-MNIST not installed in {FMNIST_DIR} (apt-get install dataset-fashion-mnist)"
+)
 CIFAR10_NAMES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
@@ -38,6 +50,7 @@ def fmnist():
 
 
 # ---- names, preprocess section, transforms ----------------------------------------------------
+
 
 def test_names_and_default_sizes():
     assert list_datasets() == ["fashion-mnist", "cifar10", "cifar100", "imagefolder"]
@@ -51,12 +64,39 @@ def test_names_and_default_sizes():
 # pipeline/report.py held these facts separately): moving them into one table must not change them.
 _PINNED = {  # name: (mean, std, size, gray, eval resize at the default size, train crop, recipe, title, train images)
     "fashion-mnist": ((0.2860,) * 3, (0.3530,) * 3, 32, True, 32, "RandomCrop", "fast", "Fashion-MNIST", 60000),
-    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, False, 32, "RandomCrop", "paper",
-                "CIFAR-10", 50000),
-    "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32, False, 32, "RandomCrop", "paper",
-                 "CIFAR-100", 50000),
-    "imagefolder": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, False, 256, "RandomResizedCrop", "finetune",
-                    "image folders", None),
+    "cifar10": (
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        32,
+        False,
+        32,
+        "RandomCrop",
+        "paper",
+        "CIFAR-10",
+        50000,
+    ),
+    "cifar100": (
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        32,
+        False,
+        32,
+        "RandomCrop",
+        "paper",
+        "CIFAR-100",
+        50000,
+    ),
+    "imagefolder": (
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        224,
+        False,
+        256,
+        "RandomResizedCrop",
+        "finetune",
+        "image folders",
+        None,
+    ),
 }
 
 
@@ -68,10 +108,21 @@ def test_dataset_table_keeps_every_fact(name):
     mean, std, size, gray, resize, crop, recipe, title, n = _PINNED[name]
     spec = dataset_spec(name)
     assert (spec.mean, spec.std, spec.img_size, spec.grayscale, spec.title, spec.train_images) == (
-        mean, std, size, gray, title, n)
+        mean,
+        std,
+        size,
+        gray,
+        title,
+        n,
+    )
     pre = preprocess_config(make_info(name, ["a", "b"]), size)
     assert (pre["resize"], pre["crop"], pre["grayscale_to_rgb"], pre["mean"], pre["std"]) == (
-        resize, size, gray, list(mean), list(std))
+        resize,
+        size,
+        gray,
+        list(mean),
+        list(std),
+    )
     steps = [type(t).__name__ for t in build_transform(pre, train=True, dataset=name).transforms]
     assert crop in steps and "RandomHorizontalFlip" in steps
     assert DEFAULT_RECIPE[name] == spec.recipe == recipe and recipe in RECIPES
@@ -95,12 +146,24 @@ def test_dataset_table_reaches_every_stage():
 def test_preprocess_config_is_json_and_complete():
     gray = DatasetInfo("fashion-mnist", ["a", "b"], (0.2860,) * 3, (0.3530,) * 3, True)
     pre = preprocess_config(gray, 32)
-    assert pre == {"img_size": 32, "resize": 32, "crop": 32, "grayscale_to_rgb": True,
-                   "mean": [0.2860] * 3, "std": [0.3530] * 3}
+    assert pre == {
+        "img_size": 32,
+        "resize": 32,
+        "crop": 32,
+        "grayscale_to_rgb": True,
+        "mean": [0.2860] * 3,
+        "std": [0.3530] * 3,
+    }
     assert json.loads(json.dumps(pre)) == pre
     rgb = DatasetInfo("imagefolder", ["a"], (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False)
-    assert preprocess_config(rgb, 224) == {"img_size": 224, "resize": 256, "crop": 224, "grayscale_to_rgb": False,
-                                          "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+    assert preprocess_config(rgb, 224) == {
+        "img_size": 224,
+        "resize": 256,
+        "crop": 224,
+        "grayscale_to_rgb": False,
+        "mean": [0.485, 0.456, 0.406],
+        "std": [0.229, 0.224, 0.225],
+    }
     with pytest.raises(UserError, match="lacks crop"):
         build_transform({k: v for k, v in pre.items() if k != "crop"}, train=False)
 
@@ -132,6 +195,7 @@ def test_eval_transform_pixel_values():
 
 
 # ---- SeededDataset ----------------------------------------------------------------------------
+
 
 class _Random:
     def __init__(self, n: int = 16):
@@ -187,6 +251,7 @@ def test_seeded_batches_do_not_depend_on_worker_count():
 
 
 # ---- Fashion-MNIST ----------------------------------------------------------------------------
+
 
 @needs_fmnist
 def test_fashion_mnist_real(fmnist):
@@ -269,6 +334,7 @@ def test_fashion_mnist_tiny_gz(tmp_path):
 
 # ---- CIFAR ------------------------------------------------------------------------------------
 
+
 def _cifar_data(name: str, seed: int = 0):
     """20 train + 20 test random images (N x 3072, channel-major) with labels, and class names."""
     rng = np.random.default_rng(seed)
@@ -317,31 +383,66 @@ def _write_cifar(root: Path, name: str, fmt: str, seed: int = 0) -> Path:
         _pickle(path, obj, py2)
 
     (x_tr, y_tr), (x_te, y_te) = splits["train"], splits["test"]
-    folder = root / {("cifar10", "python"): "cifar-10-batches-py", ("cifar10", "binary"): "cifar-10-batches-bin",
-                     ("cifar100", "python"): "cifar-100-python", ("cifar100", "binary"): "cifar-100-binary"}[name, fmt]
+    folder = (
+        root
+        / {
+            ("cifar10", "python"): "cifar-10-batches-py",
+            ("cifar10", "binary"): "cifar-10-batches-bin",
+            ("cifar100", "python"): "cifar-100-python",
+            ("cifar100", "binary"): "cifar-100-binary",
+        }[name, fmt]
+    )
     folder.mkdir(parents=True)
     if name == "cifar10" and fmt == "python":
         for i in range(5):
             part = slice(4 * i, 4 * i + 4)
-            dump(folder / f"data_batch_{i + 1}", {b"batch_label": f"training batch {i + 1} of 5".encode(),
-                                                  b"labels": [int(v) for v in y_tr[part]], b"data": x_tr[part],
-                                                  b"filenames": [b"img.png"] * 4})
-        dump(folder / "test_batch", {b"batch_label": b"testing batch 1 of 1", b"labels": [int(v) for v in y_te],
-                                     b"data": x_te, b"filenames": [b"img.png"] * 20})
-        dump(folder / "batches.meta", {b"num_cases_per_batch": 4, b"num_vis": 3072,
-                                       b"label_names": [n.encode() for n in names]})
+            dump(
+                folder / f"data_batch_{i + 1}",
+                {
+                    b"batch_label": f"training batch {i + 1} of 5".encode(),
+                    b"labels": [int(v) for v in y_tr[part]],
+                    b"data": x_tr[part],
+                    b"filenames": [b"img.png"] * 4,
+                },
+            )
+        dump(
+            folder / "test_batch",
+            {
+                b"batch_label": b"testing batch 1 of 1",
+                b"labels": [int(v) for v in y_te],
+                b"data": x_te,
+                b"filenames": [b"img.png"] * 20,
+            },
+        )
+        dump(
+            folder / "batches.meta",
+            {b"num_cases_per_batch": 4, b"num_vis": 3072, b"label_names": [n.encode() for n in names]},
+        )
     elif name == "cifar100" and fmt == "python":
         for split, x, y in (("train", x_tr, y_tr), ("test", x_te, y_te)):
-            dump(folder / split, {b"filenames": [b"img.png"] * 20, b"batch_label": b"batch",
-                                  b"fine_labels": [int(v) for v in y], b"coarse_labels": [int(v) // 5 for v in y],
-                                  b"data": x})
-        dump(folder / "meta", {b"fine_label_names": [n.encode() for n in names],
-                               b"coarse_label_names": [f"super_{i}".encode() for i in range(20)]})
+            dump(
+                folder / split,
+                {
+                    b"filenames": [b"img.png"] * 20,
+                    b"batch_label": b"batch",
+                    b"fine_labels": [int(v) for v in y],
+                    b"coarse_labels": [int(v) // 5 for v in y],
+                    b"data": x,
+                },
+            )
+        dump(
+            folder / "meta",
+            {
+                b"fine_label_names": [n.encode() for n in names],
+                b"coarse_label_names": [f"super_{i}".encode() for i in range(20)],
+            },
+        )
     elif name == "cifar10":
         for i in range(5):
             part = slice(4 * i, 4 * i + 4)
             (folder / f"data_batch_{i + 1}.bin").write_bytes(
-                np.concatenate([y_tr[part, None].astype(np.uint8), x_tr[part]], axis=1).tobytes())
+                np.concatenate([y_tr[part, None].astype(np.uint8), x_tr[part]], axis=1).tobytes()
+            )
         (folder / "test_batch.bin").write_bytes(np.concatenate([y_te[:, None].astype(np.uint8), x_te], 1).tobytes())
         (folder / "batches.meta.txt").write_text("\n".join(names) + "\n\n")
     else:
@@ -373,8 +474,10 @@ def test_cifar_both_formats(tmp_path, name, fmt, point_at):
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100"])
 def test_cifar_formats_give_identical_tensors(tmp_path, name):
-    py3, py2, bin_ = (build_datasets(name, data_dir=str(_write_cifar(tmp_path / fmt, name, fmt)), seed=5)
-                      for fmt in ("python", "python2", "binary"))
+    py3, py2, bin_ = (
+        build_datasets(name, data_dir=str(_write_cifar(tmp_path / fmt, name, fmt)), seed=5)
+        for fmt in ("python", "python2", "binary")
+    )
     for i in (0, 11, 19):
         for split in (0, 1):  # train (augmented, same seed) and val
             a, b, c = py3[split][i], py2[split][i], bin_[split][i]
@@ -393,8 +496,11 @@ def test_cifar_malicious_pickle_is_refused(tmp_path):
     folder = _write_cifar(tmp_path, "cifar10", "python")
     marker = tmp_path / "pwned"
     _pickle(folder / "data_batch_1", {b"data": _Evil(marker), b"labels": []})
-    with pytest.raises(UserError, match=r"data_batch_1: refuses to unpickle (posix|os|nt)\.system: "
-                                        "file is not a CIFAR batch"):
+    with pytest.raises(
+        UserError,
+        match=r"data_batch_1: refuses to unpickle (posix|os|nt)\.system: "
+        "file is not a CIFAR batch",
+    ):
         build_datasets("cifar10", data_dir=str(tmp_path))
     assert not marker.exists()
 
@@ -423,6 +529,7 @@ def test_cifar_not_found(tmp_path):
 
 # ---- imagefolder ------------------------------------------------------------------------------
 
+
 def _image_tree(root: Path, layout: dict[str, dict[str, int]]) -> None:
     rng = np.random.default_rng(4)
     for split, classes in layout.items():
@@ -444,13 +551,19 @@ def test_imagefolder(tmp_path):
         assert x.shape == (3, 24, 24) and x.dtype == torch.float32 and y in (0, 1)
 
 
-@pytest.mark.parametrize("problem, layout, message", [
-    ("no val", {"train": {"a": 1}}, "val is missing"),
-    ("empty class", {"train": {"a": 1, "b": 0}, "val": {"a": 1, "b": 1}}, "train: .*at least one image"),
-    ("no classes", {"train": {}, "val": {"a": 1}}, "train: .*at least one image"),
-    ("mismatch", {"train": {"a": 1, "b": 1}, "val": {"a": 1, "c": 1}},
-     "different class folders .only in train: b; only in val: c"),
-])
+@pytest.mark.parametrize(
+    "problem, layout, message",
+    [
+        ("no val", {"train": {"a": 1}}, "val is missing"),
+        ("empty class", {"train": {"a": 1, "b": 0}, "val": {"a": 1, "b": 1}}, "train: .*at least one image"),
+        ("no classes", {"train": {}, "val": {"a": 1}}, "train: .*at least one image"),
+        (
+            "mismatch",
+            {"train": {"a": 1, "b": 1}, "val": {"a": 1, "c": 1}},
+            "different class folders .only in train: b; only in val: c",
+        ),
+    ],
+)
 def test_imagefolder_errors(tmp_path, problem, layout, message):
     (tmp_path / "train").mkdir()
     _image_tree(tmp_path, layout)
@@ -466,6 +579,7 @@ def test_imagefolder_needs_data_dir(tmp_path):
 
 
 # ---- skipnet-data -----------------------------------------------------------------------------
+
 
 def _cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "skipnet.data", *args], capture_output=True, text=True, timeout=120)

@@ -3,6 +3,7 @@
 The test starts two worker processes running this file (``python test_ddp_bias_loss.py --worker ...``);
 they write their results to files that the test compares with a single-process computation.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -59,7 +60,7 @@ def make_model_and_data() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
 
 def shard(t: torch.Tensor, rank: int, world: int) -> torch.Tensor:
     n = t.shape[0] // world
-    return t[rank * n:(rank + 1) * n]
+    return t[rank * n : (rank + 1) * n]
 
 
 def sgd_step(model, x, y, crit, tap):
@@ -74,6 +75,7 @@ def sgd_step(model, x, y, crit, tap):
 # ---------------------------------------------------------------------------------------------
 # worker side
 # ---------------------------------------------------------------------------------------------
+
 
 def worker(rank: int, world: int, out: Path) -> None:
     torch.set_num_threads(1)
@@ -133,6 +135,7 @@ def _main() -> None:
 # test side
 # ---------------------------------------------------------------------------------------------
 
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -142,14 +145,23 @@ def _free_port() -> int:
 def _run_workers(out: Path) -> list[dict]:
     repo = str(Path(__file__).resolve().parents[1])  # importable even without `pip install -e .`
     pythonpath = os.pathsep.join(p for p in (repo, os.environ.get("PYTHONPATH", "")) if p)
-    env = dict(os.environ, MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), WORLD_SIZE=str(WORLD),
-               OMP_NUM_THREADS="1", PYTHONPATH=pythonpath)
+    env = dict(
+        os.environ,
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(_free_port()),
+        WORLD_SIZE=str(WORLD),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=pythonpath,
+    )
     if Path("/sys/class/net/lo").exists():
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     procs = [
         subprocess.Popen(
             [sys.executable, __file__, "--worker", str(r), "--world", str(WORLD), "--out", str(out)],
-            env=dict(env, RANK=str(r)), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            env=dict(env, RANK=str(r)),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         for r in range(WORLD)
     ]
@@ -182,8 +194,13 @@ def test_ddp_loss_equals_single_process(ranks, mode):
         loss = crit(x, y, features=f)
         loss.backward()
         for r, res in enumerate(ranks):
-            torch.testing.assert_close(res[f"{mode}/loss"][i], loss.detach(), rtol=1e-6, atol=1e-6,
-                                       msg=lambda m: f"batch {i} rank {r}: {m}")
+            torch.testing.assert_close(
+                res[f"{mode}/loss"][i],
+                loss.detach(),
+                rtol=1e-6,
+                atol=1e-6,
+                msg=lambda m, i=i, r=r: f"batch {i} rank {r}: {m}",
+            )
             if mode == "global":
                 # the same running min on every rank, and the same as a single process
                 torch.testing.assert_close(res[f"{mode}/running_min"][i], crit.running_min, rtol=0, atol=0)
@@ -226,13 +243,18 @@ def test_ddp_sgd_step_equals_single_process(ranks):
         torch.testing.assert_close(res["model/loss"], loss, rtol=1e-6, atol=1e-6)
         state = res["model/state"]
         for k, v in after.items():
-            torch.testing.assert_close(state[k], v, rtol=0, atol=1e-5, msg=lambda m: f"rank {r} {k}: {m}")
+            torch.testing.assert_close(state[k], v, rtol=0, atol=1e-5, msg=lambda m, r=r, k=k: f"rank {r} {k}: {m}")
             # most updates are far below 1e-5 at this initialisation; compare the updates themselves too
             upd_ddp, upd_single = state[k] - init[k], v - init[k]
             scale = upd_single.abs().max().item()
             if scale > 0:
-                torch.testing.assert_close(upd_ddp, upd_single, rtol=0, atol=1e-3 * scale,
-                                           msg=lambda m: f"rank {r} update of {k}: {m}")
+                torch.testing.assert_close(
+                    upd_ddp,
+                    upd_single,
+                    rtol=0,
+                    atol=1e-3 * scale,
+                    msg=lambda m, r=r, k=k: f"rank {r} update of {k}: {m}",
+                )
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
 """skipnet-eval: accuracy, reference comparison and CI gates on real runs and real Fashion-MNIST images."""
+
 import json
 import shutil
 
 import numpy as np
 import pytest
+from conftest import needs_fmnist
 from PIL import Image
 
-from conftest import needs_fmnist
 from skipnet.runtime.cli import eval_main
 from skipnet.runtime.evaluate import evaluate
 
@@ -19,8 +20,9 @@ def better_run(tmp_path_factory):
     from skipnet.training import resolve_config, train
 
     out = tmp_path_factory.mktemp("runs") / "better"
-    cfg = resolve_config({"model": "skipnet_xs", "limit_train": 6000, "limit_val": 200, "batch_size": 64,
-                          "epochs": 2, "out": str(out)})
+    cfg = resolve_config(
+        {"model": "skipnet_xs", "limit_train": 6000, "limit_val": 200, "batch_size": 64, "epochs": 2, "out": str(out)}
+    )
     train(cfg.validate(), progress=False)
     return out
 
@@ -32,12 +34,39 @@ def _run(capsys, args):
 
 
 def test_gate_that_must_pass_and_json_schema(capsys, better_run, tmp_path):
-    rc, out, err = _run(capsys, [better_run, "--data", "fashion-mnist", "--limit", "500", "--min-top1", "0.3",
-                                 "--json", tmp_path / "r.json", "--plot", tmp_path / "cm.png"])
+    rc, out, err = _run(
+        capsys,
+        [
+            better_run,
+            "--data",
+            "fashion-mnist",
+            "--limit",
+            "500",
+            "--min-top1",
+            "0.3",
+            "--json",
+            tmp_path / "r.json",
+            "--plot",
+            tmp_path / "cm.png",
+        ],
+    )
     assert rc == 0, err
     r = json.loads((tmp_path / "r.json").read_text())
-    assert {"model", "format", "precision", "dataset", "split", "images", "top1", "top5", "per_class_top1",
-            "confusion", "gates", "passed", "images_per_second"} <= set(r)
+    assert {
+        "model",
+        "format",
+        "precision",
+        "dataset",
+        "split",
+        "images",
+        "top1",
+        "top5",
+        "per_class_top1",
+        "confusion",
+        "gates",
+        "passed",
+        "images_per_second",
+    } <= set(r)
     assert r["format"] == "torch" and r["precision"] == "float32" and r["dataset"] == "fashion-mnist"
     assert r["images"] == 500 and 0.3 <= r["top1"] <= r["top5"] <= 1.0  # fractions in JSON
     assert np.asarray(r["confusion"]).sum() == 500 and len(r["per_class_top1"]) == 10
@@ -47,8 +76,10 @@ def test_gate_that_must_pass_and_json_schema(capsys, better_run, tmp_path):
 
 
 def test_gate_that_must_fail_says_by_how_much(capsys, small_run, tmp_path):
-    rc, out, err = _run(capsys, [small_run, "--data", "fashion-mnist", "--limit", "200", "--min-top1", "0.95",
-                                 "--json", tmp_path / "r.json"])
+    rc, out, err = _run(
+        capsys,
+        [small_run, "--data", "fashion-mnist", "--limit", "200", "--min-top1", "0.95", "--json", tmp_path / "r.json"],
+    )
     assert rc == 1
     assert "gate failed" in err and "below --min-top1 95.00% by" in err
     assert json.loads((tmp_path / "r.json").read_text())["passed"] is False
@@ -61,11 +92,13 @@ def test_reference_runs_on_the_same_images(capsys, small_run, better_run):
     assert both["reference"]["drop_points"] == pytest.approx(100 * (alone["top1"] - both["top1"]))
     assert 0.0 <= both["reference"]["top1_agreement"] <= 1.0
     assert both["reference"]["drop_points"] > 1.0  # small_run is the weaker model
-    rc, out, err = _run(capsys, [small_run, "--data", "fashion-mnist", "--limit", "300", "--reference", better_run,
-                                 "--max-drop", "0.5"])
+    rc, out, err = _run(
+        capsys, [small_run, "--data", "fashion-mnist", "--limit", "300", "--reference", better_run, "--max-drop", "0.5"]
+    )
     assert rc == 1 and "more than --max-drop 0.50" in err
-    rc, out, err = _run(capsys, [better_run, "--data", "fashion-mnist", "--limit", "300", "--reference", better_run,
-                                 "--max-drop", "0"])
+    rc, out, err = _run(
+        capsys, [better_run, "--data", "fashion-mnist", "--limit", "300", "--reference", better_run, "--max-drop", "0"]
+    )
     assert rc == 0 and "drop 0.00 points, top-1 agreement 100.00%" in out
 
 

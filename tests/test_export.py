@@ -1,4 +1,6 @@
-"""ONNX and TFLite export and the runtime predictor, with the real converter and onnxruntime on real Fashion-MNIST images."""
+"""ONNX and TFLite export and the runtime predictor, with the real converters and onnxruntime on real
+Fashion-MNIST images."""
+
 import collections
 import json
 import subprocess
@@ -7,7 +9,6 @@ import sys
 import numpy as np
 import pytest
 import torch
-
 from conftest import binomial_floor, needs_fmnist
 
 onnx = pytest.importorskip("onnx")
@@ -15,7 +16,8 @@ pytest.importorskip("onnxruntime")
 
 from skipnet.common.contract import QAT_LR  # noqa: E402
 from skipnet.export import export  # noqa: E402
-from skipnet.export.cli import held_out_line, main as export_main  # noqa: E402
+from skipnet.export.cli import held_out_line  # noqa: E402
+from skipnet.export.cli import main as export_main  # noqa: E402
 from skipnet.export.qat import keep  # noqa: E402
 from skipnet.export.tflite_graph import float_ops, op_census  # noqa: E402
 from skipnet.models import count_macs, create_model  # noqa: E402
@@ -79,8 +81,12 @@ def test_predict_cli_prints_top5(onnx_export, tmp_path):
 
     img = tmp_path / "x.png"
     Image.fromarray((np.arange(28 * 28) % 255).astype(np.uint8).reshape(28, 28)).save(img)
-    r = subprocess.run([sys.executable, "-m", "skipnet.runtime", str(onnx_export.path), str(img)],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "skipnet.runtime", str(onnx_export.path), str(img)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0] == str(img) and len(lines) == 6 and lines[1].strip().endswith(tuple(load(onnx_export.path).labels))
@@ -107,19 +113,28 @@ def test_export_bad_input_on_a_run(capsys, small_run, tmp_path):
 
 
 @needs_fmnist
-@pytest.mark.parametrize("blocked,args,extra", [("litert_torch", ["--format", "tflite"], "tflite"),
-                                                ("ai_edge_quantizer", ["--format", "tflite", "--int8"], "tflite"),
-                                                ("onnxsim", ["--format", "onnx"], "onnx"),
-                                                ("coremltools", ["--format", "coreml"], "coreml")])
+@pytest.mark.parametrize(
+    "blocked,args,extra",
+    [
+        ("litert_torch", ["--format", "tflite"], "tflite"),
+        ("ai_edge_quantizer", ["--format", "tflite", "--int8"], "tflite"),
+        ("onnxsim", ["--format", "onnx"], "onnx"),
+        ("coremltools", ["--format", "coreml"], "coreml"),
+    ],
+)
 def test_missing_optional_dependency_names_the_extra(blocked, args, extra, capsys, small_run, tmp_path, monkeypatch):
     if blocked != "litert_torch":  # loaded whole first: it imports ai_edge_quantizer and must not stay half-loaded
-        from skipnet.export.tflite_export import _import_litert_torch
+        from skipnet.export.tflite_convert import _import_litert_torch
 
         _import_litert_torch()
     monkeypatch.setitem(sys.modules, blocked, None)  # what an uninstalled package looks like to `import`
     out = tmp_path / ("m" + {"tflite": ".tflite", "onnx": ".onnx", "coreml": ".mlpackage"}[args[1]])
-    _bad(capsys, export_main, [small_run, *args, "--out", out, "--calibration-samples", "8", "--verify-samples", "8"],
-         f"pip install 'skipnet-deploy[{extra}]'")
+    _bad(
+        capsys,
+        export_main,
+        [small_run, *args, "--out", out, "--calibration-samples", "8", "--verify-samples", "8"],
+        f"pip install 'skipnet-deploy[{extra}]'",
+    )
     assert not list(tmp_path.iterdir())
 
 
@@ -129,8 +144,12 @@ def test_missing_calibration_data(capsys, small_run, tmp_path):
     data.mkdir()
     (data / "train-images-idx3-ubyte").write_bytes(b"")  # the labels and test files are missing
     out = tmp_path / "out"
-    _bad(capsys, export_main, [small_run, "--format", "tflite", "--int8", "--data-dir", data, "--out",
-                               out / "m.tflite"], "lacks the Fashion-MNIST file(s)")
+    _bad(
+        capsys,
+        export_main,
+        [small_run, "--format", "tflite", "--int8", "--data-dir", data, "--out", out / "m.tflite"],
+        "lacks the Fashion-MNIST file(s)",
+    )
     assert not out.exists()
 
 
@@ -154,6 +173,7 @@ def test_load_refuses_corrupt_models(tmp_path, onnx_export, capsys):
 
 
 # ---- TFLite (litert-torch converter, LiteRT interpreter) -------------------------------------
+
 
 @pytest.fixture(scope="module")
 def tflite_export(tflite_exports):
@@ -239,8 +259,21 @@ def test_tflite_int8_ptq_quantization_and_graph(small_run, tflite_exports):
 @needs_fmnist
 def test_full_integer_tflite_for_npu_delegates(small_run, tflite_exports, tmp_path, capsys):
     out = tmp_path / "full.tflite"
-    assert export_main([str(small_run), "--format", "tflite", "--int8", "--full-integer", "--out", str(out),
-                        "--verify-samples", "200", "--calibration-samples", "64"]) in (0, 1)  # 1: parity verdict
+    assert export_main(
+        [
+            str(small_run),
+            "--format",
+            "tflite",
+            "--int8",
+            "--full-integer",
+            "--out",
+            str(out),
+            "--verify-samples",
+            "200",
+            "--calibration-samples",
+            "64",
+        ]
+    ) in (0, 1)  # 1: parity verdict
     side = json.loads((tmp_path / "full.tflite.json").read_text())
     assert side["int8_graph"] == "full-integer" and side["parity"]["images"] == 200
     _assert_fast_int8_graph(out, 32, full_integer=True)
@@ -248,8 +281,12 @@ def test_full_integer_tflite_for_npu_delegates(small_run, tflite_exports, tmp_pa
     assert op_census(out)["CONV_2D"] == shipped["CONV_2D"] and "HARD_SWISH" in shipped  # the same network
     capsys.readouterr()
     for fmt, why in ((["onnx", "--int8"], "integer throughout"), (["tflite"], "float graph has nothing")):
-        err = _bad(capsys, export_main, [small_run, "--format", *fmt, "--full-integer", "--out", tmp_path / "x"],
-                   "--full-integer applies to --format tflite --int8")
+        err = _bad(
+            capsys,
+            export_main,
+            [small_run, "--format", *fmt, "--full-integer", "--out", tmp_path / "x"],
+            "--full-integer applies to --format tflite --int8",
+        )
         assert why in err
 
 
@@ -266,8 +303,22 @@ def test_int8_export_times_itself_against_float(small_run, tflite_exports, tmp_p
         assert speed["threads"] == 1 and speed["img_size"] == 32 and speed["cpu"] == cpu_name()
         assert ("warning" in speed) == (speed["int8_speedup"] < 1)
     out = tmp_path / "xs_int8.onnx"
-    assert export_main([str(small_run), "--format", "onnx", "--int8", "--out", str(out), "--no-verify",
-                        "--calibration-samples", "16"]) == 0
+    assert (
+        export_main(
+            [
+                str(small_run),
+                "--format",
+                "onnx",
+                "--int8",
+                "--out",
+                str(out),
+                "--no-verify",
+                "--calibration-samples",
+                "16",
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr()
     speed = json.loads((tmp_path / "xs_int8.onnx.json").read_text())["speed"]
     line = printed.out.splitlines()[0]
@@ -344,8 +395,18 @@ def mobilenet_run(tmp_path_factory):
     from skipnet.training import resolve_config, train
 
     out = tmp_path_factory.mktemp("runs") / "mbv3"
-    cfg = resolve_config({"model": "mobilenet_v3_small", "limit_train": 1024, "limit_val": 200, "batch_size": 64,
-                          "epochs": 1, "optimizer": "adamw", "lr": 0.002, "out": str(out)})
+    cfg = resolve_config(
+        {
+            "model": "mobilenet_v3_small",
+            "limit_train": 1024,
+            "limit_val": 200,
+            "batch_size": 64,
+            "epochs": 1,
+            "optimizer": "adamw",
+            "lr": 0.002,
+            "out": str(out),
+        }
+    )
     train(cfg.validate(), progress=False)
     return out
 
@@ -360,8 +421,9 @@ def test_qat_int8_tflite_computes_what_was_trained(run, request, tmp_path):
     if run == "small_run":  # the conftest exports (QAT: 1 epoch of 256 images), shared with the MediaPipe tests
         r, ptq = request.getfixturevalue("tflite_exports")["qat"], request.getfixturevalue("tflite_exports")["int8"]
     else:
-        r = export(run_dir, "tflite", tmp_path / "qat.tflite", int8=True, qat_epochs=1, qat_limit=256,
-                   verify_samples=200)
+        r = export(
+            run_dir, "tflite", tmp_path / "qat.tflite", int8=True, qat_epochs=1, qat_limit=256, verify_samples=200
+        )
         ptq = export(run_dir, "tflite", tmp_path / "ptq.tflite", int8=True, verify=False)
     side = json.loads(r.sidecar.read_text())
     q = side["qat"]
@@ -388,7 +450,7 @@ def test_keep_only_a_significantly_better_fine_tuning():
 
     def tuned(gained: int, lost: int) -> np.ndarray:
         t = start.copy()
-        t[9000:9000 + gained] = True
+        t[9000 : 9000 + gained] = True
         t[:lost] = False
         return t
 
@@ -410,13 +472,21 @@ def test_qat_is_reproducible_and_never_ships_a_worse_fine_tuning(small_run, tfli
     loses on the held-out images, and the file is the PTQ file: the same int8 tensors and scales.
     Both exports of each pair run in one process (the fixture's and the test's), so the same
     computation on the same kernels: exact equality is the claim."""
-    again = export(small_run, "tflite", tmp_path / "again.tflite", int8=True, qat_epochs=1, qat_limit=256,
-                   verify=False)
+    again = export(small_run, "tflite", tmp_path / "again.tflite", int8=True, qat_epochs=1, qat_limit=256, verify=False)
     first = tflite_exports["qat"]
     assert again.qat["holdout"] == json.loads(first.sidecar.read_text())["qat"]["holdout"]
     assert _int8_tensors(again.path) == _int8_tensors(first.path)
-    wrecked = export(small_run, "tflite", tmp_path / "wrecked.tflite", int8=True, qat_epochs=1, qat_limit=128,
-                     qat_lr=1.0, calibration_samples=64, verify_samples=200)
+    wrecked = export(
+        small_run,
+        "tflite",
+        tmp_path / "wrecked.tflite",
+        int8=True,
+        qat_epochs=1,
+        qat_limit=128,
+        qat_lr=1.0,
+        calibration_samples=64,
+        verify_samples=200,
+    )
     h = wrecked.qat["holdout"]
     # lr 1 leaves the weights far from any working model: a loss of 5 points is > 5 standard errors
     # of the held-out sample's difference, on any host (its top-1 falls to about chance).
@@ -434,9 +504,16 @@ def _int8_tensors(path) -> list[tuple]:
     out = []
     for t in model.subgraphs[0].tensors:
         q, data = t.quantization, model.buffers[t.buffer].data
-        out.append((t.name, t.type, tuple(t.shape), None if data is None else bytes(data),
-                    None if q is None or q.scale is None else tuple(float(v) for v in q.scale),
-                    None if q is None or q.zeroPoint is None else tuple(int(v) for v in q.zeroPoint)))
+        out.append(
+            (
+                t.name,
+                t.type,
+                tuple(t.shape),
+                None if data is None else bytes(data),
+                None if q is None or q.scale is None else tuple(float(v) for v in q.scale),
+                None if q is None or q.zeroPoint is None else tuple(int(v) for v in q.zeroPoint),
+            )
+        )
     return out
 
 
@@ -463,8 +540,11 @@ def _onnx_activation_scales(path) -> list[tuple[float, int]]:
 
     model = onnx.load(str(path))
     init = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-    return [(float(init[n.input[1]]), int(init[n.input[2]])) for n in model.graph.node
-            if n.op_type == "QuantizeLinear" and n.input[0] not in init]
+    return [
+        (float(init[n.input[1]]), int(init[n.input[2]]))
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and n.input[0] not in init
+    ]
 
 
 def _near(p, scales) -> bool:
@@ -504,8 +584,10 @@ def test_qat_coreml_is_w8a8(small_run, tflite_exports, tmp_path):
     assert side["activations"] == "int8" and side["qat"]["images"] == 64
     tfl = load_model(tflite_exports["qat"].path)
     g = tfl.subgraphs[0]
-    int8_layers = sum(_op_name(tfl, op) in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-                      and g.tensors[op.outputs[0]].type == 9 for op in g.operators)
+    int8_layers = sum(
+        _op_name(tfl, op) in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and g.tensors[op.outputs[0]].type == 9
+        for op in g.operators
+    )
     census = r.parity["w8a8"]
     assert census["layers_on_int8_activations"] == census["int8_weight_ops"] == int8_layers > 0, census
     assert census["quantize_ops"] >= int8_layers

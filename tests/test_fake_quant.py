@@ -1,9 +1,9 @@
 """FakeQuantGraph: the int8 .tflite run in PyTorch is the file (its float mode is the PyTorch model,
 its fake-quantised mode agrees with LiteRT), and its ranges give the quantiser back the file's scales."""
+
 import numpy as np
 import pytest
 import torch
-
 from conftest import binomial_floor, needs_fmnist
 
 pytest.importorskip("litert_torch")
@@ -11,7 +11,7 @@ pytest.importorskip("ai_edge_quantizer")
 
 from skipnet.data import build_datasets, sample_pixels  # noqa: E402
 from skipnet.export.fake_quant import FakeQuantGraph  # noqa: E402
-from skipnet.export.tflite_export import export_tflite, quantize_tflite_int8  # noqa: E402
+from skipnet.export.tflite_convert import export_tflite, quantize_tflite_int8  # noqa: E402
 from skipnet.export.tflite_graph import load_model, rewrite_graph  # noqa: E402
 from skipnet.models import PixelModel, load_checkpoint  # noqa: E402
 
@@ -72,8 +72,11 @@ def test_ranges_give_the_quantiser_back_the_files_scales(graphs, tmp_path):
 
     def scales(path):
         graph = load_model(path).subgraphs[0]
-        return {t.name: (float(t.quantization.scale[0]), int(t.quantization.zeroPoint[0])) for t in graph.tensors
-                if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) == 1}
+        return {
+            t.name: (float(t.quantization.scale[0]), int(t.quantization.zeroPoint[0]))
+            for t in graph.tensors
+            if t.quantization is not None and t.quantization.scale is not None and len(t.quantization.scale) == 1
+        }
 
     before, after = scales(d / "int8.tflite"), scales(tmp_path / "again.tflite")
     assert before.keys() == after.keys() and len(before) > 50

@@ -5,6 +5,7 @@ nothing left under a real name.
 The disks are small tmpfs mounts (root can make them, as on the project's machines and CI); where the
 test cannot mount one it is skipped with the reason.
 """
+
 import json
 import os
 import subprocess
@@ -14,20 +15,36 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import needs_fmnist
+
 from skipnet.common.io import DiskFull, atomic_group, atomic_path, atomic_write_bytes
 from skipnet.training.health import batches_without_a_single, smallest_batchnorm_map
 
-TINY = ["--model", "skipnet_xs", "--data", "fashion-mnist", "--limit-train", "256", "--limit-val", "64",
-        "--batch-size", "128", "--quiet"]
+TINY = [
+    "--model",
+    "skipnet_xs",
+    "--data",
+    "fashion-mnist",
+    "--limit-train",
+    "256",
+    "--limit-val",
+    "64",
+    "--batch-size",
+    "128",
+    "--quiet",
+]
 
 
 def _cli(command, *args, env=None):
     """A console script (skipnet-train, ...) of this environment, as a user runs it (with the test
     worker's thread count: conftest sets OMP_NUM_THREADS)."""
-    return subprocess.run([str(Path(sys.executable).parent / command), *map(str, args)], capture_output=True,
-                          text=True, timeout=600, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / command), *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def _one_line(r, code, *words):
@@ -44,11 +61,13 @@ class Disk:
 
     def __init__(self, path: Path, size: str):
         path.mkdir()
-        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True,
-                           text=True)
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, text=True
+        )
         if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here ({(r.stderr or 'not root').strip()}): the full-disk tests "
-                        "need root")
+            pytest.skip(
+                f"cannot mount a tmpfs here ({(r.stderr or 'not root').strip()}): the full-disk tests need root"
+            )
         self.path = path
 
     def fill(self, keep: int = 0) -> None:
@@ -85,6 +104,7 @@ def disk(tmp_path):
 
 # ---- the mechanism ----------------------------------------------------------------------------
 
+
 def test_a_full_disk_is_one_error_naming_the_file_and_the_room(disk):
     d = disk("1m")
     d.fill()
@@ -114,20 +134,37 @@ def test_a_group_replaces_all_its_files_or_none(disk, tmp_path):
 
 # ---- every command that writes a user path -------------------------------------------------------
 
+
 @needs_fmnist
 def test_training_on_a_full_disk(disk, tmp_path):
     """No room for one checkpoint: refused before the first step (exit 2, no directory left). Room for
     one but not two: training stops when it saves (exit 1), and the last checkpoint is kept whole."""
     d = disk("1m")
-    line = _one_line(_cli("skipnet-train", *TINY, "--epochs", "1", "--out", d.path / "run"), 2,
-                     f"cannot write {d.path / 'run'}", "not enough free space", "it needs about")
+    line = _one_line(
+        _cli("skipnet-train", *TINY, "--epochs", "1", "--out", d.path / "run"),
+        2,
+        f"cannot write {d.path / 'run'}",
+        "not enough free space",
+        "it needs about",
+    )
     assert d.files() == [], line
     d = disk("20m")  # a SkipNet-XS checkpoint is ~18 MB with its trainer state; the second does not fit beside it
-    line = _one_line(_cli("skipnet-train", *TINY, "--epochs", "2", "--out", d.path / "run"), 1,
-                     "training stopped at the end of epoch 1", "no space left on the device",
-                     "the checkpoint at the start is kept", "--resume")
-    assert d.files() == ["run", "run/.skipnet.lock", "run/config.json", "run/metrics.csv", "run/model.safetensors",
-                         "run/trainer_state.pt"], line
+    line = _one_line(
+        _cli("skipnet-train", *TINY, "--epochs", "2", "--out", d.path / "run"),
+        1,
+        "training stopped at the end of epoch 1",
+        "no space left on the device",
+        "the checkpoint at the start is kept",
+        "--resume",
+    )
+    assert d.files() == [
+        "run",
+        "run/.skipnet.lock",
+        "run/config.json",
+        "run/metrics.csv",
+        "run/model.safetensors",
+        "run/trainer_state.pt",
+    ], line
     state = torch.load(d.path / "run" / "trainer_state.pt", weights_only=True)
     assert state["epoch"] == 0 and state["global_step"] == 0  # the checkpoint written before the first step
 
@@ -136,55 +173,76 @@ def test_training_on_a_full_disk(disk, tmp_path):
 def test_export_eval_bench_on_a_full_or_read_only_disk(disk, small_run, tmp_path):
     d = disk("1m")
     out = d.path / "xs_int8.tflite"
-    _one_line(_cli("skipnet-export", small_run, "--format", "tflite", "--int8", "--out", out), 2,
-              f"cannot write {out}: not enough free space", "it needs about")
+    _one_line(
+        _cli("skipnet-export", small_run, "--format", "tflite", "--int8", "--out", out),
+        2,
+        f"cannot write {out}: not enough free space",
+        "it needs about",
+    )
     model = tmp_path / "xs.onnx"
     assert _cli("skipnet-export", small_run, "--format", "onnx", "--out", model, "--no-verify").returncode == 0
     d.fill(keep=40_000)  # room for the probe, not for the staging folder's files
-    _one_line(_cli("skipnet-export", small_run, "--format", "onnx", "--out", d.path / "x.onnx"), 2,
-              f"cannot write {d.path / 'x.onnx'}")
+    _one_line(
+        _cli("skipnet-export", small_run, "--format", "onnx", "--out", d.path / "x.onnx"),
+        2,
+        f"cannot write {d.path / 'x.onnx'}",
+    )
     d.fill()
-    for command, args in (("skipnet-eval", [model, "--data", "fashion-mnist", "--limit", "64", "--quiet",
-                                                       "--json", d.path / "e.json"]),
-                         ("skipnet-eval", [model, "--data", "fashion-mnist", "--limit", "64", "--quiet",
-                                                       "--plot", d.path / "e.png"]),
-                         ("skipnet-bench", ["--models", "skipnet_xs", "--formats", "torch", "--runs", "2",
-                                            "--json", d.path / "b.json"])):
+    for command, args in (
+        ("skipnet-eval", [model, "--data", "fashion-mnist", "--limit", "64", "--quiet", "--json", d.path / "e.json"]),
+        ("skipnet-eval", [model, "--data", "fashion-mnist", "--limit", "64", "--quiet", "--plot", d.path / "e.png"]),
+        ("skipnet-bench", ["--models", "skipnet_xs", "--formats", "torch", "--runs", "2", "--json", d.path / "b.json"]),
+    ):
         _one_line(_cli(command, *args), 2, "cannot write", str(d.path), "free some space")
     assert d.files() == []
     ro = disk("1m")
     ro.read_only()
-    _one_line(_cli("skipnet-eval", model, "--data", "fashion-mnist", "--json", ro.path / "e.json"), 2,
-              "Read-only file system")
+    _one_line(
+        _cli("skipnet-eval", model, "--data", "fashion-mnist", "--json", ro.path / "e.json"), 2, "Read-only file system"
+    )
 
 
 @needs_fmnist
 def test_pipeline_and_arm64_set_up_on_a_full_disk(disk):
     d = disk("1m")
     d.fill()
-    _one_line(_cli("skipnet-pipeline", "--out", d.path / "p", "--models", "skipnet_xs", "--quiet"), 2,
-              f"cannot write {d.path / 'p' / 'pipeline.json'}: no space left on the device")
+    _one_line(
+        _cli("skipnet-pipeline", "--out", d.path / "p", "--models", "skipnet_xs", "--quiet"),
+        2,
+        f"cannot write {d.path / 'p' / 'pipeline.json'}: no space left on the device",
+    )
     assert d.files() == []  # the directory it made for its lock is taken back
-    r = subprocess.run([sys.executable, "-c", "from skipnet.runtime.cli import arm64_main; raise SystemExit(arm64_main())"],
-                       capture_output=True, text=True, timeout=120, env={**os.environ, "SKIPNET_ARM64_HOME": str(d.path / "arm")})
-    _one_line(r, 2, f"cannot write {d.path / 'arm' / 'manifest.json'}: not enough free space", "it needs about 460.0 MB")
+    r = subprocess.run(
+        [sys.executable, "-c", "from skipnet.runtime.cli import arm64_main; raise SystemExit(arm64_main())"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "SKIPNET_ARM64_HOME": str(d.path / "arm")},
+    )
+    _one_line(
+        r, 2, f"cannot write {d.path / 'arm' / 'manifest.json'}: not enough free space", "it needs about 460.0 MB"
+    )
 
 
 # ---- inputs that are no regular file --------------------------------------------------------------
 
+
 @needs_fmnist
-@pytest.mark.parametrize("command, args", [
-    ("skipnet-predict", ["RUN", "FIFO"]),
-    ("skipnet-predict", ["FIFO.tflite", "IMAGE"]),
-    ("skipnet-predict", ["RUN", "/dev/null"]),
-    ("skipnet-eval", ["FIFO.onnx", "--data", "fashion-mnist"]),
-    ("skipnet-eval", ["RUN", "--data", "fashion-mnist", "--reference", "FIFORUN"]),
-    ("skipnet-export", ["FIFORUN", "--format", "onnx"]),
-    ("skipnet-train", ["--config", "FIFO", "--out", "NEW"]),
-    ("skipnet-train", ["--weights", "FIFO", "--model", "skipnet_xs", "--out", "NEW"]),
-    ("skipnet-pipeline", ["--config", "FIFO"]),
-    ("skipnet-bench", ["--models", "skipnet_xs", "--accuracy", "FIFO", "--plot", "NEW.png"]),
-])
+@pytest.mark.parametrize(
+    "command, args",
+    [
+        ("skipnet-predict", ["RUN", "FIFO"]),
+        ("skipnet-predict", ["FIFO.tflite", "IMAGE"]),
+        ("skipnet-predict", ["RUN", "/dev/null"]),
+        ("skipnet-eval", ["FIFO.onnx", "--data", "fashion-mnist"]),
+        ("skipnet-eval", ["RUN", "--data", "fashion-mnist", "--reference", "FIFORUN"]),
+        ("skipnet-export", ["FIFORUN", "--format", "onnx"]),
+        ("skipnet-train", ["--config", "FIFO", "--out", "NEW"]),
+        ("skipnet-train", ["--weights", "FIFO", "--model", "skipnet_xs", "--out", "NEW"]),
+        ("skipnet-pipeline", ["--config", "FIFO"]),
+        ("skipnet-bench", ["--models", "skipnet_xs", "--accuracy", "FIFO", "--plot", "NEW.png"]),
+    ],
+)
 def test_a_pipe_or_device_is_refused_before_it_is_read(tmp_path, small_run, command, args):
     """Reading a named pipe waits for a writer for ever: every input path is checked first."""
     from PIL import Image
@@ -197,9 +255,16 @@ def test_a_pipe_or_device_is_refused_before_it_is_read(tmp_path, small_run, comm
     (run / "config.json").write_bytes((small_run / "config.json").read_bytes())
     os.mkfifo(run / "model.safetensors")
     Image.new("L", (28, 28), 120).save(tmp_path / "image.png")
-    names = {"RUN": small_run, "FIFO": tmp_path / "fifo", "FIFO.tflite": tmp_path / "fifo.tflite",
-             "FIFO.onnx": tmp_path / "fifo.onnx", "FIFORUN": run, "IMAGE": tmp_path / "image.png",
-             "NEW": tmp_path / "new", "NEW.png": tmp_path / "new.png"}
+    names = {
+        "RUN": small_run,
+        "FIFO": tmp_path / "fifo",
+        "FIFO.tflite": tmp_path / "fifo.tflite",
+        "FIFO.onnx": tmp_path / "fifo.onnx",
+        "FIFORUN": run,
+        "IMAGE": tmp_path / "image.png",
+        "NEW": tmp_path / "new",
+        "NEW.png": tmp_path / "new.png",
+    }
     r = _cli(command, *[names.get(a, a) for a in args])
     _one_line(r, 2, "not a regular file; pass the path of a file")
     assert "is a named pipe" in r.stderr or "/dev/null is a device" in r.stderr
@@ -207,6 +272,7 @@ def test_a_pipe_or_device_is_refused_before_it_is_read(tmp_path, small_run, comm
 
 
 # ---- a last batch of one image -----------------------------------------------------------------
+
 
 def test_batches_without_a_single():
     for n in range(1, 40):
@@ -228,13 +294,33 @@ def test_smallest_batchnorm_map_follows_the_input_size():
 
 @pytest.mark.numeric  # trains
 @needs_fmnist
-@pytest.mark.parametrize("model, limit, batch", [("skipnet_xs", 257, 128), ("mobilenet_v3_small", 257, 128),
-                                                 ("skipnet_xs", 129, 64), ("skipnet_xs", 65, 16)])
+@pytest.mark.parametrize(
+    "model, limit, batch",
+    [("skipnet_xs", 257, 128), ("mobilenet_v3_small", 257, 128), ("skipnet_xs", 129, 64), ("skipnet_xs", 65, 16)],
+)
 def test_a_last_image_over_trains_to_the_end(tmp_path, model, limit, batch):
     """The last partial batch is dropped in training and merged into the one before when BatchNorm's
     statistics are re-estimated on every image: no batch of one reaches BatchNorm in training mode."""
-    r = _cli("skipnet-train", "--model", model, "--data", "fashion-mnist", "--epochs", "1", "--limit-train",
-             limit, "--limit-val", "64", "--batch-size", batch, "--lr", "0.01", "--quiet", "--out", tmp_path / "run")
+    r = _cli(
+        "skipnet-train",
+        "--model",
+        model,
+        "--data",
+        "fashion-mnist",
+        "--epochs",
+        "1",
+        "--limit-train",
+        limit,
+        "--limit-val",
+        "64",
+        "--batch-size",
+        batch,
+        "--lr",
+        "0.01",
+        "--quiet",
+        "--out",
+        tmp_path / "run",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     cfg = json.loads((tmp_path / "run" / "config.json").read_text())
     assert cfg["batchnorm_statistics"]["re_estimated_on"] == limit
@@ -246,8 +332,20 @@ def test_batch_size_one_is_refused_only_where_batchnorm_cannot_train(tmp_path):
     r = _cli("skipnet-train", *TINY, "--epochs", "1", "--batch-size", "1", "--out", tmp_path / "run")
     _one_line(r, 2, "--batch-size 1 cannot train skipnet_xs at 32x32", "use --batch-size 2 or more")
     assert not (tmp_path / "run").exists()
-    r = _cli("skipnet-train", *TINY, "--epochs", "1", "--batch-size", "1", "--limit-train", "9", "--img-size", "64",
-             "--out", tmp_path / "run64")  # 2x2 maps: four values per channel even for one image
+    r = _cli(
+        "skipnet-train",
+        *TINY,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "1",
+        "--limit-train",
+        "9",
+        "--img-size",
+        "64",
+        "--out",
+        tmp_path / "run64",
+    )  # 2x2 maps: four values per channel even for one image
     assert r.returncode == 0, r.stderr[-2000:]
 
 
@@ -256,14 +354,29 @@ def test_batch_size_one_is_refused_only_where_batchnorm_cannot_train(tmp_path):
 @pytest.mark.slow
 def test_torchrun_ranks_with_one_image_each_are_refused_and_odd_sizes_train(tmp_path):
     def torchrun(*args):
-        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                               "-m", "skipnet.training", *map(str, args)], capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+        return subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "torch.distributed.run",
+                "--standalone",
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "skipnet.training",
+                *map(str, args),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+        )
 
     r = torchrun(*TINY, "--epochs", "1", "--batch-size", "2", "--out", tmp_path / "one")
     assert r.returncode != 0 and "--batch-size 2 (1 per process of 2) cannot train skipnet_xs at 32x32" in r.stderr
     assert "use --batch-size 4 or more" in r.stderr and not (tmp_path / "one").exists()
-    r = torchrun(*TINY, "--epochs", "1", "--limit-train", "257", "--batch-size", "16", "--lr", "0.01", "--out",
-                 tmp_path / "odd")
+    r = torchrun(
+        *TINY, "--epochs", "1", "--limit-train", "257", "--batch-size", "16", "--lr", "0.01", "--out", tmp_path / "odd"
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads((tmp_path / "odd" / "config.json").read_text())["batchnorm_statistics"]["re_estimated_on"] == 257

@@ -1,11 +1,12 @@
 """skipnet-eval --feature-variance: top-1 by feature-map variance, on real trained runs and real images."""
+
 import json
 
 import numpy as np
 import pytest
 import torch
-
 from conftest import needs_fmnist
+
 from skipnet.models import load_checkpoint
 from skipnet.runtime.cli import eval_main
 from skipnet.training import FeatureTap
@@ -30,8 +31,21 @@ def test_sample_variance_is_the_unbiased_variance_the_loss_weighs():
 
 
 def test_on_image_folders(capsys, folder_run, small_folder, tmp_path):
-    rc, out, err = _run(capsys, [folder_run, "--data", "imagefolder", "--data-dir", small_folder, "--feature-variance",
-                                 "--json", tmp_path / "fv.json", "--plot", tmp_path / "fv.png"])
+    rc, out, err = _run(
+        capsys,
+        [
+            folder_run,
+            "--data",
+            "imagefolder",
+            "--data-dir",
+            small_folder,
+            "--feature-variance",
+            "--json",
+            tmp_path / "fv.json",
+            "--plot",
+            tmp_path / "fv.png",
+        ],
+    )
     assert rc == 0, err
     r = json.loads((tmp_path / "fv.json").read_text())
     bins = r["deciles"]

@@ -1,4 +1,5 @@
 """The ecosystem entry points: timm.create_model after `import skipnet`, and torch.hub from this checkout."""
+
 import subprocess
 import sys
 from pathlib import Path
@@ -15,10 +16,12 @@ def test_timm_create_model_after_import_skipnet():
     # A fresh interpreter: skipnet imported first, timm only afterwards (the import hook registers).
     pytest.importorskip("timm")
     # A library asking whether timm is installed (find_spec) must not use up the import hook.
-    code = ("import importlib.util, skipnet\nimportlib.util.find_spec('timm')\nimport timm, torch\n"
-            "assert 'timm' not in skipnet.__dict__\n"
-            "m = timm.create_model('skipnet_m', num_classes=7).eval()\n"
-            "print(type(m).__name__, tuple(m(torch.zeros(1, 3, 64, 64)).shape), sorted(timm.list_models('skipnet*')))")
+    code = (
+        "import importlib.util, skipnet\nimportlib.util.find_spec('timm')\nimport timm, torch\n"
+        "assert 'timm' not in skipnet.__dict__\n"
+        "m = timm.create_model('skipnet_m', num_classes=7).eval()\n"
+        "print(type(m).__name__, tuple(m(torch.zeros(1, 3, 64, 64)).shape), sorted(timm.list_models('skipnet*')))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split(" ", 3)[:3] == ["SkipNet", "(1,", "7)"]
     assert "['skipnet_l', 'skipnet_m', 'skipnet_s', 'skipnet_xs']" in out
@@ -41,8 +44,9 @@ def test_torch_hub_local_loads_trained_weights(tmp_path):
     from safetensors.torch import save_file
 
     save_file(ref.state_dict(), str(tmp_path / "w.safetensors"))
-    m = torch.hub.load(str(ROOT), "skipnet_xs", source="local", num_classes=10,
-                       weights=str(tmp_path / "w.safetensors")).eval()
+    m = torch.hub.load(
+        str(ROOT), "skipnet_xs", source="local", num_classes=10, weights=str(tmp_path / "w.safetensors")
+    ).eval()
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(m(x), ref(x))

@@ -1,5 +1,6 @@
 """Unreadable images name the file: open_image, check_image, check_images, build_datasets and
 `skipnet-data check`, on real files written here (JPEG/PNG via PIL, then damaged bytes)."""
+
 from __future__ import annotations
 
 import re
@@ -21,7 +22,7 @@ from skipnet.data.images import MAX_IMAGE_PIXELS, check_image, open_image
 def _photo(seed: int = 0, size: tuple[int, int] = (48, 64)) -> Image.Image:
     """A smooth picture with some noise: compresses like a photo, not like pure noise."""
     rng = np.random.default_rng(seed)
-    y, x = np.mgrid[:size[0], :size[1]]
+    y, x = np.mgrid[: size[0], : size[1]]
     base = np.stack([x * 4, y * 4, (x + y) * 2], axis=-1) + rng.integers(0, 40, (*size, 3))
     return Image.fromarray(np.clip(base, 0, 255).astype(np.uint8))
 
@@ -44,12 +45,12 @@ def write_bad(path: Path, kind: str) -> Path:
     if kind == "truncated-jpeg":  # header intact, entropy-coded data cut in half
         _photo(1).save(buf, "JPEG", quality=90)
         data = buf.read_bytes()
-        path.write_bytes(data[:len(data) // 2])
+        path.write_bytes(data[: len(data) // 2])
     elif kind == "corrupt-png":  # 16 bytes of the pixel data overwritten
         _photo(2).save(buf, "PNG")
         data = bytearray(buf.read_bytes())
         at = data.index(b"IDAT") + 40
-        data[at:at + 16] = b"\xff" * 16
+        data[at : at + 16] = b"\xff" * 16
         path.write_bytes(bytes(data))
     elif kind == "text":
         path.write_text("id,label\n1,cat\n")
@@ -112,6 +113,7 @@ def test_good_files_open_in_their_own_mode(tmp_path):
 
 
 # ---- image folders: check_images and build_datasets ---------------------------------------------
+
 
 def _folder(root: Path, classes=("cat", "dog"), per_split=None) -> Path:
     """A good image folder: JPEG and PNG pictures of each class in train/ and val/."""
@@ -177,8 +179,10 @@ def test_a_single_class_is_refused(tmp_path, split):
     per_split[split] = ("cat",)
     root = _folder(tmp_path, per_split=per_split)
     for entry in (lambda: check_images(root), lambda: build_datasets("imagefolder", data_dir=str(root))):
-        with pytest.raises(UserError, match=f"^{re.escape(str(root / split))} has one class folder .cat. but a "
-                                            "classifier needs at least 2"):
+        with pytest.raises(
+            UserError,
+            match=f"^{re.escape(str(root / split))} has one class folder .cat. but a classifier needs at least 2",
+        ):
             entry()
 
 
@@ -200,14 +204,32 @@ def test_skipnet_train_stops_on_a_bad_image_before_any_epoch(tmp_path, capfd):
     root = _folder(tmp_path / "data")
     bad = write_bad(root / "val" / "cat" / "scan.jpg", "truncated-jpeg")
     out = tmp_path / "run"
-    assert train_main(["--data", "imagefolder", "--data-dir", str(root), "--model", "skipnet_xs",
-                       "--img-size", "32", "--epochs", "1", "--out", str(out)]) == 2
+    assert (
+        train_main(
+            [
+                "--data",
+                "imagefolder",
+                "--data-dir",
+                str(root),
+                "--model",
+                "skipnet_xs",
+                "--img-size",
+                "32",
+                "--epochs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 2
+    )
     err = capfd.readouterr().err
     assert err.count("\n") == 1 and "Traceback" not in err and f"{bad} is truncated or corrupt" in err
     assert not list(out.glob("**/*.safetensors")) and not (out / "trainer_state.pt").exists()
 
 
 # ---- skipnet-data check -----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("kind", list(BAD))
 def test_cli_check_names_the_bad_file(tmp_path, capfd, kind):
@@ -222,10 +244,13 @@ def test_cli_check_names_the_bad_file(tmp_path, capfd, kind):
     assert err.startswith(f"skipnet-data: error: {bad} ") and message in err
 
 
-@pytest.mark.parametrize("layout, message", [
-    ({"train": ("cat",), "val": ("cat",)}, "has one class folder (cat) but a classifier needs at least 2"),
-    ({"train": ("cat", "dog")}, "val is missing"),
-])
+@pytest.mark.parametrize(
+    "layout, message",
+    [
+        ({"train": ("cat",), "val": ("cat",)}, "has one class folder (cat) but a classifier needs at least 2"),
+        ({"train": ("cat", "dog")}, "val is missing"),
+    ],
+)
 def test_cli_check_refuses_a_bad_layout(tmp_path, capfd, layout, message):
     from skipnet.data.cli import main
 
@@ -243,5 +268,9 @@ def test_cli_check_passes_a_good_folder(tmp_path, capfd):
     assert main(["check", str(root)]) == 0
     out, err = capfd.readouterr()
     assert err == ""
-    assert out.splitlines() == ["train: 9 images checked", "val: 6 images checked", "classes (3): ant, bee, cow",
-                                f"ok: all 15 images in {root} are readable"]
+    assert out.splitlines() == [
+        "train: 9 images checked",
+        "val: 6 images checked",
+        "classes (3): ant, bee, cow",
+        f"ok: all 15 images in {root} are readable",
+    ]

@@ -1,6 +1,7 @@
 """The TFLite files as apps use them: MediaPipe Tasks' ImageClassifier (the C++ Tasks API of the
 Android and iOS libraries) loads each export as it is and classifies real Fashion-MNIST images
 like skipnet.load does, naming the classes from the file's own metadata."""
+
 import json
 import shutil
 import subprocess
@@ -9,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import needs_fmnist
 
 mp = pytest.importorskip("mediapipe")
@@ -17,7 +17,7 @@ from mediapipe.tasks.python import BaseOptions, vision  # noqa: E402
 
 from skipnet.common import UserError  # noqa: E402
 from skipnet.data import build_datasets, sample_pixels  # noqa: E402
-from skipnet.export.tflite_export import export_tflite  # noqa: E402
+from skipnet.export.tflite_convert import export_tflite  # noqa: E402
 from skipnet.export.tflite_metadata import read_metadata  # noqa: E402
 from skipnet.models import PixelModel, create_model  # noqa: E402
 from skipnet.runtime import ModelLoadError, load  # noqa: E402
@@ -63,7 +63,8 @@ def test_mediapipe_classifies_like_skipnet_load(tflite_exports, test_images, kin
     # The client itself, as an app calls it: default options, top category by name, probabilities.
     names = json.loads(r.sidecar.read_text())["class_names"]
     with vision.ImageClassifier.create_from_options(
-            vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(r.path)))) as classifier:
+        vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(r.path)))
+    ) as classifier:
         for image, top in zip(test_images[:20], theirs[:20].argmax(1)):
             result = classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
             best = result.classifications[0].categories[0]
@@ -102,8 +103,12 @@ def test_mediapipe_refuses_a_file_without_metadata_in_one_line(tflite_exports, t
 def test_agreement_script_reports_every_file(tflite_exports, tmp_path):
     files = [str(tflite_exports[k].path) for k in KINDS]
     out = tmp_path / "agree"
-    subprocess.run([sys.executable, "benchmarks/mediapipe_agreement.py", *files, "--limit", "100", "--out", str(out)],
-                   check=True, capture_output=True, cwd=Path(__file__).parent.parent)
+    subprocess.run(
+        [sys.executable, "benchmarks/mediapipe_agreement.py", *files, "--limit", "100", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        cwd=Path(__file__).parent.parent,
+    )
     rows = json.loads(out.with_suffix(".json").read_text())["rows"]
     assert [r["file"] for r in rows] == files and all(r["labels_match"] and r["images"] == 100 for r in rows)
     assert rows[0]["top1_agreement"] == 1.0 and min(r["top1_agreement"] for r in rows) >= 0.99

@@ -1,4 +1,5 @@
 """Models stage: shapes, figures from docs/paper.md, checkpoint loading (our format and the authors' layout)."""
+
 import os
 import subprocess
 import sys
@@ -19,8 +20,15 @@ from skipnet.models import (
 )
 
 DESIGN_NAMES = [
-    "skipnet_xs", "skipnet_s", "skipnet_m", "skipnet_l",
-    "mobilenet_v3_small", "mobilenet_v3_large", "resnet18", "shufflenet_v2_x0_5", "densenet121",
+    "skipnet_xs",
+    "skipnet_s",
+    "skipnet_m",
+    "skipnet_l",
+    "mobilenet_v3_small",
+    "mobilenet_v3_large",
+    "resnet18",
+    "shufflenet_v2_x0_5",
+    "densenet121",
 ]
 
 
@@ -29,13 +37,16 @@ def test_registry_has_every_design_name():
 
 
 # docs/paper.md: parameters and conv+linear MACs at 224x224, 1000 classes.
-@pytest.mark.parametrize("name,params,macs_m", [
-    ("skipnet_xs", None, 76.6),
-    ("skipnet_s", None, 170.7),
-    ("skipnet_m", 5_532_352, 236.6),
-    ("skipnet_l", None, 389.3),
-    ("mobilenet_v3_large", 5_483_032, 216.6),
-])
+@pytest.mark.parametrize(
+    "name,params,macs_m",
+    [
+        ("skipnet_xs", None, 76.6),
+        ("skipnet_s", None, 170.7),
+        ("skipnet_m", 5_532_352, 236.6),
+        ("skipnet_l", None, 389.3),
+        ("mobilenet_v3_large", 5_483_032, 216.6),
+    ],
+)
 def test_params_and_macs_match_paper(name, params, macs_m):
     m = create_model(name, 1000)
     if params is not None:
@@ -43,8 +54,11 @@ def test_params_and_macs_match_paper(name, params, macs_m):
     assert round(count_macs(m, 224) / 1e6, 1) == macs_m
 
 
-@pytest.mark.parametrize("name,size", [(n, s) for n in ("skipnet_xs", "skipnet_m", "skipnet_l", "mobilenet_v3_large")
-                                       for s in (32, 64, 96)] + [("skipnet_xs", 224), ("skipnet_s", 160)])
+@pytest.mark.parametrize(
+    "name,size",
+    [(n, s) for n in ("skipnet_xs", "skipnet_m", "skipnet_l", "mobilenet_v3_large") for s in (32, 64, 96)]
+    + [("skipnet_xs", 224), ("skipnet_s", 160)],
+)
 def test_shapes_at_several_sizes(name, size):
     m = create_model(name, 7).eval()
     x = torch.randn(2, 3, size, size)
@@ -79,6 +93,7 @@ def test_unknown_model_is_user_error():
 
 
 # ---- checkpoints -----------------------------------------------------------------------------
+
 
 def test_safetensors_round_trip(tmp_path):
     a = create_model("skipnet_xs", 10).eval()
@@ -139,6 +154,7 @@ def test_torchvision_state_dict_loads_into_baseline(tmp_path):
 # adaptive pooling they use), written from docs/paper.md, to check that their checkpoint layout loads
 # and gives the same outputs as our SkipNet-M.
 
+
 def _div8(v):
     n = max(8, int(v + 4) // 8 * 8)
     return n + 8 if n < 0.9 * v else n
@@ -164,10 +180,16 @@ class _IR(nn.Module):
         act = _HSwish if hs else nn.ReLU
         self.res = s == 1 and i == o
         self.conv = nn.Sequential(
-            nn.Conv2d(i, h, 1, bias=False), nn.BatchNorm2d(h), act(),
-            nn.Conv2d(h, h, k, s, k // 2, groups=h, bias=False), nn.BatchNorm2d(h), act(),
+            nn.Conv2d(i, h, 1, bias=False),
+            nn.BatchNorm2d(h),
+            act(),
+            nn.Conv2d(h, h, k, s, k // 2, groups=h, bias=False),
+            nn.BatchNorm2d(h),
+            act(),
             _SE(h) if se else nn.Identity(),
-            nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o))
+            nn.Conv2d(h, o, 1, bias=False),
+            nn.BatchNorm2d(o),
+        )
 
     def forward(self, x):
         return x + self.conv(x) if self.res else self.conv(x)
@@ -178,19 +200,27 @@ class _Skip(nn.Module):
         super().__init__()
         self.size = size
         self.core_block = nn.Sequential(
-            nn.Conv2d(16, h, 1, bias=False), nn.BatchNorm2d(h), nn.ReLU(),
-            nn.Conv2d(h, h, k, 1, k // 2, groups=h, bias=False), nn.BatchNorm2d(h), nn.ReLU(),
-            nn.Conv2d(h, o, 1, bias=False), nn.BatchNorm2d(o))
+            nn.Conv2d(16, h, 1, bias=False),
+            nn.BatchNorm2d(h),
+            nn.ReLU(),
+            nn.Conv2d(h, h, k, 1, k // 2, groups=h, bias=False),
+            nn.BatchNorm2d(h),
+            nn.ReLU(),
+            nn.Conv2d(h, o, 1, bias=False),
+            nn.BatchNorm2d(o),
+        )
 
     def forward(self, x):
         return self.core_block(F.adaptive_avg_pool2d(x, self.size))
 
 
 class _ReferenceSkipblockNetM(nn.Module):
-    ROWS = [[(3, 4, 24, 0, 0, 2), (3, 3, 24, 0, 0, 1), (5, 3, 40, 1, 0, 2), (5, 3, 40, 1, 0, 1), (5, 6, 40, 1, 1, 1)],
-            [(3, 6, 80, 0, 1, 2), (3, 2.5, 80, 0, 1, 1), (3, 2.3, 80, 0, 1, 1), (3, 2.3, 80, 0, 1, 1)],
-            [(3, 6, 112, 1, 1, 1), (3, 6, 112, 1, 1, 1)],
-            [(5, 6, 160, 1, 1, 2), (5, 6, 160, 1, 1, 1), (5, 6, 160, 1, 1, 1)]]
+    ROWS = [
+        [(3, 4, 24, 0, 0, 2), (3, 3, 24, 0, 0, 1), (5, 3, 40, 1, 0, 2), (5, 3, 40, 1, 0, 1), (5, 6, 40, 1, 1, 1)],
+        [(3, 6, 80, 0, 1, 2), (3, 2.5, 80, 0, 1, 1), (3, 2.3, 80, 0, 1, 1), (3, 2.3, 80, 0, 1, 1)],
+        [(3, 6, 112, 1, 1, 1), (3, 6, 112, 1, 1, 1)],
+        [(5, 6, 160, 1, 1, 2), (5, 6, 160, 1, 1, 1), (5, 6, 160, 1, 1, 1)],
+    ]
 
     def __init__(self, classes=1000):
         super().__init__()
@@ -242,9 +272,20 @@ def test_load_checkpoint_from_run_dir(tmp_path):
     m = create_model("skipnet_xs", 3).eval()
     save_weights(m, tmp_path / "model.safetensors", {"model": "skipnet_xs"})
     pre = {"img_size": 32, "resize": 32, "crop": 32, "grayscale_to_rgb": False, "mean": [0.5] * 3, "std": [0.25] * 3}
-    (tmp_path / "config.json").write_text(json.dumps({  # what the contract requires of a run's config.json
-        "model": "skipnet_xs", "num_classes": 3, "class_names": ["a", "b", "c"], "img_size": 32,
-        "mean": pre["mean"], "std": pre["std"], "preprocess": pre, "dataset": "imagefolder"}))
+    (tmp_path / "config.json").write_text(
+        json.dumps(
+            {  # what the contract requires of a run's config.json
+                "model": "skipnet_xs",
+                "num_classes": 3,
+                "class_names": ["a", "b", "c"],
+                "img_size": 32,
+                "mean": pre["mean"],
+                "std": pre["std"],
+                "preprocess": pre,
+                "dataset": "imagefolder",
+            }
+        )
+    )
     loaded, cfg = load_checkpoint(tmp_path)
     assert cfg["num_classes"] == 3 and not loaded.training
     x = torch.randn(1, 3, 32, 32)
@@ -253,12 +294,17 @@ def test_load_checkpoint_from_run_dir(tmp_path):
 
 
 def test_models_cli_lists_figures():
-    r = subprocess.run([sys.executable, "-m", "skipnet.models", "--models", "skipnet_m,mobilenet_v3_large"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "skipnet.models", "--models", "skipnet_m,mobilenet_v3_large"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 0, r.stderr
     assert "5,532,352" in r.stdout and "236.6" in r.stdout and "216.6" in r.stdout
-    r = subprocess.run([sys.executable, "-m", "skipnet.models", "--models", "nope"],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "skipnet.models", "--models", "nope"], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
 
 

@@ -1,5 +1,6 @@
 """ONNX graph rewrites before int8 quantisation, on real torch.onnx output run by onnxruntime: each
 computes the same function in float."""
+
 import collections
 
 import numpy as np

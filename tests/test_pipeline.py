@@ -4,14 +4,15 @@ converters (TFLite, ONNX, CoreML), the real runtimes for the gate and the benchm
 The tiny runs (8 optimiser steps) are too weak for an int8 file to keep 97% of their top-1
 answers, so the chain's mechanics are tested with float exports; int8 through the pipeline, with
 its parity check and a real gate, is tested on a small image folder trained to ~93%."""
+
 import json
-from pathlib import Path
 import shutil
 import sys
+from pathlib import Path
 
 import pytest
-
 from conftest import binomial_floor, needs_fmnist
+
 from skipnet.common import UserError
 from skipnet.models import count_macs, count_params, create_model
 from skipnet.pipeline import load_config
@@ -132,24 +133,33 @@ def test_pipeline_missing_data_is_one_line(tmp_path, capsys):
     assert not (tmp_path / "demo").exists()  # nothing started
 
 
-@pytest.mark.parametrize("flags, message", [
-    ({"models": "skipnet_xs,nope"}, "unknown model(s) nope"),
-    ({"models": "skipnet_xs,skipnet_xs"}, "lists a model twice"),
-    ({"data": "imagefolder"}, "needs data-dir"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        ({"models": "skipnet_xs,nope"}, "unknown model(s) nope"),
+        ({"models": "skipnet_xs,skipnet_xs"}, "lists a model twice"),
+        ({"data": "imagefolder"}, "needs data-dir"),
+    ],
+)
 def test_pipeline_bad_settings(flags, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         load_config(**flags)
 
 
-@pytest.mark.parametrize("yaml, message", [
-    ("export: {formats: [tflite-int8, pdf]}", "export.formats.*pdf"),
-    ("gate: {max-drop: 0.5, min-top1: 95}", "min-top1.*got 95.*fraction"),
-    ("train: {model: skipnet_m}", "put it at the top level"),
-    ("trian: {}", "unknown key 'trian'"),
-    pytest.param("export: {formats: [coreml]}", "CoreML models run only on macOS.*add tflite-int8",
-                 marks=pytest.mark.skipif(sys.platform == "darwin", reason="CoreML runs on macOS")),
-])
+@pytest.mark.parametrize(
+    "yaml, message",
+    [
+        ("export: {formats: [tflite-int8, pdf]}", "export.formats.*pdf"),
+        ("gate: {max-drop: 0.5, min-top1: 95}", "min-top1.*got 95.*fraction"),
+        ("train: {model: skipnet_m}", "put it at the top level"),
+        ("trian: {}", "unknown key 'trian'"),
+        pytest.param(
+            "export: {formats: [coreml]}",
+            "CoreML models run only on macOS.*add tflite-int8",
+            marks=pytest.mark.skipif(sys.platform == "darwin", reason="CoreML runs on macOS"),
+        ),
+    ],
+)
 def test_pipeline_bad_yaml_keys(tmp_path, yaml, message):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml + "\n")
@@ -163,10 +173,15 @@ def test_full_and_demo_defaults(tmp_path):
     assert full["out"] == "runs/demo-full" and full["train"]["recipe"] == "full" and "limit_train" not in full["train"]
     assert demo["models"][0].startswith("skipnet") and "mobilenet_v3_large" in demo["models"]
     # A user's config gets the dataset's own recipe, not the demo's shortened one.
-    mine = load_config(str(Path(__file__).parent.parent / "examples" / "pipeline" / "imagefolder.yaml"),
-                       data_dir=str(tmp_path))
+    mine = load_config(
+        str(Path(__file__).parent.parent / "examples" / "pipeline" / "imagefolder.yaml"), data_dir=str(tmp_path)
+    )
     assert mine["train"]["recipe"] == "finetune" and "limit_train" not in mine["train"]
-    assert mine["baseline"] == "mobilenet_v3_large" and mine["gate"] == {"max_drop": 0.5, "min_top1": 0.8, "limit": None}
+    assert mine["baseline"] == "mobilenet_v3_large" and mine["gate"] == {
+        "max_drop": 0.5,
+        "min_top1": 0.8,
+        "limit": None,
+    }
 
 
 def test_export_names():
@@ -273,12 +288,14 @@ def test_a_failed_int8_gate_names_what_to_try(folder_pipeline, tmp_path, capsys)
     advice = [line.strip() for line in printed.splitlines() if "to try:" in line]
     m = json.loads((out / "report.json").read_text())["models"]["skipnet_xs"]
     assert len(advice) == 1 and advice[0].startswith("skipnet_xs: ") and not m["gate_passed"]
-    assert ("to try: QAT (export: formats: [tflite-int8-qat], which ships the fine-tuning only when it wins on "
-            "held-out training images); more calibration images (export: calibration-samples: 512, now 256); "
-            "more epochs (train: epochs: 6, now 3)") in advice[0]
+    assert (
+        "to try: QAT (export: formats: [tflite-int8-qat], which ships the fine-tuning only when it wins on "
+        "held-out training images); more calibration images (export: calibration-samples: 512, now 256); "
+        "more epochs (train: epochs: 6, now 3)"
+    ) in advice[0]
     if m["drop_points"] > 0:  # the drop gate failed too: its size in images and its spread are named
         assert f"is {round(m['drop_points'] * 3)} of 300 images (+/-" in advice[0]
-    assert advice[0][len("skipnet_xs: "):] in (out / "report.md").read_text()
+    assert advice[0][len("skipnet_xs: ") :] in (out / "report.md").read_text()
 
 
 def test_interrupted_exits_like_the_shell():

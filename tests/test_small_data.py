@@ -4,25 +4,28 @@ the small-data rule for image folders, and the chance-level warning.
 The folder is the one of benchmarks/small_folder.py: T-shirt, Trouser and Sneaker from Fashion-MNIST
 as 64x64 JPEG class folders, 300 training and 100 validation images per class.
 """
+
 import copy
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import binomial_floor, needs_fmnist
 from torch import nn
 
-from conftest import binomial_floor, needs_fmnist
-
-RULE_LINE = ("900 training images: batch size 16, lr 0.0125, warmup epochs 0.3 (the finetune recipe's: 64, 0.05, 1), "
-             "so that 3 epochs are 168 optimiser steps; set --batch-size, --lr or --warmup-epochs to choose yourself")
+RULE_LINE = (
+    "900 training images: batch size 16, lr 0.0125, warmup epochs 0.3 (the finetune recipe's: 64, 0.05, 1), "
+    "so that 3 epochs are 168 optimiser steps; set --batch-size, --lr or --warmup-epochs to choose yourself"
+)
 
 
 def _train(capfd, folder: Path, out: Path, *flags: str) -> tuple[dict, list[str]]:
     from skipnet.training.cli import main
 
-    rc = main(["--data", "imagefolder", "--data-dir", str(folder), "--img-size", "64", "--out", str(out), "--quiet",
-               *flags])
+    rc = main(
+        ["--data", "imagefolder", "--data-dir", str(folder), "--img-size", "64", "--out", str(out), "--quiet", *flags]
+    )
     err = capfd.readouterr().err
     assert rc == 0, err
     return json.loads((out / "config.json").read_text()), err.splitlines()
@@ -53,8 +56,11 @@ def test_the_pipelines_skipnet_on_a_small_folder_predicts_in_eval_mode(folder_ru
 
 def _check_small_data_run(run: Path, folder: Path):
     cfg = json.loads((run / "config.json").read_text())
-    assert {k: cfg["train"][k] for k in ("batch_size", "lr", "warmup_epochs")} == \
-        {"batch_size": 16, "lr": 0.0125, "warmup_epochs": 0.3}
+    assert {k: cfg["train"][k] for k in ("batch_size", "lr", "warmup_epochs")} == {
+        "batch_size": 16,
+        "lr": 0.0125,
+        "warmup_epochs": 0.3,
+    }
     assert cfg["batchnorm_statistics"] == {"re_estimated_on": 512, "split": "train", "preprocessing": "eval"}
     predicted, labels = _val_predictions(run, folder)
     top1 = (predicted == labels).float().mean().item()
@@ -67,19 +73,38 @@ def _check_small_data_run(run: Path, folder: Path):
 @needs_fmnist
 def test_chance_warning_after_the_epochs_at_chance_and_in_config(capfd, small_folder, tmp_path):
     # The settings that left the model at chance: the recipe's batch, lr and warm-up, statistics not re-estimated.
-    cfg, err = _train(capfd, small_folder, tmp_path / "run", "--model", "skipnet_xs", "--epochs", "3",
-                      "--batch-size", "64", "--lr", "0.05", "--warmup-epochs", "1", "--bn-images", "0")
-    assert err[0] == ("note: 3 epochs of 900 training images at batch size 64 are 42 optimiser steps; with fewer "
-                      "than 150 a model may not learn to predict from its input: raise --epochs or lower --batch-size")
+    cfg, err = _train(
+        capfd,
+        small_folder,
+        tmp_path / "run",
+        "--model",
+        "skipnet_xs",
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--lr",
+        "0.05",
+        "--warmup-epochs",
+        "1",
+        "--bn-images",
+        "0",
+    )
+    assert err[0] == (
+        "note: 3 epochs of 900 training images at batch size 64 are 42 optimiser steps; with fewer "
+        "than 150 a model may not learn to predict from its input: raise --epochs or lower --batch-size"
+    )
     assert cfg["batchnorm_statistics"] == "running average"
     rows = _metrics(tmp_path / "run")
     assert rows[-1]["val_top1"] == pytest.approx(1 / 3) and rows[-1]["train_top1"] > 0.5
     warned = [line for line in err if line.startswith("warning:")]
     at_chance = [r for r in rows if abs(r["val_top1"] - 1 / 3) < 0.01 and r["train_top1"] >= 1 / 3 + 0.15]
     assert len(warned) == len(at_chance) >= 1
-    last = (f"warning: validation top-1 33.3% is chance level (33.3%) while training top-1 is "
-            f"{rows[-1]['train_top1']:.1%}: after 42 optimiser steps the model does not yet predict from its input "
-            "in eval mode; train for more steps (more --epochs, or a smaller --batch-size)")
+    last = (
+        f"warning: validation top-1 33.3% is chance level (33.3%) while training top-1 is "
+        f"{rows[-1]['train_top1']:.1%}: after 42 optimiser steps the model does not yet predict from its input "
+        "in eval mode; train for more steps (more --epochs, or a smaller --batch-size)"
+    )
     assert warned[-1] == last and cfg["warnings"] == [last]
 
 
@@ -105,15 +130,19 @@ def test_ema_weights_get_their_own_statistics(capfd, small_folder, tmp_path):
     from skipnet.models import create_model
     from skipnet.training.health import bn_indices, reestimate_bn
 
-    cfg, _ = _train(capfd, small_folder, tmp_path / "run", "--model", "skipnet_xs", "--epochs", "1", "--ema",
-                    "--ema-decay", "0.9")
+    cfg, _ = _train(
+        capfd, small_folder, tmp_path / "run", "--model", "skipnet_xs", "--epochs", "1", "--ema", "--ema-decay", "0.9"
+    )
     saved = create_model("skipnet_xs", weights=tmp_path / "run")  # the EMA's weights and statistics
     again = copy.deepcopy(saved)
     train_eval = build_datasets("imagefolder", str(small_folder), 64, augment=False)[0]
-    assert reestimate_bn(again, train_eval, bn_indices(list(range(900)), 512, 0), cfg["train"]["batch_size"],
-                         torch.device("cpu")) == 512
-    buffers = lambda m: {k: v for k, v in m.state_dict().items() if "running_" in k}
-    a, b = buffers(saved), buffers(again)
+    assert (
+        reestimate_bn(
+            again, train_eval, bn_indices(list(range(900)), 512, 0), cfg["train"]["batch_size"], torch.device("cpu")
+        )
+        == 512
+    )
+    a, b = ({k: v for k, v in m.state_dict().items() if "running_" in k} for m in (saved, again))
     # float32 sums over 512 images in another order (thread count) move the late variances by ~1e-4
     assert all(torch.allclose(a[k], b[k], rtol=1e-3, atol=1e-5) for k in a)
     trained = torch.load(tmp_path / "run" / "trainer_state.pt", weights_only=True)["model"]

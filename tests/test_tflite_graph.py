@@ -1,4 +1,5 @@
 """Graph surgery on real converter output: every rewrite computes the same function in float."""
+
 import numpy as np
 import pytest
 import torch
@@ -6,7 +7,7 @@ from torch import nn
 
 pytest.importorskip("litert_torch")
 
-from skipnet.export.tflite_export import export_tflite, quantization_of, quantize_tflite_int8  # noqa: E402
+from skipnet.export.tflite_convert import export_tflite, quantization_of, quantize_tflite_int8  # noqa: E402
 from skipnet.export.tflite_graph import _factors, float_ops, op_census, rewrite_graph, uint8_input  # noqa: E402
 from skipnet.models import PixelModel  # noqa: E402
 
@@ -68,7 +69,7 @@ def test_rewrites_keep_the_float_function(converted, tmp_path):
     # 1/6 folded into the weights it reaches (the first pool stage; through the mean, the linear layer)
     assert after["DEPTHWISE_CONV_2D"] == 3 and after["ADD"] == 2 and after["MUL"] == 2
     for i in range(len(pixels)):
-        np.testing.assert_allclose(_run(out, pixels[i:i + 1]), _run(path, pixels[i:i + 1]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(_run(out, pixels[i : i + 1]), _run(path, pixels[i : i + 1]), rtol=1e-5, atol=1e-5)
 
 
 def test_float_prefix_keeps_hard_swish_and_only_high_resolution_ops_float(converted, tmp_path):
@@ -81,10 +82,14 @@ def test_float_prefix_keeps_hard_swish_and_only_high_resolution_ops_float(conver
     quantize_tflite_int8(out, pixels.astype(np.uint8), q, graph="stock")
     islands = float_ops(q)
     # ops reading or writing 16 // 2 = 8-pixel maps or larger: the normalisation, conv, h-swish and pool
-    assert islands == [("DEPTHWISE_CONV_2D", [1, 16, 16, 3]), ("CONV_2D", [1, 16, 16, 8]),
-                       ("HARD_SWISH", [1, 16, 16, 8]), ("AVERAGE_POOL_2D", [1, 2, 2, 8])], islands
-    ref = np.concatenate([_run(path, pixels[i:i + 1]) for i in range(len(pixels))])
-    got = np.concatenate([_run(q, pixels[i:i + 1]) for i in range(len(pixels))])
+    assert islands == [
+        ("DEPTHWISE_CONV_2D", [1, 16, 16, 3]),
+        ("CONV_2D", [1, 16, 16, 8]),
+        ("HARD_SWISH", [1, 16, 16, 8]),
+        ("AVERAGE_POOL_2D", [1, 2, 2, 8]),
+    ], islands
+    ref = np.concatenate([_run(path, pixels[i : i + 1]) for i in range(len(pixels))])
+    got = np.concatenate([_run(q, pixels[i : i + 1]) for i in range(len(pixels))])
     assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 0.05  # int8 rounding, not a different function
 
 
@@ -108,7 +113,7 @@ def test_a_scale_reaching_an_add_stays_a_mul(tmp_path):
     assert op_census(out)["MUL"] == op_census(path).get("MUL", 0) + 2  # x * relu6(x + 3), then * 1/6
     pixels = np.random.default_rng(1).integers(0, 256, (2, 16, 16, 3)).astype(np.float32)
     for i in range(len(pixels)):
-        np.testing.assert_allclose(_run(out, pixels[i:i + 1]), _run(path, pixels[i:i + 1]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(_run(out, pixels[i : i + 1]), _run(path, pixels[i : i + 1]), rtol=1e-5, atol=1e-5)
 
 
 def test_shipped_int8_graphs_from_uint8_pixels(converted, tmp_path):
@@ -122,14 +127,18 @@ def test_shipped_int8_graphs_from_uint8_pixels(converted, tmp_path):
         assert quantization_of(fast)["output"]["dtype"] == "int8"
     assert quantization_of(stock)["input"] == {"dtype": "int8", "scale": 1.0, "zero_point": -128}
     # by default the ops on maps at least half the input's height stay float (the h-swish as it is)
-    assert float_ops(shipped) == [("DEPTHWISE_CONV_2D", [1, 16, 16, 3]), ("CONV_2D", [1, 16, 16, 8]),
-                                  ("HARD_SWISH", [1, 16, 16, 8]), ("AVERAGE_POOL_2D", [1, 2, 2, 8])]
+    assert float_ops(shipped) == [
+        ("DEPTHWISE_CONV_2D", [1, 16, 16, 3]),
+        ("CONV_2D", [1, 16, 16, 8]),
+        ("HARD_SWISH", [1, 16, 16, 8]),
+        ("AVERAGE_POOL_2D", [1, 2, 2, 8]),
+    ]
     assert float_ops(full) == []  # no softmax in this model: nothing float at all
     census = op_census(full)
     assert census["QUANTIZE"] == census["DEQUANTIZE"] == 1  # uint8 -> float -> int8 in, int8 out
-    ref = np.concatenate([_run(path, pixels[i:i + 1]) for i in range(len(pixels))])
+    ref = np.concatenate([_run(path, pixels[i : i + 1]) for i in range(len(pixels))])
     for fast in (shipped, full):
-        got = np.concatenate([_run(fast, pixels[i:i + 1]) for i in range(len(pixels))])
+        got = np.concatenate([_run(fast, pixels[i : i + 1]) for i in range(len(pixels))])
         assert np.abs(got - ref).max() < 0.1 * np.abs(ref).max() + 0.05
 
 
@@ -163,7 +172,7 @@ def test_calibration_ranges_cover_every_calibration_image(converted, tmp_path):
     quantize_tflite_int8(path, pixels, int8, graph="stock")
     seen: dict[str, tuple[float, float]] = {}
     for i in range(len(pixels)):
-        for name, (v, _, _) in _tensors(path, pixels[i:i + 1].astype(np.float32)).items():
+        for name, (v, _, _) in _tensors(path, pixels[i : i + 1].astype(np.float32)).items():
             lo, hi = seen.get(name, (np.inf, -np.inf))
             seen[name] = min(lo, float(v.min())), max(hi, float(v.max()))
     checked = 0
@@ -190,4 +199,4 @@ def test_uint8_input_retypes_or_quantizes(converted, tmp_path):
         assert added == (0 if readers == "DEQUANTIZE" else 1), readers  # retyped, or a QUANTIZE in front
         # the same real values in: uint8 v and int8 v - 128 give the same outputs
         for i in range(3):
-            np.testing.assert_array_equal(_run(out, pixels[i:i + 1]), _run(src, pixels[i:i + 1]))
+            np.testing.assert_array_equal(_run(out, pixels[i : i + 1]), _run(src, pixels[i : i + 1]))

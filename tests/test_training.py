@@ -1,4 +1,5 @@
 """Training stage end to end on real Fashion-MNIST: run directory, accuracy, kill -9 and resume, bad input."""
+
 import csv
 import json
 import os
@@ -11,8 +12,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import needs_fmnist
+
 from skipnet.data import build_datasets
 from skipnet.models import create_model, load_checkpoint
 from skipnet.training.cli import main as train_main
@@ -21,8 +22,9 @@ QUICK = ["--model", "skipnet_xs", "--limit-train", "4096", "--limit-val", "500",
 
 
 def _cli(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "skipnet.training", *map(str, args)],
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "skipnet.training", *map(str, args)], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def _weights(run: Path) -> dict:
@@ -48,15 +50,36 @@ def trained_run(tmp_path_factory):
 def test_run_directory_follows_design(trained_run):
     out, r = trained_run
     # The four files of the contract, and the lock file that kept other writers out while it trained.
-    assert sorted(p.name for p in out.iterdir()) == [".skipnet.lock", "config.json", "metrics.csv",
-                                                     "model.safetensors", "trainer_state.pt"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        ".skipnet.lock",
+        "config.json",
+        "metrics.csv",
+        "model.safetensors",
+        "trainer_state.pt",
+    ]
     cfg = json.loads((out / "config.json").read_text())
-    for key in ("model", "num_classes", "class_names", "img_size", "mean", "std", "preprocess", "dataset", "loss",
-                "metrics", "version"):
+    for key in (
+        "model",
+        "num_classes",
+        "class_names",
+        "img_size",
+        "mean",
+        "std",
+        "preprocess",
+        "dataset",
+        "loss",
+        "metrics",
+        "version",
+    ):
         assert key in cfg, key
     assert cfg["model"] == "skipnet_xs" and cfg["num_classes"] == 10 and cfg["class_names"][0] == "T-shirt/top"
-    assert cfg["loss"] == {"name": "bias", "alpha": 0.3, "beta": 0.3, "normalization": "global",
-                           "label_smoothing": pytest.approx(cfg["loss"]["label_smoothing"])}
+    assert cfg["loss"] == {
+        "name": "bias",
+        "alpha": 0.3,
+        "beta": 0.3,
+        "normalization": "global",
+        "label_smoothing": pytest.approx(cfg["loss"]["label_smoothing"]),
+    }
     assert cfg["preprocess"]["grayscale_to_rgb"] is True and cfg["img_size"] == 32
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
@@ -108,19 +131,40 @@ def test_resume_of_finished_run_extends_it(trained_run, tmp_path):
 
 
 def test_resume_refuses_to_change_what_is_trained(capsys, tmp_path):
-    from skipnet.training.state import save_state
     from skipnet.training.config import TrainConfig
+    from skipnet.training.state import save_state
 
     run = tmp_path / "run"
     # The least a state file must hold to pass the contract's schema; its config is what is compared.
-    save_state(run / "trainer_state.pt", {"model": {"w": torch.zeros(1)}, "optimizer": {}, "scheduler": {}, "epoch": 0,
-                                          "batch": 0, "global_step": 0, "history": [], "rng": {},
-                                          "config": TrainConfig(out=str(run), lr=0.2).to_dict()})
+    save_state(
+        run / "trainer_state.pt",
+        {
+            "model": {"w": torch.zeros(1)},
+            "optimizer": {},
+            "scheduler": {},
+            "epoch": 0,
+            "batch": 0,
+            "global_step": 0,
+            "history": [],
+            "rng": {},
+            "config": TrainConfig(out=str(run), lr=0.2).to_dict(),
+        },
+    )
     _bad(capsys, ["--out", run, "--resume", "--lr", "0.5"], "--lr 0.5 differs from the run being resumed (0.2)")
 
 
-DETERMINISTIC = [*QUICK, "--epochs", "2", "--deterministic", "--save-every", "3", "--limit-train", "768",
-                 "--workers", "1"]
+DETERMINISTIC = [
+    *QUICK,
+    "--epochs",
+    "2",
+    "--deterministic",
+    "--save-every",
+    "3",
+    "--limit-train",
+    "768",
+    "--workers",
+    "1",
+]
 
 
 def _wait_for_step(run: Path, step: int, proc: subprocess.Popen, timeout: float = 300) -> None:
@@ -145,8 +189,12 @@ def test_kill9_and_resume_is_bit_identical(tmp_path):
     run = tmp_path / "killed"
     for target in (4, 16):  # kill twice: mid-epoch 1 and mid-epoch 2, at a random moment after a checkpoint
         args = [*DETERMINISTIC, "--out", run] + (["--resume"] if (run / "trainer_state.pt").exists() else [])
-        p = subprocess.Popen([sys.executable, "-m", "skipnet.training", *map(str, args)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [sys.executable, "-m", "skipnet.training", *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         _wait_for_step(run, target, p)
         time.sleep(random.uniform(0.0, 0.4))
         p.send_signal(signal.SIGKILL)
@@ -159,7 +207,10 @@ def test_kill9_and_resume_is_bit_identical(tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     ta, tb = _trainer_weights(ref), _trainer_weights(run)
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
-    strip = lambda p: [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(p.open())]
+
+    def strip(p):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in csv.DictReader(p.open())]
+
     assert strip(ref / "metrics.csv") == strip(run / "metrics.csv")
 
 
@@ -169,8 +220,13 @@ def test_signal_saves_checkpoint_and_exits_cleanly(tmp_path, sig, workers):
     run = tmp_path / "stopped"
     args = [*QUICK, "--epochs", "3", "--save-every", "0", "--workers", workers, "--out", run]
     # Own process group, signalled as a whole: what Ctrl-C in a terminal does (workers included).
-    p = subprocess.Popen([sys.executable, "-m", "skipnet.training", *map(str, args)], stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "skipnet.training", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     _wait_for_step(run, 0, p)
     time.sleep(3)
     os.killpg(p.pid, sig)
@@ -182,6 +238,7 @@ def test_signal_saves_checkpoint_and_exits_cleanly(tmp_path, sig, workers):
 
 
 # ---- bad input: exit 2, one line on stderr, no traceback -------------------------------------
+
 
 def _bad(capsys, args, match):
     rc = train_main([*map(str, args)])
@@ -259,15 +316,20 @@ def test_config_file_precedence(tmp_path):
 
 
 def test_named_recipes():
-    from skipnet.training import resolve_config
     from skipnet.common import UserError
+    from skipnet.training import resolve_config
 
     fast, full = resolve_config({}), resolve_config({"recipe": "full"})
     assert (fast.recipe, fast.epochs, fast.lr) == ("fast", 3, 0.2)  # Fashion-MNIST's default
     assert (full.recipe, full.epochs, full.scheduler) == ("full", 30, "cosine")
     paper = resolve_config({"recipe": "paper", "model": "resnet18"})  # the paper's CIFAR recipe, any data
-    assert (paper.data, paper.model, paper.epochs, paper.lr, paper.milestones) == ("fashion-mnist", "resnet18", 160,
-                                                                                   0.1, [80, 122])
+    assert (paper.data, paper.model, paper.epochs, paper.lr, paper.milestones) == (
+        "fashion-mnist",
+        "resnet18",
+        160,
+        0.1,
+        [80, 122],
+    )
     assert resolve_config({"data": "cifar100"}).recipe == "paper"
     with pytest.raises(UserError, match="unknown recipe 'long'"):
         resolve_config({"recipe": "long"})
@@ -275,13 +337,39 @@ def test_named_recipes():
 
 @needs_fmnist
 def test_ema_amp_and_ce_variants(tmp_path):
-    r = _cli(*QUICK, "--limit-train", "256", "--epochs", "1", "--ema", "--ema-decay", "0.9", "--amp",
-             "--out", tmp_path / "ema")
+    r = _cli(
+        *QUICK,
+        "--limit-train",
+        "256",
+        "--epochs",
+        "1",
+        "--ema",
+        "--ema-decay",
+        "0.9",
+        "--amp",
+        "--out",
+        tmp_path / "ema",
+    )
     assert r.returncode == 0, r.stderr
     cfg = json.loads((tmp_path / "ema" / "config.json").read_text())
     assert cfg["ema"] is True and 0 <= cfg["metrics"]["val_top1"] <= 1
-    r = _cli(*QUICK, "--limit-train", "256", "--epochs", "1", "--loss", "ce", "--model", "mobilenet_v3_small",
-             "--optimizer", "adamw", "--lr", "0.002", "--out", tmp_path / "ce")
+    r = _cli(
+        *QUICK,
+        "--limit-train",
+        "256",
+        "--epochs",
+        "1",
+        "--loss",
+        "ce",
+        "--model",
+        "mobilenet_v3_small",
+        "--optimizer",
+        "adamw",
+        "--lr",
+        "0.002",
+        "--out",
+        tmp_path / "ce",
+    )
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "ce" / "config.json").read_text())["loss"]["name"] == "ce"
 
@@ -289,10 +377,23 @@ def test_ema_amp_and_ce_variants(tmp_path):
 @needs_fmnist
 def test_torchrun_two_processes_on_cpu(tmp_path):
     out = tmp_path / "ddp"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                        "-m", "skipnet.training", *map(str, [*QUICK, "--limit-train", "2048", "--epochs", "1",
-                                                             "--out", out])],
-                       capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "skipnet.training",
+            *map(str, [*QUICK, "--limit-train", "2048", "--epochs", "1", "--out", out]),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     state = torch.load(out / "trainer_state.pt", weights_only=True)
     assert state["global_step"] == 2048 // 64  # the global batch is split, not duplicated
@@ -334,8 +435,20 @@ def test_fine_tune_from_imagenet_layout_checkpoint(tmp_path):
     torch.manual_seed(1)
     src = create_model("skipnet_xs", 1000)
     torch.save(src.state_dict(), tmp_path / "in1k.pth")
-    r = _cli(*QUICK, "--limit-train", "256", "--epochs", "1", "--lr", "1e-9", "--weights", tmp_path / "in1k.pth",
-             "--reset-head", "--out", tmp_path / "ft")
+    r = _cli(
+        *QUICK,
+        "--limit-train",
+        "256",
+        "--epochs",
+        "1",
+        "--lr",
+        "1e-9",
+        "--weights",
+        tmp_path / "in1k.pth",
+        "--reset-head",
+        "--out",
+        tmp_path / "ft",
+    )
     assert r.returncode == 0, r.stderr
     state = torch.load(tmp_path / "ft" / "trainer_state.pt", weights_only=True)["model"]
     # With a vanishing lr the backbone is still the checkpoint's (BN running stats aside).

@@ -1,5 +1,6 @@
 """skipnet-train's checks: bad values refused before any work (exit 2), a diverging run stopped with
 its last good checkpoint kept (exit 1), a finished run's files checked on --resume."""
+
 import json
 import re
 import shutil
@@ -7,16 +8,27 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import needs_fmnist
 from safetensors.torch import load_file, save_file
 
-from conftest import needs_fmnist
 from skipnet.common import CheckFailed
 from skipnet.training import TrainConfig, resolve_config
 from skipnet.training.cli import build_parser
 from skipnet.training.cli import main as train_main
 
-TINY = ["--model", "skipnet_xs", "--limit-train", "128", "--batch-size", "64", "--limit-val", "64", "--epochs", "1",
-        "--quiet"]
+TINY = [
+    "--model",
+    "skipnet_xs",
+    "--limit-train",
+    "128",
+    "--batch-size",
+    "64",
+    "--limit-val",
+    "64",
+    "--epochs",
+    "1",
+    "--quiet",
+]
 
 
 def _run(capfd, args) -> tuple[int, str, str]:
@@ -36,13 +48,36 @@ def _one_error_line(capfd, args, rc_expected: int) -> str:
 # ---- bad values: exit 2, one line naming the flag or the config file's key ------------------
 
 BAD_FLAGS = [
-    ("lr", "nan"), ("lr", "inf"), ("lr", "0"), ("lr", "-0.1"),
-    ("momentum", "1"), ("momentum", "nan"), ("weight-decay", "-1e-4"), ("weight-decay", "inf"),
-    ("alpha", "-1"), ("alpha", "nan"), ("beta", "1.5"), ("beta", "-inf"),
-    ("label-smoothing", "1"), ("label-smoothing", "nan"), ("gamma", "0"), ("gamma", "inf"),
-    ("warmup-epochs", "-1"), ("warmup-epochs", "nan"), ("ema-decay", "1"), ("ema-decay", "nan"),
-    ("epochs", "0"), ("batch-size", "0"), ("img-size", "0"), ("limit-train", "0"), ("limit-val", "-1"),
-    ("workers", "-1"), ("save-every", "-1"), ("seed", "-1"), ("milestones", "a,b"), ("milestones", "0,3"),
+    ("lr", "nan"),
+    ("lr", "inf"),
+    ("lr", "0"),
+    ("lr", "-0.1"),
+    ("momentum", "1"),
+    ("momentum", "nan"),
+    ("weight-decay", "-1e-4"),
+    ("weight-decay", "inf"),
+    ("alpha", "-1"),
+    ("alpha", "nan"),
+    ("beta", "1.5"),
+    ("beta", "-inf"),
+    ("label-smoothing", "1"),
+    ("label-smoothing", "nan"),
+    ("gamma", "0"),
+    ("gamma", "inf"),
+    ("warmup-epochs", "-1"),
+    ("warmup-epochs", "nan"),
+    ("ema-decay", "1"),
+    ("ema-decay", "nan"),
+    ("epochs", "0"),
+    ("batch-size", "0"),
+    ("img-size", "0"),
+    ("limit-train", "0"),
+    ("limit-val", "-1"),
+    ("workers", "-1"),
+    ("save-every", "-1"),
+    ("seed", "-1"),
+    ("milestones", "a,b"),
+    ("milestones", "0,3"),
 ]
 
 
@@ -55,8 +90,16 @@ def test_bad_flag_value_is_refused_before_any_work(capfd, tmp_path, flag, value)
     assert not out.exists()
 
 
-BAD_YAML = [("milestones: 'a,b'", "milestones"), ("out: 5", "out"), ("lr: .nan", "lr"), ("epochs: 0", "epochs"),
-            ("ema: 1", "ema"), ("seed: -1", "seed"), ("batch-size: 2.5", "batch-size"), ("loss: focal", "loss")]
+BAD_YAML = [
+    ("milestones: 'a,b'", "milestones"),
+    ("out: 5", "out"),
+    ("lr: .nan", "lr"),
+    ("epochs: 0", "epochs"),
+    ("ema: 1", "ema"),
+    ("seed: -1", "seed"),
+    ("batch-size: 2.5", "batch-size"),
+    ("loss: focal", "loss"),
+]
 
 
 @pytest.mark.parametrize("text,key", BAD_YAML)
@@ -90,11 +133,17 @@ def test_one_definition_gives_types_defaults_and_ranges():
     assert cfg.milestones == [3, 5] and cfg.lr == 1.0 and isinstance(cfg.lr, float)
     assert TrainConfig().to_dict()["channels_last"] is True
     args = vars(build_parser().parse_args(["--lr", "0.5", "--no-channels-last", "--ema", "--milestones", "2,4"]))
-    assert (args["lr"], args["channels_last"], args["ema"], args["milestones"], args["epochs"]) == \
-        (0.5, False, True, "2,4", None)  # None: not given, so the recipe and --config apply
+    assert (args["lr"], args["channels_last"], args["ema"], args["milestones"], args["epochs"]) == (
+        0.5,
+        False,
+        True,
+        "2,4",
+        None,
+    )  # None: not given, so the recipe and --config apply
 
 
 # ---- a loss that stops being finite: exit 1, the last good checkpoint kept ---------------------
+
 
 @needs_fmnist
 def test_diverging_loss_stops_training_and_keeps_the_last_good_checkpoint(capfd, tmp_path):
@@ -132,28 +181,41 @@ def test_non_finite_weights_are_never_checkpointed(tmp_path):
     from skipnet.training.distributed import DistInfo
     from skipnet.training.loop import Trainer
 
-    cfg = resolve_config({"model": "skipnet_xs", "limit_train": 128, "batch_size": 64, "limit_val": 64,
-                          "epochs": 1, "out": str(tmp_path / "run")}).validate()
+    cfg = resolve_config(
+        {
+            "model": "skipnet_xs",
+            "limit_train": 128,
+            "batch_size": 64,
+            "limit_val": 64,
+            "epochs": 1,
+            "out": str(tmp_path / "run"),
+        }
+    ).validate()
     trainer = Trainer(cfg, Path(cfg.out), DistInfo(), progress=False).setup(None)
     trainer.checkpoint(0, 1)
     before = {p.name: p.read_bytes() for p in Path(cfg.out).iterdir()}
     with torch.no_grad():
         next(trainer.model.parameters()).fill_(float("inf"))
-    with pytest.raises(CheckFailed, match=r"at epoch 1, step 2 of 2 \(the weights are not finite\).*"
-                                          r"checkpoint at epoch 1, step 1 of 2"):
+    with pytest.raises(
+        CheckFailed,
+        match=r"at epoch 1, step 2 of 2 \(the weights are not finite\).*"
+        r"checkpoint at epoch 1, step 1 of 2",
+    ):
         trainer.checkpoint(0, 2)
     assert {p.name: p.read_bytes() for p in Path(cfg.out).iterdir()} == before
 
 
 # ---- --resume of a finished run: its files checked, one line on stdout -------------------------
 
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory):
     from skipnet.training import train
 
     out = tmp_path_factory.mktemp("finished") / "run"
-    cfg = resolve_config({"model": "skipnet_xs", "limit_train": 128, "batch_size": 64, "limit_val": 64,
-                          "epochs": 2, "out": str(out)})
+    cfg = resolve_config(
+        {"model": "skipnet_xs", "limit_train": 128, "batch_size": 64, "limit_val": 64, "epochs": 2, "out": str(out)}
+    )
     train(cfg.validate(), progress=False)
     return out
 
@@ -171,8 +233,10 @@ def test_resume_of_finished_run_says_so_and_changes_nothing(capfd, finished_copy
     rc, out, err = _run(capfd, ["--out", run, "--resume", "--quiet"])
     assert rc == 0 and err == "", err
     top1 = json.loads((run / "config.json").read_text())["metrics"]["val_top1"]
-    assert out.splitlines() == [f"nothing to train: the run saved to {run} is finished (2 of 2 epochs, val top-1 "
-                                f"{top1:.4f}); to train longer: skipnet-train --out {run} --resume --epochs M (M > 2)"]
+    assert out.splitlines() == [
+        f"nothing to train: the run saved to {run} is finished (2 of 2 epochs, val top-1 "
+        f"{top1:.4f}); to train longer: skipnet-train --out {run} --resume --epochs M (M > 2)"
+    ]
     assert {p.name: p.read_bytes() for p in run.iterdir()} == before
     line = _one_error_line(capfd, ["--out", run, "--resume", "--epochs", "1"], 2)
     assert "--epochs 1 is fewer than the 2 epochs" in line and "--epochs M with M > 2" in line
@@ -180,11 +244,14 @@ def test_resume_of_finished_run_says_so_and_changes_nothing(capfd, finished_copy
 
 
 @needs_fmnist
-@pytest.mark.parametrize("damage,match", [
-    ("truncate", "model.safetensors is not a valid safetensors file"),
-    ("nan", "model.safetensors holds NaN or inf weights"),
-    ("config", "config.json is not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "damage,match",
+    [
+        ("truncate", "model.safetensors is not a valid safetensors file"),
+        ("nan", "model.safetensors holds NaN or inf weights"),
+        ("config", "config.json is not valid JSON"),
+    ],
+)
 def test_resume_of_finished_run_with_damaged_files_is_refused(capfd, finished_copy, damage, match):
     run = finished_copy
     weights = run / "model.safetensors"

@@ -9,10 +9,37 @@ benchmark must convert models, which the runtime stage cannot (export imports th
 timing itself (interleaved rounds, paired ratios) is the runtime stage's (skipnet.runtime.timing),
 shared with the export's int8 speed check.
 """
-from .core import (FORMATS, IMAGENET_MEAN, IMAGENET_STD, benchmark, calibration_pixels, cpu_name,
-                   estimate_bn_statistics, interleaved_times, latency_stats, paired_ratio, pixel_interpreter, study_out,
-                   time_files, write_study)
 
-__all__ = ["FORMATS", "IMAGENET_MEAN", "IMAGENET_STD", "benchmark", "calibration_pixels", "cpu_name",
-           "estimate_bn_statistics", "interleaved_times", "latency_stats", "paired_ratio", "pixel_interpreter",
-           "study_out", "time_files", "write_study"]
+from .core import (
+    FORMATS,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    benchmark,
+    calibration_pixels,
+    cpu_name,
+    estimate_bn_statistics,
+    interleaved_times,
+    latency_stats,
+    paired_ratio,
+    pixel_interpreter,
+    study_out,
+    time_files,
+    write_study,
+)
+
+__all__ = [
+    "FORMATS",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "benchmark",
+    "calibration_pixels",
+    "cpu_name",
+    "estimate_bn_statistics",
+    "interleaved_times",
+    "latency_stats",
+    "paired_ratio",
+    "pixel_interpreter",
+    "study_out",
+    "time_files",
+    "write_study",
+]

@@ -3,6 +3,7 @@
 The .tflite files and the benchmark binary are pushed to a scratch folder on the device, timed
 one after another, and the folder is removed again, also when a run fails.
 """
+
 from __future__ import annotations
 
 import re
@@ -15,12 +16,18 @@ from ..common import UserError
 
 REMOTE_DIR = "/data/local/tmp/skipnet_bench"
 _NUM = r"([0-9.]+(?:e[+-]?[0-9]+)?)"
-_SUMMARY = re.compile(rf"Inference timings in us: Init: {_NUM}, First inference: {_NUM}, "
-                      rf"Warmup \(avg\): {_NUM}, Inference \(avg\): {_NUM}")
-_COUNT = re.compile(rf"count=(\d+) first={_NUM} curr={_NUM} min={_NUM} max={_NUM} avg={_NUM} std={_NUM}"
-                    rf"(?: p5={_NUM} median={_NUM} p95={_NUM})?")
-_MEMORY = re.compile(rf"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
-                     rf"init={_NUM} overall={_NUM}")
+_SUMMARY = re.compile(
+    rf"Inference timings in us: Init: {_NUM}, First inference: {_NUM}, "
+    rf"Warmup \(avg\): {_NUM}, Inference \(avg\): {_NUM}"
+)
+_COUNT = re.compile(
+    rf"count=(\d+) first={_NUM} curr={_NUM} min={_NUM} max={_NUM} avg={_NUM} std={_NUM}"
+    rf"(?: p5={_NUM} median={_NUM} p95={_NUM})?"
+)
+_MEMORY = re.compile(
+    rf"(?:Peak memory footprint|Memory footprint delta from the start of the tool) \(MB\): "
+    rf"init={_NUM} overall={_NUM}"
+)
 _PEAK = re.compile(rf"Overall peak memory footprint \(MB\) via periodic monitoring: {_NUM}")
 
 
@@ -56,8 +63,10 @@ class Adb:
     def __init__(self, serial: str | None = None, adb: str = "adb"):
         self.exe = shutil.which(adb)
         if self.exe is None:
-            raise UserError("adb not found on PATH: install Android platform-tools (sdkmanager 'platform-tools' "
-                            "or apt-get install adb)")
+            raise UserError(
+                "adb not found on PATH: install Android platform-tools (sdkmanager 'platform-tools' "
+                "or apt-get install adb)"
+            )
         self.serial = serial
 
     def require_device(self) -> None:
@@ -67,8 +76,10 @@ class Adb:
             state = ""
         if state != "device":
             where = f" with serial {self.serial}" if self.serial else ""
-            raise UserError(f"no Android device{where} attached: connect one with USB debugging on "
-                            "(`adb devices` lists it), or pass --serial")
+            raise UserError(
+                f"no Android device{where} attached: connect one with USB debugging on "
+                "(`adb devices` lists it), or pass --serial"
+            )
 
     def __call__(self, *args: str, timeout: float = 600) -> str:
         cmd = [self.exe, *(["-s", self.serial] if self.serial else []), *args]
@@ -82,14 +93,22 @@ class Adb:
 def check_binary(benchmark_binary: str | Path) -> Path:
     binary = Path(benchmark_binary)
     if not binary.is_file():
-        raise UserError(f"--benchmark-binary {binary} does not exist: download TensorFlow Lite's benchmark_model "
-                        "for your phone's ABI (android_aarch64) and pass its path")
+        raise UserError(
+            f"--benchmark-binary {binary} does not exist: download TensorFlow Lite's benchmark_model "
+            "for your phone's ABI (android_aarch64) and pass its path"
+        )
     return binary
 
 
-def run_on_android(models: list[tuple[str, Path]], benchmark_binary: str | Path, serial: str | None = None,
-                   threads: int = 1, runs: int = 50, warmup: int = 5, delegate: str | None = None
-                   ) -> list[dict[str, Any]]:
+def run_on_android(
+    models: list[tuple[str, Path]],
+    benchmark_binary: str | Path,
+    serial: str | None = None,
+    threads: int = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    delegate: str | None = None,
+) -> list[dict[str, Any]]:
     """Time each (name, .tflite path) on the attached phone; one row per model."""
     binary = check_binary(benchmark_binary)
     if delegate not in (None, "gpu", "nnapi"):
@@ -106,18 +125,30 @@ def run_on_android(models: list[tuple[str, Path]], benchmark_binary: str | Path,
         for name, path in models:
             remote = f"{REMOTE_DIR}/{Path(path).name}"
             adb("push", str(path), remote)
-            flags = [f"--graph={remote}", f"--num_threads={threads}", f"--num_runs={runs}",
-                     f"--warmup_runs={warmup}", "--use_xnnpack=true"]
+            flags = [
+                f"--graph={remote}",
+                f"--num_threads={threads}",
+                f"--num_runs={runs}",
+                f"--warmup_runs={warmup}",
+                "--use_xnnpack=true",
+            ]
             if delegate:
                 flags.append(f"--use_{delegate}=true")
             text = adb("shell", " ".join([remote_binary, *flags]))
             try:
                 row = parse_benchmark_model(text)
             except ValueError as e:
-                raise UserError(f"benchmark_model on {device or 'the device'} gave no timing for {path} ({e}); "
-                                "run the same command with adb shell to see why") from None
-            row.update(model=name, file=str(path), device=device, threads=threads,
-                       runtime=f"benchmark_model ({delegate or 'CPU, XNNPACK'})")
+                raise UserError(
+                    f"benchmark_model on {device or 'the device'} gave no timing for {path} ({e}); "
+                    "run the same command with adb shell to see why"
+                ) from None
+            row.update(
+                model=name,
+                file=str(path),
+                device=device,
+                threads=threads,
+                runtime=f"benchmark_model ({delegate or 'CPU, XNNPACK'})",
+            )
             rows.append(row)
             adb("shell", f"rm -f {remote}")
     finally:

@@ -1,21 +1,41 @@
 """`skipnet-bench`: parameters, MACs, size and latency of SkipNet against MobileNetV3 per format."""
+
 from __future__ import annotations
 
 import csv
 import io
 import json
 import time
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from ..common import UserError, atomic_write_text, write_json
-from ..common.io import refuse_special_file
 from ..common.cli import ArgumentParser, run_cli
 from ..common.contract import check_output_file
+from ..common.io import refuse_special_file
 from .core import ALIASES, FORMATS, benchmark
 
 DEFAULT_MODELS = "skipnet_xs,skipnet_s,skipnet_m,skipnet_l,mobilenet_v3_small,mobilenet_v3_large"
-COLUMNS = ("model", "format", "threads", "params", "macs", "macs_litert", "size_mb", "p50_ms", "p90_ms", "mean_ms",
-           "std_ms", "latency_vs_mobilenet_v3_large", "runtime", "img_size", "cpu", "cores", "runs", "skipped")
+COLUMNS = (
+    "model",
+    "format",
+    "threads",
+    "params",
+    "macs",
+    "macs_litert",
+    "size_mb",
+    "p50_ms",
+    "p90_ms",
+    "mean_ms",
+    "std_ms",
+    "latency_vs_mobilenet_v3_large",
+    "runtime",
+    "img_size",
+    "cpu",
+    "cores",
+    "runs",
+    "skipped",
+)
 
 
 def _ms(row: dict[str, Any], key: str) -> str:
@@ -23,8 +43,11 @@ def _ms(row: dict[str, Any], key: str) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| model | format | threads | params (M) | MACs (M) | LiteRT MACs (M) | size (MB) | p50 ms | p90 ms | "
-             "mean ms | std ms | vs MobileNetV3-L | runtime |", "|---" * 13 + "|"]
+    lines = [
+        "| model | format | threads | params (M) | MACs (M) | LiteRT MACs (M) | size (MB) | p50 ms | p90 ms | "
+        "mean ms | std ms | vs MobileNetV3-L | runtime |",
+        "|---" * 13 + "|",
+    ]
     for r in rows:
         head = f"| {r['model']} | {r['format']} | {r['threads']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
         litert = f"{r['macs_litert'] / 1e6:.1f}" if r.get("macs_litert") else "-"
@@ -32,9 +55,11 @@ def table(rows: list[dict[str, Any]]) -> str:
             lines.append(f"{head}- | - | - | - | - | - | - | {r['skipped']} |")
             continue
         ratio = r.get("latency_vs_mobilenet_v3_large")
-        lines.append(f"{head}{litert} | {r['size_mb']} | {_ms(r, 'p50_ms')} | {_ms(r, 'p90_ms')} | "
-                     f"{_ms(r, 'mean_ms')} | {_ms(r, 'std_ms')} | {f'{ratio:.2f}x' if ratio else '-'} | "
-                     f"{r['runtime']} |")
+        lines.append(
+            f"{head}{litert} | {r['size_mb']} | {_ms(r, 'p50_ms')} | {_ms(r, 'p90_ms')} | "
+            f"{_ms(r, 'mean_ms')} | {_ms(r, 'std_ms')} | {f'{ratio:.2f}x' if ratio else '-'} | "
+            f"{r['runtime']} |"
+        )
     return "\n".join(lines)
 
 
@@ -44,8 +69,10 @@ def census_table(rows: list[dict[str, Any]]) -> str:
 
     lines = ["| model | format | params (M) | MACs (M) | size (MB) | arm64 (emulated) | this host |", "|---" * 7 + "|"]
     for r in rows:
-        lines.append(f"| {r['model']} | {r['format']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
-                     f"{r['size_mb']} | {summary(r['delegation'])} | {summary(r['host_delegation'])} |")
+        lines.append(
+            f"| {r['model']} | {r['format']} | {r['params'] / 1e6:.2f} | {r['macs'] / 1e6:.1f} | "
+            f"{r['size_mb']} | {summary(r['delegation'])} | {summary(r['host_delegation'])} |"
+        )
     return "\n".join(lines + ["", f"Latency {rows[0]['skipped']}." if rows else ""])
 
 
@@ -68,8 +95,10 @@ def _read_accuracy(paths: Sequence[str]) -> dict[str, float]:
                 report = json.load(f)
             acc[report["architecture"]] = float(report["top1"])
         except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as e:
-            raise UserError(f"--accuracy {path} is not a skipnet-eval --json report ({type(e).__name__}: {e}); "
-                            "write one with skipnet-eval MODEL --data ... --json FILE") from None
+            raise UserError(
+                f"--accuracy {path} is not a skipnet-eval --json report ({type(e).__name__}: {e}); "
+                "write one with skipnet-eval MODEL --data ... --json FILE"
+            ) from None
     return acc
 
 
@@ -80,18 +109,38 @@ def plot(rows: list[dict[str, Any]], accuracy: dict[str, float], path: str) -> N
     fig, (ax1, ax2) = figure(2)
     several_threads = len({r["threads"] for r in rows}) > 1
     by_model = {r["model"]: r for r in rows}
-    draw_accuracy(ax1, [{"label": m, "model": m, "top1": accuracy.get(m), "macs": r["macs"] / 1e6}
-                        for m, r in by_model.items()], "macs", "MACs (M)")
-    draw_accuracy(ax2, [{"label": f"{r['model']} {r['format']}" + (f" {r['threads']}t" if several_threads else ""),
-                         "model": r["model"], "top1": accuracy.get(r["model"]), "p50_ms": r.get("p50_ms"),
-                         "int8": "int8" in r["format"]} for r in rows], "p50_ms", "latency p50 (ms)")
+    draw_accuracy(
+        ax1,
+        [{"label": m, "model": m, "top1": accuracy.get(m), "macs": r["macs"] / 1e6} for m, r in by_model.items()],
+        "macs",
+        "MACs (M)",
+    )
+    draw_accuracy(
+        ax2,
+        [
+            {
+                "label": f"{r['model']} {r['format']}" + (f" {r['threads']}t" if several_threads else ""),
+                "model": r["model"],
+                "top1": accuracy.get(r["model"]),
+                "p50_ms": r.get("p50_ms"),
+                "int8": "int8" in r["format"],
+            }
+            for r in rows
+        ],
+        "p50_ms",
+        "latency p50 (ms)",
+    )
     save(fig, path, "SkipNet (red) vs MobileNetV3 (blue)")
 
 
 def _parser() -> ArgumentParser:
     p = ArgumentParser(prog="skipnet-bench", description="Benchmark SkipNet against MobileNetV3 on this host.")
     p.add_argument("--models", default=DEFAULT_MODELS, help=f"comma-separated (default: {DEFAULT_MODELS})")
-    p.add_argument("--formats", default="torch,onnx,tflite,tflite-int8", help=f"comma-separated: {','.join([*FORMATS, *ALIASES])} (coreml: both units, macOS only)")
+    p.add_argument(
+        "--formats",
+        default="torch,onnx,tflite,tflite-int8",
+        help=f"comma-separated: {','.join([*FORMATS, *ALIASES])} (coreml: both units, macOS only)",
+    )
     p.add_argument("--img-size", type=int, default=224)
     p.add_argument("--threads", default="1", help="thread count(s), comma-separated: 1,2 times both, interleaved")
     p.add_argument("--runs", type=int, default=50, help="timed rounds; each times every model and format once")
@@ -101,9 +150,13 @@ def _parser() -> ArgumentParser:
     p.add_argument("--csv")
     p.add_argument("--plot", help="accuracy vs MACs and vs latency (.png); needs --accuracy")
     p.add_argument("--accuracy", nargs="+", default=[], help="skipnet-eval --json reports, one per model")
-    p.add_argument("--platform", choices=("host", "arm64"), default="host",
-                   help="arm64: no timing; each .tflite file's XNNPACK delegation in LiteRT's aarch64 build under "
-                        "emulation (the phones' kernels), beside this host's")
+    p.add_argument(
+        "--platform",
+        choices=("host", "arm64"),
+        default="host",
+        help="arm64: no timing; each .tflite file's XNNPACK delegation in LiteRT's aarch64 build under "
+        "emulation (the phones' kernels), beside this host's",
+    )
     p.add_argument("--android", action="store_true", help="time the .tflite files on a phone through adb")
     p.add_argument("--serial", help="with --android: the device (adb -s)")
     p.add_argument("--benchmark-binary", help="with --android: TensorFlow Lite's benchmark_model for the phone")
@@ -153,8 +206,18 @@ def _main(argv: Sequence[str] | None) -> int:
     a = p.parse_args(argv)
     models, formats, android = _checked(p, a)
     accuracy = _read_accuracy(a.accuracy)
-    rows = benchmark(models, formats, a.img_size, _threads(a.threads), a.runs, a.warmup, data_dir=a.data_dir,
-                     progress=not a.quiet, android=android, platform=a.platform)
+    rows = benchmark(
+        models,
+        formats,
+        a.img_size,
+        _threads(a.threads),
+        a.runs,
+        a.warmup,
+        data_dir=a.data_dir,
+        progress=not a.quiet,
+        android=android,
+        platform=a.platform,
+    )
     for r in rows:
         if r["model"] in accuracy:
             r["top1"] = accuracy[r["model"]]

@@ -1,12 +1,14 @@
 """Host benchmark: parameters, MACs, file size and latency per model and format, interleaved."""
+
 from __future__ import annotations
 
 import json
 import os
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -21,8 +23,9 @@ from ..runtime.timing import cpu_name, file_runner, interleaved_times, latency_s
 
 # The contract's formats that need no training run, timed as they are; CoreML once per compute unit.
 COMPUTE_UNITS = {"coreml-cpu": "CPU_ONLY", "coreml-all": "ALL"}
-FORMATS = tuple([f for f, spec in CONTRACT_FORMATS.items() if spec.int8 != "qat" and spec.backend != "coreml"]
-                + list(COMPUTE_UNITS))
+FORMATS = tuple(
+    [f for f, spec in CONTRACT_FORMATS.items() if spec.int8 != "qat" and spec.backend != "coreml"] + list(COMPUTE_UNITS)
+)
 ALIASES = {"coreml": tuple(COMPUTE_UNITS)}
 IMAGENET_MEAN, IMAGENET_STD = dataset_spec("imagefolder").mean, dataset_spec("imagefolder").std  # ImageNet's
 
@@ -43,24 +46,41 @@ def estimate_bn_statistics(pixel_model: PixelModel, pixels: np.ndarray, batch: i
     pixel_model.train()
     with torch.no_grad():
         for i in range(0, len(pixels), batch):
-            pixel_model(torch.from_numpy(pixels[i:i + batch]).float())
+            pixel_model(torch.from_numpy(pixels[i : i + batch]).float())
     pixel_model.eval()
 
 
 def _config(name: str, size: int, precision: str) -> dict[str, Any]:
-    pre = {"img_size": size, "resize": size, "crop": size, "grayscale_to_rgb": True,
-           "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD)}
-    return {"model": name, "num_classes": 1000, "class_names": [str(i) for i in range(1000)], "img_size": size,
-            "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD), "preprocess": pre, "precision": precision,
-            "dataset": "benchmark", "model_version": "random weights (latency only)"}
+    pre = {
+        "img_size": size,
+        "resize": size,
+        "crop": size,
+        "grayscale_to_rgb": True,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+    }
+    return {
+        "model": name,
+        "num_classes": 1000,
+        "class_names": [str(i) for i in range(1000)],
+        "img_size": size,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "preprocess": pre,
+        "precision": precision,
+        "dataset": "benchmark",
+        "model_version": "random weights (latency only)",
+    }
 
 
 def _table_format(fmt: str):
     return CONTRACT_FORMATS["coreml" if fmt in COMPUTE_UNITS else fmt]
 
 
-ARM_NOT_TIMED = ("not timed: arm64 runs under emulation here, which says nothing about a phone's speed "
-                 "(skipnet-bench --android times a phone)")
+ARM_NOT_TIMED = (
+    "not timed: arm64 runs under emulation here, which says nothing about a phone's speed "
+    "(skipnet-bench --android times a phone)"
+)
 
 
 def _export(fmt: str, model: torch.nn.Module, name: str, size: int, calib: np.ndarray, work: Path) -> dict[str, Any]:
@@ -94,10 +114,12 @@ def _runtime_name(fmt: str) -> str:
 def _runner(fmt: str, built: dict[str, Any], pm: PixelModel, threads: int):
     """A callable timing one prediction on uint8 NHWC pixels with ``threads`` threads."""
     if fmt == "torch":
+
         def run(x, model=pm):
             torch.set_num_threads(threads)  # global in PyTorch: set per call, rounds mix thread counts
             with torch.inference_mode():
                 return model(torch.from_numpy(x))
+
         return run
     if fmt.startswith(("onnx", "tflite")):
         return file_runner(built["path"], threads, built["config"]).logits
@@ -122,8 +144,9 @@ def expand_formats(formats: list[str]) -> list[str]:
     return [f for fmt in formats for f in ALIASES.get(fmt, (fmt,))]
 
 
-def _check(models: list[str], formats: list[str], img_size: int, threads: tuple[int, ...], runs: int,
-           warmup: int) -> None:
+def _check(
+    models: list[str], formats: list[str], img_size: int, threads: tuple[int, ...], runs: int, warmup: int
+) -> None:
     unknown = [m for m in models if m not in list_models()]
     if unknown:
         raise UserError(f"unknown model(s) {', '.join(unknown)}; choose from: {', '.join(list_models())}")
@@ -131,14 +154,17 @@ def _check(models: list[str], formats: list[str], img_size: int, threads: tuple[
     if bad:
         raise UserError(f"unknown format(s) {', '.join(bad)}; choose from: {', '.join([*FORMATS, *ALIASES])}")
     if formats and all(f.startswith("coreml") for f in formats) and sys.platform != "darwin":
-        raise UserError("timing CoreML needs macOS (coremltools runs models only there); on this machine "
-                        "benchmark --formats tflite,tflite-int8,onnx instead")
+        raise UserError(
+            "timing CoreML needs macOS (coremltools runs models only there); on this machine "
+            "benchmark --formats tflite,tflite-int8,onnx instead"
+        )
     if runs < 1 or warmup < 0 or not threads or min(threads) < 1 or img_size < 32 or img_size % 32:
         raise UserError("--runs and --threads must be positive, --warmup >= 0, --img-size a multiple of 32")
 
 
-def pixel_interpreter(path: str | os.PathLike, pixels: np.ndarray, threads: int = 1,
-                      latest_features: bool = False) -> tuple[Any, int]:
+def pixel_interpreter(
+    path: str | os.PathLike, pixels: np.ndarray, threads: int = 1, latest_features: bool = False
+) -> tuple[Any, int]:
     """A LiteRT interpreter of a .tflite graph variant (no SkipNet metadata needed) with raw 0..255
     ``pixels`` set as its input, quantised as the input tensor wants, and its XNNPACK partitions
     (latest_features: as load_interpreter)."""
@@ -169,8 +195,15 @@ def write_study(out: str | os.PathLike, markdown: str, record: dict[str, Any]) -
     atomic_write_text(out.with_suffix(".json"), json.dumps(record, indent=2) + "\n")
 
 
-def time_files(paths: dict[str, str | os.PathLike], pixels: np.ndarray, threads: int = 1, runs: int = 100,
-               warmup: int = 5, keep_times: bool = False, progress: bool = True) -> dict[str, dict[str, Any]]:
+def time_files(
+    paths: dict[str, str | os.PathLike],
+    pixels: np.ndarray,
+    threads: int = 1,
+    runs: int = 100,
+    warmup: int = 5,
+    keep_times: bool = False,
+    progress: bool = True,
+) -> dict[str, dict[str, Any]]:
     """Latency of exported model files (any format ``skipnet.load`` takes) on one batch of raw
     uint8 NHWC ``pixels``, interleaved like ``benchmark``; ``keep_times`` adds the per-round times
     (for ratios paired by round, ``paired_ratio``)."""
@@ -180,18 +213,33 @@ def time_files(paths: dict[str, str | os.PathLike], pixels: np.ndarray, threads:
     times = interleaved_times({k: pr.logits for k, pr in predictors.items()}, pixels, runs, warmup, progress)
     out = {}
     for k, pr in predictors.items():
-        out[k] = {"format": pr.format, "precision": pr.precision, "threads": threads,
-                  "size_mb": round(path_size(paths[k]) / 1e6, 3), **latency_stats(times[k])}
+        out[k] = {
+            "format": pr.format,
+            "precision": pr.precision,
+            "threads": threads,
+            "size_mb": round(path_size(paths[k]) / 1e6, 3),
+            **latency_stats(times[k]),
+        }
         if keep_times:
             out[k]["times_ms"] = [round(v, 4) for v in times[k]]
     return out
 
 
-def benchmark(models: list[str], formats: list[str], img_size: int = 224, threads: int | Sequence[int] = 1,
-              runs: int = 50, warmup: int = 5, calibration: int = 64, data_dir: str | None = None,
-              reference: str = "mobilenet_v3_large", progress: bool = True,
-              android: dict[str, Any] | None = None, keep_times: bool = False,
-              platform: str | None = None) -> list[dict[str, Any]]:
+def benchmark(
+    models: list[str],
+    formats: list[str],
+    img_size: int = 224,
+    threads: int | Sequence[int] = 1,
+    runs: int = 50,
+    warmup: int = 5,
+    calibration: int = 64,
+    data_dir: str | None = None,
+    reference: str = "mobilenet_v3_large",
+    progress: bool = True,
+    android: dict[str, Any] | None = None,
+    keep_times: bool = False,
+    platform: str | None = None,
+) -> list[dict[str, Any]]:
     """One row per (model, format, thread count). Each file is exported once; latencies come from
     ``runs`` rounds that time every model, format and thread count once each, in turn (after
     SETTLE_CALLS untimed calls), so drift in the machine's speed hits all of them alike.
@@ -254,11 +302,15 @@ def _check_arm64(formats: list[str], android: dict[str, Any] | None) -> None:
 def _census_on_arm64(timed: dict[tuple, tuple]) -> None:
     """Each file's delegation on arm64 and on this host, into its rows; no timing (ARM_NOT_TIMED)."""
     from ..runtime.arm64 import NAME
-    from ..runtime.delegation import census
+    from ..runtime.backends import census
 
-    for (name, fmt, t), (_, row, path) in timed.items():
-        row.update(platform=NAME, delegation=census(path, "arm64", t), host_delegation=census(path, "host", t),
-                   skipped=ARM_NOT_TIMED)
+    for (_, _, t), (_, row, path) in timed.items():
+        row.update(
+            platform=NAME,
+            delegation=census(path, "arm64", t),
+            host_delegation=census(path, "host", t),
+            skipped=ARM_NOT_TIMED,
+        )
 
 
 def _built(name: str, calib: np.ndarray) -> tuple[torch.nn.Module, PixelModel]:
@@ -277,8 +329,17 @@ def model_files(name: str, formats: list[str], img_size: int, calib: np.ndarray,
     return {fmt: _export(fmt, model, name, img_size, calib, work)["path"] for fmt in formats}
 
 
-def _export_all(models: list[str], formats: list[str], img_size: int, threads: tuple[int, ...], calib: np.ndarray,
-                work: Path, rows: list[dict[str, Any]], progress: bool, here: bool) -> dict[tuple, tuple]:
+def _export_all(
+    models: list[str],
+    formats: list[str],
+    img_size: int,
+    threads: tuple[int, ...],
+    calib: np.ndarray,
+    work: Path,
+    rows: list[dict[str, Any]],
+    progress: bool,
+    here: bool,
+) -> dict[tuple, tuple]:
     """Build and export every model in every format, appending one row per thread count to ``rows``;
     returns (model, format, threads) -> (runner on this host or None, its row, the file)."""
     timed = {}
@@ -289,12 +350,17 @@ def _export_all(models: list[str], formats: list[str], img_size: int, threads: t
         for fmt in formats:
             base = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size, **host}
             if fmt.startswith("coreml") and sys.platform != "darwin":
-                rows.extend({**base, "threads": t, "skipped": "CoreML runs only on macOS: not timed on this host"}
-                            for t in threads)
+                rows.extend(
+                    {**base, "threads": t, "skipped": "CoreML runs only on macOS: not timed on this host"}
+                    for t in threads
+                )
                 continue
             built = _export(fmt, model, name, img_size, calib, work)
-            size = path_size(built["path"]) if built["path"] else sum(
-                p.numel() * p.element_size() for p in model.state_dict().values())
+            size = (
+                path_size(built["path"])
+                if built["path"]
+                else sum(p.numel() * p.element_size() for p in model.state_dict().values())
+            )
             base.update(runtime=built["runtime"], size_mb=round(size / 1e6, 2))
             if built.get("macs_litert") is not None:  # LiteRT's own count: the check on `macs`
                 base["macs_litert"] = int(built["macs_litert"])
@@ -304,15 +370,24 @@ def _export_all(models: list[str], formats: list[str], img_size: int, threads: t
     return timed
 
 
-def _time_on_android(timed: dict[tuple, tuple], threads: tuple[int, ...], runs: int, warmup: int,
-                     android: dict[str, Any]) -> None:
+def _time_on_android(
+    timed: dict[tuple, tuple], threads: tuple[int, ...], runs: int, warmup: int, android: dict[str, Any]
+) -> None:
     """benchmark_model on the phone, per thread count; its figures go into the rows."""
     from .android import run_on_android
 
     for t in threads:
         keys = [k for k in timed if k[2] == t]
-        device = run_on_android([(f"{k[0]} {k[1]}", timed[k][2]) for k in keys], android["benchmark_binary"],
-                                android.get("serial"), t, runs, warmup, android.get("delegate"))
+        device = run_on_android(
+            [(f"{k[0]} {k[1]}", timed[k][2]) for k in keys],
+            android["benchmark_binary"],
+            android.get("serial"),
+            t,
+            runs,
+            warmup,
+            android.get("delegate"),
+        )
         for k, measured in zip(keys, device):
-            timed[k][1].update({k2: v for k2, v in measured.items() if k2 not in ("model", "file")},
-                               cpu=measured["device"], cores=None)
+            timed[k][1].update(
+                {k2: v for k2, v in measured.items() if k2 not in ("model", "file")}, cpu=measured["device"], cores=None
+            )

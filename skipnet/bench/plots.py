@@ -1,5 +1,6 @@
 """Accuracy against cost (MACs or latency), paper style: the one plotting code for skipnet-bench
 and the pipeline report."""
+
 from __future__ import annotations
 
 import os

@@ -1,16 +1,18 @@
 """One way for every console script to turn user errors into exit code 2 and a one-line message."""
+
 from __future__ import annotations
 
 import os
 import sys
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import CheckFailed, UserError
 from .io import DiskFull, disk_error
 
 
-def run_cli(main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None,
-            prog: str = "skipnet") -> int:
+def run_cli(
+    main: Callable[[Sequence[str] | None], int | None], argv: Sequence[str] | None = None, prog: str = "skipnet"
+) -> int:
     """Run ``main(argv)``; a UserError becomes one stderr line and exit code 2, a CheckFailed one
     line and exit code 1.
 

@@ -2,6 +2,7 @@
 
 A crash (even kill -9) therefore never leaves a half-written file under a real name.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,15 +12,19 @@ import json
 import os
 import stat
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from .errors import UserError
 
-
 # Why a write can fail for lack of room (the errno a library may only quote in its message).
-DISK_ERRORS = {errno.ENOSPC: "no space left on the device", errno.EDQUOT: "the disk quota is used up",
-               errno.EROFS: "the file system is read-only", errno.EFBIG: "the file is too large for the file system"}
+DISK_ERRORS = {
+    errno.ENOSPC: "no space left on the device",
+    errno.EDQUOT: "the disk quota is used up",
+    errno.EROFS: "the file system is read-only",
+    errno.EFBIG: "the file is too large for the file system",
+}
 _GROUP: contextvars.ContextVar[list | None] = contextvars.ContextVar("atomic_group", default=None)
 
 
@@ -29,8 +34,10 @@ class DiskFull(UserError):
     def __init__(self, path: str | os.PathLike, why: str, need: int | None = None):
         where, free = _free_bytes(path)
         needs = f", it needs about {human_bytes(need)}" if need else ""
-        super().__init__(f"cannot write {path}: {why} ({human_bytes(free)} free in {where}{needs}); free some "
-                         "space or choose another location")
+        super().__init__(
+            f"cannot write {path}: {why} ({human_bytes(free)} free in {where}{needs}); free some "
+            "space or choose another location"
+        )
         self.why = why  # a caller that knows the whole need (a checkpoint of several files) says it again
 
 
@@ -164,8 +171,15 @@ def refuse_special_file(path: str | os.PathLike) -> None:
         mode = os.stat(path).st_mode
     except OSError:
         return
-    kind = ("a named pipe" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else None)
+    kind = (
+        "a named pipe"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else None
+    )
     if kind:
         raise UserError(f"{path} is {kind}, not a regular file; pass the path of a file")
 

@@ -1,4 +1,5 @@
 """build_datasets: name -> (train, val, info), the data stage's one entry point for training."""
+
 from __future__ import annotations
 
 from skipnet.common import UserError
@@ -8,8 +9,14 @@ from .seeded import SeededDataset
 from .transforms import build_transform, preprocess_config
 
 
-def build_datasets(name: str, data_dir: str | None = None, img_size: int | None = None, download: bool = False,
-                   augment: bool = True, seed: int = 0) -> tuple[SeededDataset, SeededDataset, DatasetInfo]:
+def build_datasets(
+    name: str,
+    data_dir: str | None = None,
+    img_size: int | None = None,
+    download: bool = False,
+    augment: bool = True,
+    seed: int = 0,
+) -> tuple[SeededDataset, SeededDataset, DatasetInfo]:
     """Train and validation sets yielding (normalised float tensor 3 x S x S, int label).
 
     ``augment=False`` gives the training set the eval transform. The validation split is the

@@ -5,6 +5,7 @@ plain pickle module, which runs whatever a tampered file asks for; here a restri
 resolves only the few numpy globals needed to rebuild a uint8 ndarray. The "binary version"
 is fixed-size records and needs no unpickling at all.
 """
+
 from __future__ import annotations
 
 import codecs
@@ -46,18 +47,29 @@ class _Variant:
 _VARIANTS = {
     "cifar10": _Variant(
         10,
-        _Layout("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",),
-                "batches.meta"),
-        _Layout("cifar-10-batches-bin", tuple(f"data_batch_{i}.bin" for i in range(1, 6)), ("test_batch.bin",),
-                "batches.meta.txt"),
-        "labels", "label_names", 1,
-        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "c58f30108f718f92721af3b95e74349a"),
+        _Layout("cifar-10-batches-py", tuple(f"data_batch_{i}" for i in range(1, 6)), ("test_batch",), "batches.meta"),
+        _Layout(
+            "cifar-10-batches-bin",
+            tuple(f"data_batch_{i}.bin" for i in range(1, 6)),
+            ("test_batch.bin",),
+            "batches.meta.txt",
+        ),
+        "labels",
+        "label_names",
+        1,
+        "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        "c58f30108f718f92721af3b95e74349a",
+    ),
     "cifar100": _Variant(
         100,
         _Layout("cifar-100-python", ("train",), ("test",), "meta"),
         _Layout("cifar-100-binary", ("train.bin",), ("test.bin",), "fine_label_names.txt"),
-        "fine_labels", "fine_label_names", 2,
-        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "eb9058c3a382ffc7106e4002c42a8d85"),
+        "fine_labels",
+        "fine_label_names",
+        2,
+        "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        "eb9058c3a382ffc7106e4002c42a8d85",
+    ),
 }
 
 
@@ -71,8 +83,10 @@ def load(name: str, data_dir: str | None, download: bool) -> tuple[ArraySource, 
         found = _locate(v, root)
     if found is None:
         where = f"{root} does not exist" if not root.exists() else f"no {name} files in {root}"
-        raise UserError(f"{where}; pass --data-dir pointing at an extracted CIFAR folder ({v.python.folder} "
-                        f"or {v.binary.folder}) or its parent, or add --download to fetch it")
+        raise UserError(
+            f"{where}; pass --data-dir pointing at an extracted CIFAR folder ({v.python.folder} "
+            f"or {v.binary.folder}) or its parent, or add --download to fetch it"
+        )
     folder, layout = found
     if layout is v.python:
         names = _python_names(folder / layout.meta, v)
@@ -103,8 +117,10 @@ def _download(v: _Variant, root: Path) -> None:
     try:
         download_and_extract_archive(v.url, download_root=str(root), md5=v.md5)
     except Exception as e:  # network, disk and checksum failures all mean the same to the user
-        raise UserError(f"downloading {v.url} to {root} failed ({' '.join(str(e).split())}); check the network "
-                        "or download and extract it yourself and pass --data-dir") from None
+        raise UserError(
+            f"downloading {v.url} to {root} failed ({' '.join(str(e).split())}); check the network "
+            "or download and extract it yourself and pass --data-dir"
+        ) from None
 
 
 # ---- python version ---------------------------------------------------------------------------
@@ -139,8 +155,10 @@ class _SafeUnpickler(pickle.Unpickler):
         try:
             return _ALLOWED_GLOBALS[(module, name)]
         except KeyError:
-            raise UserError(f"{self.path}: refuses to unpickle {module}.{name}: file is not a CIFAR batch; "
-                            "replace it with a file from the official CIFAR archive") from None
+            raise UserError(
+                f"{self.path}: refuses to unpickle {module}.{name}: file is not a CIFAR batch; "
+                "replace it with a file from the official CIFAR archive"
+            ) from None
 
 
 def safe_unpickle(path: Path) -> Any:
@@ -168,8 +186,9 @@ def _python_split(paths: list[Path], v: _Variant) -> ArraySource:
     for path in paths:
         batch = safe_unpickle(path)
         data = _entry(batch, "data", path)
-        if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
-                and data.shape[1] == _PIXELS):
+        if not (
+            isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == _PIXELS
+        ):
             _corrupt(path, f"'data' is not a uint8 N x {_PIXELS} array")
         y = _labels(_entry(batch, v.label_key, path), len(data), v, path)
         images.append(data)
@@ -195,6 +214,7 @@ def _python_names(path: Path, v: _Variant) -> list[str]:
 
 # ---- binary version ---------------------------------------------------------------------------
 
+
 def _binary_split(paths: list[Path], v: _Variant) -> ArraySource:
     images, labels = [], []
     record = v.label_bytes + _PIXELS
@@ -204,7 +224,7 @@ def _binary_split(paths: list[Path], v: _Variant) -> ArraySource:
             _corrupt(path, f"{raw.size} bytes is not a whole number of {record}-byte records")
         raw = raw.reshape(-1, record)
         labels.append(_labels(raw[:, v.label_bytes - 1], len(raw), v, path))
-        images.append(raw[:, v.label_bytes:])
+        images.append(raw[:, v.label_bytes :])
     return _source(images, labels)
 
 
@@ -214,6 +234,7 @@ def _binary_names(path: Path, v: _Variant) -> list[str]:
 
 
 # ---- shared -----------------------------------------------------------------------------------
+
 
 def _source(images: list[np.ndarray], labels: list[np.ndarray]) -> ArraySource:
     # channel-major rows -> N x 32 x 32 x 3 (HWC), the layout PIL and the transforms expect

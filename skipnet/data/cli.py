@@ -1,8 +1,9 @@
 """skipnet-data: inspect a dataset (class names and split sizes), or check an image folder's files."""
+
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 from skipnet.common.cli import ArgumentParser, run_cli
 
@@ -18,8 +19,9 @@ def _main(argv: Sequence[str] | None) -> int:
     info.add_argument("name", help=f"dataset: {', '.join(list_datasets())}")
     info.add_argument("--data-dir", help="folder holding the dataset (imagefolder: train/ and val/)")
     info.add_argument("--download", action="store_true", help="download CIFAR if it is not in --data-dir")
-    check = sub.add_parser("check", help="open and verify every image of an image folder dataset (exit 2 "
-                                         "naming the first bad file)")
+    check = sub.add_parser(
+        "check", help="open and verify every image of an image folder dataset (exit 2 naming the first bad file)"
+    )
     check.add_argument("dir", help="folder holding train/<class>/ and val/<class>/ image files")
     args = parser.parse_args(argv)
     return _check(args) if args.command == "check" else _info(args)

@@ -1,4 +1,5 @@
 """Fashion-MNIST from its four idx files (parsed here with numpy; gzipped or not), kept in memory as uint8."""
+
 from __future__ import annotations
 
 import gzip
@@ -16,8 +17,7 @@ from .source import ArraySource
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")  # Debian package dataset-fashion-mnist
 CACHE_DIR = Path.home() / ".cache" / "skipnet"
 # The idx files carry no names; these are the dataset's official ones, in label order.
-CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
+CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"]
 _FILES = {  # split -> (images, labels)
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "val": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
@@ -29,8 +29,10 @@ def load(data_dir: str | None) -> tuple[ArraySource, ArraySource, list[str]]:
     """Read from ``data_dir`` if given, else the system copy; download with torchvision as a last resort."""
     root = Path(data_dir).expanduser() if data_dir else CACHE_DIR
     if data_dir and not root.is_dir():
-        raise UserError(f"--data-dir {data_dir} is not a directory; point it at the folder holding "
-                        "the four Fashion-MNIST idx files, or leave it out to use the installed copy")
+        raise UserError(
+            f"--data-dir {data_dir} is not a directory; point it at the folder holding "
+            "the four Fashion-MNIST idx files, or leave it out to use the installed copy"
+        )
     # root/FashionMNIST/raw is where torchvision's downloader leaves the files.
     candidates = [root, root / "FashionMNIST" / "raw"] if data_dir else [SYSTEM_DIR, root / "FashionMNIST" / "raw"]
     files = next(filter(None, map(_find_files, candidates)), None)
@@ -44,6 +46,7 @@ def load(data_dir: str | None) -> tuple[ArraySource, ArraySource, list[str]]:
 
 def _find_files(folder: Path) -> dict[str, tuple[Path, Path]] | None:
     """The four files in ``folder`` (plain or .gz); None if there are none; UserError if only some."""
+
     def locate(name: str) -> Path | None:
         return next((p for p in (folder / name, folder / f"{name}.gz") if p.is_file()), None)
 
@@ -52,8 +55,9 @@ def _find_files(folder: Path) -> dict[str, tuple[Path, Path]] | None:
     if len(missing) == len(found):
         return None
     if missing:
-        raise UserError(f"{folder} lacks the Fashion-MNIST file(s) {', '.join(missing)} (plain or .gz); "
-                        f"add them or {_FIX}")
+        raise UserError(
+            f"{folder} lacks the Fashion-MNIST file(s) {', '.join(missing)} (plain or .gz); add them or {_FIX}"
+        )
     return {split: (found[img], found[lab]) for split, (img, lab) in _FILES.items()}  # type: ignore[misc]
 
 
@@ -98,5 +102,6 @@ def _download(looked_in: Path, root: Path) -> None:
         FashionMNIST(root=str(root), download=True)
     except (OSError, RuntimeError) as e:
         why = " ".join(str(e).split())
-        raise UserError(f"Fashion-MNIST is not in {looked_in} and downloading it to {root} failed ({why}); "
-                        f"{_FIX}") from None
+        raise UserError(
+            f"Fashion-MNIST is not in {looked_in} and downloading it to {root} failed ({why}); {_FIX}"
+        ) from None

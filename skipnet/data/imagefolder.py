@@ -4,6 +4,7 @@ torchvision's ImageFolder lists the files; ``open_image`` reads them, so a file 
 read is a one-line UserError naming it. ``load`` scans every file first (``check_images``), so a
 bad one stops a run before its first epoch rather than hours into it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -59,14 +60,18 @@ def _splits(root: Path) -> tuple[ImageFolder, ImageFolder]:
     train, val = (_split(root / s) for s in SPLITS)
     for split in (train, val):
         if len(split.classes) < 2:
-            raise UserError(f"{split.root} has one class folder ({split.classes[0]}) but a classifier needs at "
-                            f"least 2; add a sub-folder of images for each class ({_LAYOUT})")
+            raise UserError(
+                f"{split.root} has one class folder ({split.classes[0]}) but a classifier needs at "
+                f"least 2; add a sub-folder of images for each class ({_LAYOUT})"
+            )
     if train.classes != val.classes:
         only_train = sorted(set(train.classes) - set(val.classes))
         only_val = sorted(set(val.classes) - set(train.classes))
-        raise UserError(f"train/ and val/ in {root} have different class folders (only in train: "
-                        f"{', '.join(only_train) or '-'}; only in val: {', '.join(only_val) or '-'}); "
-                        "give both the same class sub-folders")
+        raise UserError(
+            f"train/ and val/ in {root} have different class folders (only in train: "
+            f"{', '.join(only_train) or '-'}; only in val: {', '.join(only_val) or '-'}); "
+            "give both the same class sub-folders"
+        )
     return train, val
 
 
@@ -78,8 +83,9 @@ def _split(folder: Path) -> ImageFolder:
     try:
         return ImageFolder(str(folder), loader=open_image)
     except FileNotFoundError as e:  # no class folders, or a class folder without images
-        raise UserError(f"{folder}: {' '.join(str(e).split())}; put at least one image in each class "
-                        f"sub-folder ({_LAYOUT})") from None
+        raise UserError(
+            f"{folder}: {' '.join(str(e).split())}; put at least one image in each class sub-folder ({_LAYOUT})"
+        ) from None
 
 
 def _scan(root: Path, train: ImageFolder, val: ImageFolder) -> ImageScan:
@@ -92,5 +98,7 @@ def _scan(root: Path, train: ImageFolder, val: ImageFolder) -> ImageScan:
         except UserError as e:
             bad.append(e)
     if bad:
-        raise UserError(f"{bad[0]} ({len(bad)} of {len(files)} images under {root} {'is' if len(bad) == 1 else 'are'} bad)")
+        raise UserError(
+            f"{bad[0]} ({len(bad)} of {len(files)} images under {root} {'is' if len(bad) == 1 else 'are'} bad)"
+        )
     return ImageScan(root, list(train.classes), {"train": len(train), "val": len(val)})

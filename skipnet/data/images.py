@@ -4,13 +4,14 @@
 scan of a whole folder runs (header, pixel limit, then the data as far as it can be checked
 without a full decode).
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import re
 import warnings
-from typing import Iterator
+from collections.abc import Iterator
 
 from PIL import Image, UnidentifiedImageError
 
@@ -64,8 +65,10 @@ def _check_size(path: str | os.PathLike, im: Image.Image) -> None:
 
 
 def _too_large(path: str | os.PathLike, size: str) -> UserError:
-    return UserError(f"{path} is {size}, over the limit of {MAX_IMAGE_PIXELS // 10**6} megapixels; "
-                     "downscale it (e.g. to 4000 pixels on the long side) or delete it")
+    return UserError(
+        f"{path} is {size}, over the limit of {MAX_IMAGE_PIXELS // 10**6} megapixels; "
+        "downscale it (e.g. to 4000 pixels on the long side) or delete it"
+    )
 
 
 @contextlib.contextmanager

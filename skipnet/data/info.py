@@ -3,18 +3,20 @@
 Adding a dataset means adding one DatasetSpec row here (and its loader module); every stage and
 CLI reads names, statistics, sizes, recipes and titles from this table.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from skipnet.common import UserError
 
 from . import cifar, fashion_mnist, imagefolder
 
 if TYPE_CHECKING:
-    from .seeded import Source
+    from .source import Source
 
 RGB = tuple[float, float, float]
 # (data_dir, download) -> (train source, val source, class names)
@@ -46,26 +48,68 @@ class DatasetSpec:
 
 
 _TABLE = (
-    DatasetSpec("fashion-mnist", "Fashion-MNIST", (0.2860,) * 3, (0.3530,) * 3, 32, grayscale=True,
-                augment="pad-crop", eval_crop=1.0,
-                # no download flag: the files are fetched as a last resort anyway
-                load=lambda data_dir, download: fashion_mnist.load(data_dir),
-                recipe="fast", train_images=60000, needs_data_dir=False,
-                data_dir_holds="the four Fashion-MNIST idx files"),
-    DatasetSpec("cifar10", "CIFAR-10", (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 32, grayscale=False,
-                augment="pad-crop", eval_crop=1.0, load=partial(cifar.load, "cifar10"),
-                recipe="paper", train_images=50000, needs_data_dir=False,
-                data_dir_holds="an extracted CIFAR-10 archive"),
-    DatasetSpec("cifar100", "CIFAR-100", (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 32, grayscale=False,
-                augment="pad-crop", eval_crop=1.0, load=partial(cifar.load, "cifar100"),
-                recipe="paper", train_images=50000, needs_data_dir=False,
-                data_dir_holds="an extracted CIFAR-100 archive"),
+    DatasetSpec(
+        "fashion-mnist",
+        "Fashion-MNIST",
+        (0.2860,) * 3,
+        (0.3530,) * 3,
+        32,
+        grayscale=True,
+        augment="pad-crop",
+        eval_crop=1.0,
+        # no download flag: the files are fetched as a last resort anyway
+        load=lambda data_dir, download: fashion_mnist.load(data_dir),
+        recipe="fast",
+        train_images=60000,
+        needs_data_dir=False,
+        data_dir_holds="the four Fashion-MNIST idx files",
+    ),
+    DatasetSpec(
+        "cifar10",
+        "CIFAR-10",
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        32,
+        grayscale=False,
+        augment="pad-crop",
+        eval_crop=1.0,
+        load=partial(cifar.load, "cifar10"),
+        recipe="paper",
+        train_images=50000,
+        needs_data_dir=False,
+        data_dir_holds="an extracted CIFAR-10 archive",
+    ),
+    DatasetSpec(
+        "cifar100",
+        "CIFAR-100",
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        32,
+        grayscale=False,
+        augment="pad-crop",
+        eval_crop=1.0,
+        load=partial(cifar.load, "cifar100"),
+        recipe="paper",
+        train_images=50000,
+        needs_data_dir=False,
+        data_dir_holds="an extracted CIFAR-100 archive",
+    ),
     # A user's own photos: ImageNet statistics and ImageNet-style crops (eval: resize to 1/0.875, centre crop).
-    DatasetSpec("imagefolder", "image folders", (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), 224, grayscale=False,
-                augment="imagenet", eval_crop=0.875,
-                load=lambda data_dir, download: imagefolder.load(data_dir),  # nothing to download
-                recipe="finetune", train_images=None, needs_data_dir=True,
-                data_dir_holds="train/ and val/ class folders"),
+    DatasetSpec(
+        "imagefolder",
+        "image folders",
+        (0.485, 0.456, 0.406),
+        (0.229, 0.224, 0.225),
+        224,
+        grayscale=False,
+        augment="imagenet",
+        eval_crop=0.875,
+        load=lambda data_dir, download: imagefolder.load(data_dir),  # nothing to download
+        recipe="finetune",
+        train_images=None,
+        needs_data_dir=True,
+        data_dir_holds="train/ and val/ class folders",
+    ),
 )
 _SPECS: dict[str, DatasetSpec] = {s.name: s for s in _TABLE}
 

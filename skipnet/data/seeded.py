@@ -5,24 +5,18 @@ DataLoader workers, so an item's random augmentation may not depend on whichever
 happens to produce it: each item reseeds torch's CPU generator from (seed, epoch, index) inside
 a forked RNG scope, leaving the caller's RNG state untouched.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from .info import DatasetInfo
-
-
-class Source(Protocol):
-    """A base dataset: (PIL image or uint8 array, label) pairs plus their labels."""
-
-    targets: Sequence[int]
-
-    def __len__(self) -> int: ...
-    def __getitem__(self, index: int) -> tuple[Any, int]: ...
+from .source import Source
 
 
 class SeededDataset(Dataset):
@@ -32,8 +26,9 @@ class SeededDataset(Dataset):
     workers: persistent workers keep the epoch they were started with).
     """
 
-    def __init__(self, source: Source, transform: Callable[[Any], torch.Tensor], info: DatasetInfo,
-                 seed: int = 0) -> None:
+    def __init__(
+        self, source: Source, transform: Callable[[Any], torch.Tensor], info: DatasetInfo, seed: int = 0
+    ) -> None:
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
         self.source = source

@@ -1,7 +1,21 @@
-"""In-memory image source for the small datasets (Fashion-MNIST, CIFAR): uint8 pixels kept in one array."""
+"""Image sources: what a dataset reader returns (Source), and the in-memory one of the small datasets
+(Fashion-MNIST, CIFAR), uint8 pixels kept in one array (ArraySource)."""
+
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol
+
 import numpy as np
+
+
+class Source(Protocol):
+    """A base dataset: (PIL image or uint8 array, label) pairs plus their labels."""
+
+    targets: Sequence[int]
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> tuple[Any, int]: ...
 
 
 class ArraySource:

@@ -3,9 +3,11 @@
 ``build_transform(preprocess, train=False)`` is the only implementation of eval-time
 preprocessing; training, export calibration and the runtime all feed models through it.
 """
+
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,8 +64,9 @@ class ToRGB:
         return f"ToRGB(grayscale_to_rgb={self.grayscale_to_rgb})"
 
 
-def build_transform(preprocess: dict[str, Any], train: bool, dataset: str | None = None,
-                    normalize: bool = True) -> Transform:
+def build_transform(
+    preprocess: dict[str, Any], train: bool, dataset: str | None = None, normalize: bool = True
+) -> Transform:
     """Callable: PIL image (any mode) or uint8 array -> normalised float tensor 3 x crop x crop.
 
     ``normalize=False`` stops before scaling: a uint8 tensor of raw RGB pixels, what exported
@@ -79,8 +82,10 @@ def build_transform(preprocess: dict[str, Any], train: bool, dataset: str | None
     if not train:
         steps += [resize, v2.CenterCrop(p["crop"])]
     elif _imagenet_style(p, dataset):
-        steps += [v2.RandomResizedCrop(p["crop"], interpolation=InterpolationMode.BILINEAR, antialias=True),
-                  v2.RandomHorizontalFlip()]
+        steps += [
+            v2.RandomResizedCrop(p["crop"], interpolation=InterpolationMode.BILINEAR, antialias=True),
+            v2.RandomHorizontalFlip(),
+        ]
     else:
         steps += [resize, v2.RandomCrop(p["crop"], padding=p["crop"] // 8), v2.RandomHorizontalFlip()]
     steps.append(v2.PILToTensor())
@@ -117,7 +122,7 @@ def _imagenet_style(p: dict[str, Any], dataset: str | None) -> bool:
 
 def _checked(p: dict[str, Any]) -> dict[str, Any]:
     """Validate a preprocess section (it may come from a user-edited config.json)."""
-    fix = "re-create config.json with skipnet-train or restore its \"preprocess\" section"
+    fix = 're-create config.json with skipnet-train or restore its "preprocess" section'
     if not isinstance(p, dict):
         raise UserError(f"preprocess section must be a JSON object, got {type(p).__name__}; {fix}")
     missing = [k for k in _KEYS if k not in p]

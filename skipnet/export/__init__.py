@@ -8,6 +8,7 @@ is an Exporter in EXPORTERS. The model and its sidecar are built in a staging fo
 target and moved in model first, sidecar last: the sidecar records the model's size and sha256, so
 after a crash at any moment a loader finds the old pair, the new pair, or a mismatch it refuses.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,13 +24,22 @@ from typing import Any
 
 from .. import __version__
 from ..common import UserError, write_json
-from ..common.contract import (WEIGHTS_FILE, Format, Sidecar, default_export_path, exclusive, export_format, output_lock,
-                               parse, sidecar_path)
+from ..common.contract import (
+    WEIGHTS_FILE,
+    Format,
+    Sidecar,
+    default_export_path,
+    exclusive,
+    export_format,
+    output_lock,
+    parse,
+    sidecar_path,
+)
 from ..common.contract.paths import check_output_file
 from ..common.io import as_disk_full, check_room, crash_point, file_record, read_json
 from ..data import build_datasets, sample_pixels
 from ..models import count_macs, count_params, load_checkpoint
-from .options import ExportJob, ExportOptions, Exporter
+from .options import Exporter, ExportJob, ExportOptions
 from .speed import speed_check
 
 # torchao (imported by litert-torch) registers an Enum the way torch 2.14 deprecates; the warning
@@ -38,8 +48,11 @@ logging.getLogger("torch.utils._pytree").addFilter(lambda r: "is an Enum subclas
 
 
 # The converter of each exported backend of the format table, imported only when used (each needs its own extra).
-EXPORTERS = {"onnx": "onnx_export.OnnxExporter", "tflite": "tflite_export.TFLiteExporter",
-             "coreml": "coreml_export.CoreMLExporter"}
+EXPORTERS = {
+    "onnx": "onnx_export.OnnxExporter",
+    "tflite": "tflite_export.TFLiteExporter",
+    "coreml": "coreml_export.CoreMLExporter",
+}
 
 
 def get_exporter(backend: str) -> Exporter:
@@ -57,8 +70,13 @@ class ExportResult:
     qat: dict[str, Any] | None = None  # the sidecar's qat block; None without QAT
 
 
-def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | None = None,
-           options: ExportOptions | None = None, **flags: Any) -> ExportResult:
+def export(
+    run_dir: str | os.PathLike,
+    format: str,
+    out: str | os.PathLike | None = None,
+    options: ExportOptions | None = None,
+    **flags: Any,
+) -> ExportResult:
     """Export ``run_dir`` to ``format`` (a backend such as "tflite" with ``int8=True``, or a table name
     such as "tflite-int8") at ``out`` (default exports/RUN[_int8][_qat].EXT). ``flags`` are
     ExportOptions fields, for callers that do not build the object."""
@@ -66,10 +84,15 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     opts = replace(options or ExportOptions(), **flags).check()
     fmt = export_format(format, opts.int8, opts.qat_epochs > 0)
     if opts.full_integer and not (fmt.backend == "tflite" and fmt.precision == "int8"):
-        why = ("a float graph has nothing to quantise" if fmt.precision != "int8"
-               else f"its int8 {fmt.backend} graph is integer throughout already")
-        raise UserError(f"--full-integer applies to --format tflite --int8, not {fmt.name} ({why}); "
-                        "drop it or export tflite with --int8")
+        why = (
+            "a float graph has nothing to quantise"
+            if fmt.precision != "int8"
+            else f"its int8 {fmt.backend} graph is integer throughout already"
+        )
+        raise UserError(
+            f"--full-integer applies to --format tflite --int8, not {fmt.name} ({why}); "
+            "drop it or export tflite with --int8"
+        )
     if fmt.int8 == "qat" and not opts.qat_epochs:
         opts = replace(opts, qat_epochs=1)
     model, config = load_checkpoint(run_dir)
@@ -78,8 +101,15 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
     with exclusive(output_lock(path), str(path), "wait for that export or choose another --out"):
         _remove_staging_leftovers(path)
         calibration, pixels, labels = _read_images(config, fmt, img_size, opts)
-        job = ExportJob(model, _metadata(config, fmt, img_size, run_dir), fmt, img_size, calibration, opts,
-                        None if pixels is None else (pixels, labels))
+        job = ExportJob(
+            model,
+            _metadata(config, fmt, img_size, run_dir),
+            fmt,
+            img_size,
+            calibration,
+            opts,
+            None if pixels is None else (pixels, labels),
+        )
         need = _room_needed(model, fmt)
         check_room(path, need)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -87,10 +117,11 @@ def export(run_dir: str | os.PathLike, format: str, out: str | os.PathLike | Non
             try:
                 sidecar = _stage(job, Path(staging) / path.name, model, pixels, labels)
             except Exception as e:  # judged before the staging folder is removed, while the disk is still full
-                raise as_disk_full(e, path, need) or e
+                raise (as_disk_full(e, path, need) or e) from None
             _publish(Path(staging) / path.name, path)
-    return ExportResult(path, sidecar_path(path), sidecar["parity"], time.perf_counter() - t0, sidecar["speed"],
-                        sidecar.get("qat"))
+    return ExportResult(
+        path, sidecar_path(path), sidecar["parity"], time.perf_counter() - t0, sidecar["speed"], sidecar.get("qat")
+    )
 
 
 def _stage(job: ExportJob, staged: Path, model, pixels, labels) -> dict[str, Any]:
@@ -131,8 +162,10 @@ def _target(run_dir, fmt: Format, out) -> Path:
         raise UserError(f"--out {path} is a directory; give a file path")
     for existing in (path, sidecar_path(path)):
         if existing.exists() and not _ours(path):
-            raise UserError(f"--out {path}: {existing} exists and was not written by skipnet-export (no valid "
-                            f"{sidecar_path(path).name} beside it); move it away or choose another --out")
+            raise UserError(
+                f"--out {path}: {existing} exists and was not written by skipnet-export (no valid "
+                f"{sidecar_path(path).name} beside it); move it away or choose another --out"
+            )
     return path
 
 
@@ -164,8 +197,9 @@ def _read_images(config: dict[str, Any], fmt: Format, img_size: int, opts: Expor
     parity = opts.verify and (not fmt.macos_only or sys.platform == "darwin")
     if not (fmt.needs_calibration or parity):
         return None, None, None
-    train, val, _ = build_datasets(config["dataset"], opts.data_dir or config.get("train", {}).get("data_dir"),
-                                   img_size, augment=False)
+    train, val, _ = build_datasets(
+        config["dataset"], opts.data_dir or config.get("train", {}).get("data_dir"), img_size, augment=False
+    )
     calibration = sample_pixels(train.source, pre, opts.calibration_samples)[0] if fmt.needs_calibration else None
     pixels, labels = sample_pixels(val.source, pre, opts.verify_samples) if parity else (None, None)
     return calibration, pixels, labels
@@ -182,9 +216,15 @@ def _metadata(config: dict[str, Any], fmt: Format, img_size: int, run_dir) -> di
     """What the exported file carries about itself (ONNX metadata_props, CoreML user metadata, TFLite
     metadata). model_version names the trained weights, so two exports of one run share it."""
     weights = file_record(Path(run_dir) / WEIGHTS_FILE)["sha256"]
-    return dict(config, img_size=img_size, preprocess=_preprocess_at(config["preprocess"], img_size),
-                format=fmt.backend, precision=fmt.precision, exporter_version=__version__,
-                model_version=f"weights sha256 {weights[:12]}")
+    return dict(
+        config,
+        img_size=img_size,
+        preprocess=_preprocess_at(config["preprocess"], img_size),
+        format=fmt.backend,
+        precision=fmt.precision,
+        exporter_version=__version__,
+        model_version=f"weights sha256 {weights[:12]}",
+    )
 
 
 def _sidecar(job: ExportJob, spec: dict[str, Any], staged: Path, model) -> dict[str, Any]:
@@ -195,8 +235,11 @@ def _sidecar(job: ExportJob, spec: dict[str, Any], staged: Path, model) -> dict[
     if macs_litert:  # the converter's own count, a check on ours
         sidecar["complexity"]["macs_litert"] = int(macs_litert)
     if job.calibration is not None:
-        sidecar["calibration"] = {"images": int(len(job.calibration)), "split": "train",
-                                  "dataset": job.config["dataset"]}
+        sidecar["calibration"] = {
+            "images": int(len(job.calibration)),
+            "split": "train",
+            "dataset": job.config["dataset"],
+        }
     return sidecar
 
 
@@ -230,8 +273,12 @@ def _coreml_numeric(path: Path, job: ExportJob, config, pixels, labels) -> dict[
     with torch.inference_mode():
         ref = job.pixel_model("nhwc")(torch.from_numpy(pixels)).argmax(1).numpy()
     got = load(path, config=config).backend.logits(pixels).argmax(1)
-    return {"images": int(len(pixels)), "top1_agreement": float((ref == got).mean()),
-            "torch_top1": float((ref == labels).mean()), "exported_top1": float((got == labels).mean())}
+    return {
+        "images": int(len(pixels)),
+        "top1_agreement": float((ref == got).mean()),
+        "torch_top1": float((ref == labels).mean()),
+        "exported_top1": float((got == labels).mean()),
+    }
 
 
 def _publish(staged: Path, path: Path) -> None:

@@ -4,6 +4,7 @@ labels, and SkipNet metadata. Runs only on macOS; on Linux the spec is validated
 Float and int8 weights (iOS 16+) convert the run's model. W8A8 (QAT, iOS 17+) converts the
 fine-tuned int8 TFLite graph (qat.py) with its quantisation points as PyTorch quantize/dequantize
 pairs, which coremltools' PyTorch frontend turns into int8 weights and quantised activations."""
+
 from __future__ import annotations
 
 import json
@@ -23,10 +24,18 @@ class CoreMLExporter:
 
     def write(self, job, path: Path) -> dict[str, Any]:
         int8, qat = job.fmt.precision == "int8", job.fmt.int8 == "qat"
-        spec = {"input": {"name": "image", "layout": "image (RGB)", "dtype": "image",
-                          "shape": [1, 3, job.img_size, job.img_size], "range": [0, 255], "quantization": None},
-                "output": {"name": "classLabel", "dtype": "string", "probabilities": "classLabel_probs"},
-                "weights": "int8" if int8 else "float16"}
+        spec = {
+            "input": {
+                "name": "image",
+                "layout": "image (RGB)",
+                "dtype": "image",
+                "shape": [1, 3, job.img_size, job.img_size],
+                "range": [0, 255],
+                "quantization": None,
+            },
+            "output": {"name": "classLabel", "dtype": "string", "probabilities": "classLabel_probs"},
+            "weights": "int8" if int8 else "float16",
+        }
         if not qat:
             spec["input"]["normalization"] = export_coreml(job.model, job.config, job.img_size, path, int8)
             return spec
@@ -68,8 +77,9 @@ def export_coreml(model: nn.Module, config: dict[str, Any], img_size: int, path:
     if int8:  # weights to int8; CoreML's activation quantisation needs calibration on a Mac
         from coremltools.optimize.coreml import OpLinearQuantizerConfig, OptimizationConfig, linear_quantize_weights
 
-        mlmodel = linear_quantize_weights(mlmodel, OptimizationConfig(
-            global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8")))
+        mlmodel = linear_quantize_weights(
+            mlmodel, OptimizationConfig(global_config=OpLinearQuantizerConfig(mode="linear_symmetric", dtype="int8"))
+        )
     _save(mlmodel, config, img_size, path)
     return {"scale": scale, "bias": bias, "channel_gain": gains}
 
@@ -86,8 +96,9 @@ def export_coreml_w8a8(graph, config: dict[str, Any], img_size: int, path: Path)
     graph.weights.requires_grad_(False)
     try:
         # quantize/dequantize are iOS 17 ops
-        _save(_convert(NCHWInput(graph), config, img_size, 1.0, [0.0, 0.0, 0.0], ct.target.iOS17), config, img_size,
-              path)
+        _save(
+            _convert(NCHWInput(graph), config, img_size, 1.0, [0.0, 0.0, 0.0], ct.target.iOS17), config, img_size, path
+        )
     finally:
         graph.explicit = False
     return {"scale": 1.0, "bias": [0.0, 0.0, 0.0], "channel_gain": [1.0, 1.0, 1.0], "in_graph": "mean and std"}
@@ -102,8 +113,11 @@ def _convert(net: nn.Module, config: dict[str, Any], img_size: int, scale: float
         traced = torch.jit.trace(net.eval(), torch.rand(1, 3, img_size, img_size) * 255)
     return ct.convert(
         traced,
-        inputs=[ct.ImageType(name="image", shape=(1, 3, img_size, img_size), scale=scale, bias=bias,
-                             color_layout=ct.colorlayout.RGB)],
+        inputs=[
+            ct.ImageType(
+                name="image", shape=(1, 3, img_size, img_size), scale=scale, bias=bias, color_layout=ct.colorlayout.RGB
+            )
+        ],
         classifier_config=ct.ClassifierConfig(list(config["class_names"])),
         convert_to="mlprogram",
         minimum_deployment_target=target,
@@ -128,7 +142,8 @@ def validate_coreml(path: Path, img_size: int, labels: list[str], w8a8: bool = F
     image = inp.type.imageType
     checks = {
         "mlprogram": spec.WhichOneof("Type") == "mlProgram",
-        "image_input": inp.type.WhichOneof("Type") == "imageType" and image.width == img_size
+        "image_input": inp.type.WhichOneof("Type") == "imageType"
+        and image.width == img_size
         and image.height == img_size,
         "classifier_outputs": spec.description.predictedFeatureName == "classLabel",
         "labels_in_metadata": json.loads(spec.description.metadata.userDefined["skipnet_config"])["class_names"]
@@ -152,8 +167,9 @@ def w8a8_census(spec) -> dict[str, int]:
     dequantised int8 activation, of all of them."""
     from coremltools.proto import MIL_pb2
 
-    ops = [op for f in spec.mlProgram.functions.values() for b in f.block_specializations.values()
-           for op in b.operations]
+    ops = [
+        op for f in spec.mlProgram.functions.values() for b in f.block_specializations.values() for op in b.operations
+    ]
     made_by = {out.name: op for op in ops for out in op.outputs}
     int8 = MIL_pb2.DataType.Value("INT8")
     layers = [op for op in ops if op.type in ("conv", "linear")]

@@ -17,6 +17,7 @@ After training, ``write_weights`` puts the weights back into the float graph by 
 ``ranges`` gives the quantiser the same scales as calibration, so the int8 file written from them
 has the same ops and computes what was trained.
 """
+
 from __future__ import annotations
 
 import math
@@ -105,8 +106,9 @@ class FakeQuantGraph(nn.Module):
         self.input = qg.inputs[0]
         softmax = [o for o in self.ops if o.name == "SOFTMAX"]
         self.logits_tensor = softmax[-1].inputs[0] if softmax else qg.outputs[0]
-        self.int8_logits_tensor = next((o.inputs[0] for o in self.ops
-                                        if o.output == self.logits_tensor and o.name == "DEQUANTIZE"), None)
+        self.int8_logits_tensor = next(
+            (o.inputs[0] for o in self.ops if o.output == self.logits_tensor and o.name == "DEQUANTIZE"), None
+        )
         self.features_tensor: int | None = None  # set by track_features
         self.features: torch.Tensor | None = None
 
@@ -150,8 +152,13 @@ class FakeQuantGraph(nn.Module):
         views = [target.permute(0, 2, 3, 1)] if target.dim() == 4 else []
         views = [v.reshape(len(target), -1).float() for v in [target, *views]]
         tol = 1e-4 * (1 + views[0].abs().max().item())
-        return [i for i, t in values.items() if t.shape[:1] == target.shape[:1] and t[0].numel() == views[0].shape[1]
-                and any((t.reshape(len(t), -1) - v).abs().max().item() <= tol for v in views)]
+        return [
+            i
+            for i, t in values.items()
+            if t.shape[:1] == target.shape[:1]
+            and t[0].numel() == views[0].shape[1]
+            and any((t.reshape(len(t), -1) - v).abs().max().item() <= tol for v in views)
+        ]
 
     def track_features(self, pixels: torch.Tensor, target: torch.Tensor) -> None:
         """Keep, on every call, the tensor whose float values on ``pixels`` are ``target`` (NCHW, the
@@ -203,8 +210,9 @@ class FakeQuantGraph(nn.Module):
         scale = self._weight_scale(op, w).float()
         zero = torch.zeros_like(scale, dtype=torch.int32)
         if self.explicit:  # the per-channel rounding of fake_quantize below: max |w| maps to exactly 127
-            w = torch.quantize_per_channel(w.detach(), scale.double(), zero.long(), WEIGHTED[op.name],
-                                           torch.qint8).dequantize()
+            w = torch.quantize_per_channel(
+                w.detach(), scale.double(), zero.long(), WEIGHTED[op.name], torch.qint8
+            ).dequantize()
         else:
             w = torch.fake_quantize_per_channel_affine(w, scale, zero, WEIGHTED[op.name], -127, 127)
         if b is not None:  # int32 in steps of input scale x weight scale; rounding passes gradients through

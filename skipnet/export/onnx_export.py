@@ -5,6 +5,7 @@ calibrated on training images. QAT exports the fine-tuned int8 TFLite graph (qat
 float, and quantises it with the TFLite file's scales, tensor by tensor: the same model, weights
 and quantisation points as the QAT .tflite.
 """
+
 from __future__ import annotations
 
 import json
@@ -29,9 +30,17 @@ class OnnxExporter:
 
         model, dynamic = job.pixel_model("nchw"), job.options.dynamic_batch
         shape = [-1 if dynamic else 1, 3, job.img_size, job.img_size]
-        spec = {"input": {"name": "pixels", "layout": "NCHW", "dtype": "float32", "shape": shape, "range": [0, 255],
-                          "quantization": None},
-                "output": {"name": "logits", "dtype": "float32", "quantization": None}}
+        spec = {
+            "input": {
+                "name": "pixels",
+                "layout": "NCHW",
+                "dtype": "float32",
+                "shape": shape,
+                "range": [0, 255],
+                "quantization": None,
+            },
+            "output": {"name": "logits", "dtype": "float32", "quantization": None},
+        }
         if job.fmt.precision != "int8":
             export_onnx(model, job.img_size, path, job.config, dynamic)
             return spec
@@ -56,8 +65,9 @@ class OnnxExporter:
         return spec
 
 
-def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[str, Any],
-                dynamic_batch: bool = True) -> None:
+def export_onnx(
+    pixel_model: nn.Module, img_size: int, path: Path, config: dict[str, Any], dynamic_batch: bool = True
+) -> None:
     try:
         import onnx
         import onnxsim
@@ -65,8 +75,16 @@ def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[
         raise UserError("ONNX export needs onnx and onnxsim: pip install 'skipnet-deploy[onnx]'") from None
     x = torch.rand(2, 3, img_size, img_size) * 255
     dynamic = {"pixels": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
-    program = torch.onnx.export(pixel_model.eval(), (x,), dynamo=True, opset_version=OPSET, input_names=["pixels"],
-                                output_names=["logits"], dynamic_shapes=dynamic, verbose=False)
+    program = torch.onnx.export(
+        pixel_model.eval(),
+        (x,),
+        dynamo=True,
+        opset_version=OPSET,
+        input_names=["pixels"],
+        output_names=["logits"],
+        dynamic_shapes=dynamic,
+        verbose=False,
+    )
     proto = program.model_proto
     simplified, ok = onnxsim.simplify(proto)
     if ok:  # onnxsim checks its result numerically; keep the original if it could not
@@ -87,9 +105,16 @@ def export_onnx(pixel_model: nn.Module, img_size: int, path: Path, config: dict[
         onnx.save(proto, str(tmp))
 
 
-def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path, overrides: dict | None = None,
-                       float_nodes: list[str] | None = None, optimize: bool = True, steps: tuple | None = None,
-                       quantizer: dict | None = None) -> None:
+def quantize_onnx_int8(
+    float_path: Path,
+    calibration_pixels,
+    path: Path,
+    overrides: dict | None = None,
+    float_nodes: list[str] | None = None,
+    optimize: bool = True,
+    steps: tuple | None = None,
+    quantizer: dict | None = None,
+) -> None:
     """QDQ int8 (per-channel int8 weights, per-tensor uint8 activations) with onnxruntime's static quantiser.
 
     Input and output stay float32 (raw pixels in, logits out), so the model is fed like the float one.
@@ -104,8 +129,13 @@ def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path, overrid
     import numpy as np
 
     try:
-        from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType, quant_pre_process,
-                                              quantize_static)
+        from onnxruntime.quantization import (
+            CalibrationDataReader,
+            QuantFormat,
+            QuantType,
+            quant_pre_process,
+            quantize_static,
+        )
     except ImportError:
         raise UserError("ONNX int8 needs onnxruntime: pip install 'skipnet-deploy[onnx]'") from None
 
@@ -113,7 +143,7 @@ def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path, overrid
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(nchw[i:i + 1] for i in range(len(nchw)))
+            self.batches = iter(nchw[i : i + 1] for i in range(len(nchw)))
 
         def get_next(self):
             batch = next(self.batches, None)
@@ -134,9 +164,15 @@ def quantize_onnx_int8(float_path: Path, calibration_pixels, path: Path, overrid
             # uint8 activations, int8 weights (U8S8): onnxruntime's x86 int8 kernels are built for that
             # pair; int8 activations ran 2.8x slower in a one-off side-by-side check (MobileNetV3-Large,
             # 224x224, 1 thread: 18.2 vs 6.5 ms).
-            settings = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
-                        "weight_type": QuantType.QInt8, "nodes_to_exclude": float_nodes or [],
-                        "extra_options": {"TensorQuantOverrides": overrides or {}}, **(quantizer or {})}
+            settings = {
+                "quant_format": QuantFormat.QDQ,
+                "per_channel": True,
+                "activation_type": QuantType.QUInt8,
+                "weight_type": QuantType.QInt8,
+                "nodes_to_exclude": float_nodes or [],
+                "extra_options": {"TensorQuantOverrides": overrides or {}},
+                **(quantizer or {}),
+            }
             quantize_static(str(prepared), str(out), Reader(), **settings)
 
 
@@ -182,7 +218,9 @@ def _tflite_scales(model, graph, pixels) -> tuple[dict, list[str], list[str]]:
         scales = [graph.scales[i] for i in found if i in graph.scales]
         if scales:
             scale, zero_point = scales[-1]
-            overrides[name] = [{"scale": np.array(scale, np.float32), "zero_point": np.array(zero_point + 128, np.uint8)}]
+            overrides[name] = [
+                {"scale": np.array(scale, np.float32), "zero_point": np.array(zero_point + 128, np.uint8)}
+            ]
         elif found:
             float_nodes.append(producer[name].name)
         else:

@@ -19,6 +19,7 @@ graph stays in integer kernels (each measured in benchmarks/onnx_int8.py):
 
 Every rewrite computes the same function in float; only int8 rounding differs.
 """
+
 from __future__ import annotations
 
 import collections
@@ -54,18 +55,26 @@ class _Rewriter:
         three, zero, six = (self.constant(f"{n}/{k}", v) for k, v in (("three", 3.0), ("zero", 0.0), ("six", 6.0)))
         sixth = self.constant(f"{n}/sixth", 1.0 / 6.0)
         make = self.helper.make_node
-        return [make("Add", [x, three], [f"{n}/plus3"], name=f"{n}/add"),
-                make("Clip", [f"{n}/plus3", zero, six], [f"{n}/relu6"], name=f"{n}/clip"),
-                make("Mul", [x, f"{n}/relu6"], [f"{n}/x_relu6"], name=f"{n}/mul"),
-                make("Mul", [f"{n}/x_relu6", sixth], [y], name=f"{n}/scale")]
+        return [
+            make("Add", [x, three], [f"{n}/plus3"], name=f"{n}/add"),
+            make("Clip", [f"{n}/plus3", zero, six], [f"{n}/relu6"], name=f"{n}/clip"),
+            make("Mul", [x, f"{n}/relu6"], [f"{n}/x_relu6"], name=f"{n}/mul"),
+            make("Mul", [f"{n}/x_relu6", sixth], [y], name=f"{n}/scale"),
+        ]
 
     def average_pool(self, node) -> list | None:
         from .tflite_graph import _factors
 
         a, shape = _attrs(node), self.shapes.get(node.input[0], [])
         kernel = list(a.get("kernel_shape", []))
-        if (len(kernel) != 2 or list(a.get("strides", [1, 1])) != kernel or any(a.get("pads", [0]))
-                or a.get("ceil_mode", 0) or len(shape) != 4 or not shape[1]):
+        if (
+            len(kernel) != 2
+            or list(a.get("strides", [1, 1])) != kernel
+            or any(a.get("pads", [0]))
+            or a.get("ceil_mode", 0)
+            or len(shape) != 4
+            or not shape[1]
+        ):
             return None
         hs, ws = _factors(kernel[0]), _factors(kernel[1])
         stages = max(len(hs), len(ws))
@@ -74,8 +83,17 @@ class _Rewriter:
         for i, (kh, kw) in enumerate(zip(hs, ws)):
             y = node.output[0] if i == stages - 1 else f"{node.name}/stage{i}"
             w = self.constant(f"{node.name}/weight{i}", np.full((channels, 1, kh, kw), 1.0 / (kh * kw)))
-            out.append(self.helper.make_node("Conv", [x, w], [y], name=f"{node.name}/conv{i}", group=channels,
-                                             kernel_shape=[kh, kw], strides=[kh, kw]))
+            out.append(
+                self.helper.make_node(
+                    "Conv",
+                    [x, w],
+                    [y],
+                    name=f"{node.name}/conv{i}",
+                    group=channels,
+                    kernel_shape=[kh, kw],
+                    strides=[kh, kw],
+                )
+            )
             x = y
         return out or None
 
@@ -96,8 +114,10 @@ def _shapes(model) -> dict[str, list]:
     import onnx
 
     inferred = onnx.shape_inference.infer_shapes(model).graph
-    return {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-            for v in list(inferred.value_info) + list(inferred.input)}
+    return {
+        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        for v in list(inferred.value_info) + list(inferred.input)
+    }
 
 
 def _initializer(model, name: str):
@@ -186,8 +206,13 @@ def _gemm_constants(model, readers, node) -> tuple | None:
     weight = _own_initializer(model, readers, node.input[1])
     has_bias = len(node.input) > 2 and bool(node.input[2])
     bias = _own_initializer(model, readers, node.input[2]) if has_bias else None
-    if weight is None or (has_bias and bias is None) or a.get("transA", 0) or a.get("alpha", 1.0) != 1.0 \
-            or a.get("beta", 1.0) != 1.0:
+    if (
+        weight is None
+        or (has_bias and bias is None)
+        or a.get("transA", 0)
+        or a.get("alpha", 1.0) != 1.0
+        or a.get("beta", 1.0) != 1.0
+    ):
         return None
     return weight, bias
 
@@ -275,7 +300,9 @@ def fold_hard_sigmoid(model) -> int:
             bias.CopyFrom(numpy_helper.from_array(b * alpha + beta, bias.name))
         node.op_type = "Clip"
         del node.attribute[:]
-        node.input.extend([_add_constant(model, f"{node.name}/zero", 0.0), _add_constant(model, f"{node.name}/one", 1.0)])
+        node.input.extend(
+            [_add_constant(model, f"{node.name}/zero", 0.0), _add_constant(model, f"{node.name}/one", 1.0)]
+        )
         done += 1
     return done
 

@@ -1,4 +1,5 @@
 """What an export is asked to do (ExportOptions) and what an exporter is handed (ExportJob)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,13 +29,16 @@ class ExportOptions:
     qat_epochs: int = 0
     qat_limit: int | None = None  # training images per QAT epoch (default: all)
     qat_lr: float = QAT_LR  # QAT's initial learning rate (Adam, cosine decay)
-    full_integer: bool = False  # int8 TFLite: no float prefix (tflite_export.deployed_float_graph)
+    full_integer: bool = False  # int8 TFLite: no float prefix (tflite_convert.deployed_float_graph)
 
-    def check(self) -> "ExportOptions":
-        for flag, value, low in [("--verify-samples", self.verify_samples, 1),
-                                 ("--calibration-samples", self.calibration_samples, 1),
-                                 ("--qat-epochs", self.qat_epochs, 0), ("--img-size", self.img_size, 1),
-                                 ("--qat-limit", self.qat_limit, 1)]:
+    def check(self) -> ExportOptions:
+        for flag, value, low in [
+            ("--verify-samples", self.verify_samples, 1),
+            ("--calibration-samples", self.calibration_samples, 1),
+            ("--qat-epochs", self.qat_epochs, 0),
+            ("--img-size", self.img_size, 1),
+            ("--qat-limit", self.qat_limit, 1),
+        ]:
             if value is None and flag in ("--img-size", "--qat-limit"):
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -49,7 +53,7 @@ class ExportOptions:
 class Exporter(Protocol):
     """One backend's converter: writes ``path`` and returns the sidecar's input/output description."""
 
-    def write(self, job: "ExportJob", path: Any) -> dict[str, Any]: ...
+    def write(self, job: ExportJob, path: Any) -> dict[str, Any]: ...
 
 
 @dataclass
@@ -67,5 +71,4 @@ class ExportJob:
 
     def pixel_model(self, layout: str, model: nn.Module | None = None, probabilities: bool = False) -> PixelModel:
         """``model`` (default: the run's) behind the raw-pixel front end, in ``layout``."""
-        return PixelModel(model or self.model, self.config["mean"], self.config["std"], layout,
-                          probabilities).eval()
+        return PixelModel(model or self.model, self.config["mean"], self.config["std"], layout, probabilities).eval()

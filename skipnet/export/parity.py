@@ -1,4 +1,5 @@
 """Parity: does the exported model, in its real runtime, still predict what the PyTorch model predicted?"""
+
 from __future__ import annotations
 
 from typing import Any
@@ -26,11 +27,12 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
 
 
 @torch.inference_mode()
-def parity_report(pixel_model_nhwc: nn.Module, backend, pixels: np.ndarray, labels: np.ndarray,
-                  precision: str) -> dict[str, Any]:
+def parity_report(
+    pixel_model_nhwc: nn.Module, backend, pixels: np.ndarray, labels: np.ndarray, precision: str
+) -> dict[str, Any]:
     """Compare on ``pixels`` (uint8 N x H x W x 3 real validation images)."""
     ref = pixel_model_nhwc.eval()(torch.from_numpy(pixels)).float().numpy()
-    got = np.concatenate([backend.logits(pixels[i:i + 64]) for i in range(0, len(pixels), 64)])
+    got = np.concatenate([backend.logits(pixels[i : i + 64]) for i in range(0, len(pixels), 64)])
     agree = float((ref.argmax(1) == got.argmax(1)).mean())
     report = {
         "images": int(len(pixels)),
@@ -52,10 +54,24 @@ def parity_report(pixel_model_nhwc: nn.Module, backend, pixels: np.ndarray, labe
 def qat_verdict(report: dict[str, Any], qat: dict[str, Any], backend: str) -> dict[str, Any]:
     """A QAT file is checked against the fake-quantised model it was fine-tuned as: fine-tuning
     changes some answers on purpose, so agreement with the run's float model is reported, not required."""
-    report = dict(report, qat={k: qat[k] for k in ("fake_quant_agreement", "max_logit_diff_steps", "float_top1",
-                                                    "fake_quant_top1", "int8_top1", "holdout")})
+    report = dict(
+        report,
+        qat={
+            k: qat[k]
+            for k in (
+                "fake_quant_agreement",
+                "max_logit_diff_steps",
+                "float_top1",
+                "fake_quant_top1",
+                "int8_top1",
+                "holdout",
+            )
+        },
+    )
     least = QAT_MIN_AGREEMENT if backend == "tflite" else INT8_MIN_AGREEMENT
     report["passed"] = qat["fake_quant_agreement"] >= least
-    report["criterion"] = (f"top-1 agreement with the fake-quantised model it was trained as >= "
-                           f"{least:.0%} (agreement with the run's float model is reported, not required)")
+    report["criterion"] = (
+        f"top-1 agreement with the fake-quantised model it was trained as >= "
+        f"{least:.0%} (agreement with the run's float model is reported, not required)"
+    )
     return report

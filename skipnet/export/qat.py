@@ -17,6 +17,7 @@
    ranges as they are (no recalibration): the file computes what was trained, with the same ops,
    and so the same speed, as the PTQ file.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,6 +36,7 @@ from tqdm import tqdm
 from ..data import build_datasets, build_transform, pixel_batch, sample_pixels, spread_indices
 from ..models import PixelModel
 from .fake_quant import FakeQuantGraph
+from .tflite_convert import deployed_float_graph, export_tflite, quantize_deployed
 
 BATCH_SIZE = 64
 OBJECTIVE = "the run's loss + KL divergence to the run's float model"
@@ -53,15 +55,14 @@ class QATSettings:
     lr: float
 
 
-def train(job, settings: QATSettings, tmp: Path, float_path: Path | None = None,
-          progress: bool = False) -> tuple[FakeQuantGraph, dict[str, Any], Path]:
+def train(
+    job, settings: QATSettings, tmp: Path, float_path: Path | None = None, progress: bool = False
+) -> tuple[FakeQuantGraph, dict[str, Any], Path]:
     """Fine-tune ``job``'s model (an ExportJob) as its int8 TFLite graph, working in ``tmp``.
 
     ``float_path``: the run's float .tflite, if already exported (else exported here). Returns the
     trained graph, the sidecar's ``qat`` block (``report`` adds what it measures) and the deployed
     float .tflite the graph's weights came from (``write_weights`` puts the trained ones back)."""
-    from .tflite_export import deployed_float_graph, export_tflite, quantize_deployed
-
     fast, ptq = tmp / "fast.tflite", tmp / PTQ_FILE
     if float_path is None:
         float_path = tmp / "float.tflite"
@@ -76,9 +77,16 @@ def train(job, settings: QATSettings, tmp: Path, float_path: Path | None = None,
     holdout = keep(start, tuned)
     if not holdout["kept"]:
         graph.load_state_dict(initial)
-    block = {"epochs": settings.epochs, "images": trained, "lr": settings.lr, "batch_size": BATCH_SIZE,
-             "loss": job.config.get("loss"), "objective": OBJECTIVE,
-             "ranges": "calibrated on the training images, then frozen", "holdout": holdout}
+    block = {
+        "epochs": settings.epochs,
+        "images": trained,
+        "lr": settings.lr,
+        "batch_size": BATCH_SIZE,
+        "loss": job.config.get("loss"),
+        "objective": OBJECTIVE,
+        "ranges": "calibrated on the training images, then frozen",
+        "holdout": holdout,
+    }
     return graph, block, fast
 
 
@@ -89,8 +97,9 @@ class TrainingImages:
 
     def __init__(self, job) -> None:
         config = job.config
-        self.source = build_datasets(config["dataset"], job.options.data_dir or config.get("train", {}).get("data_dir"),
-                                     job.img_size)[0].source
+        self.source = build_datasets(
+            config["dataset"], job.options.data_dir or config.get("train", {}).get("data_dir"), job.img_size
+        )[0].source
         n = min(HOLDOUT, len(self.source) // 5)
         self.pool = sorted(set(range(len(self.source))) - set(spread_indices(len(self.source), n)))
         # sample_pixels takes the same evenly spread indices, as the calibration and parity images do.
@@ -102,8 +111,9 @@ class TrainingImages:
         if self.pixels is None:
             return np.zeros(0, bool)
         graph.quantize = True
-        logits = torch.cat([graph(torch.from_numpy(self.pixels[i:i + 256]).float())
-                            for i in range(0, len(self.pixels), 256)])
+        logits = torch.cat(
+            [graph(torch.from_numpy(self.pixels[i : i + 256]).float()) for i in range(0, len(self.pixels), 256)]
+        )
         return logits.argmax(1).numpy() == self.labels
 
 
@@ -112,9 +122,14 @@ def keep(start: np.ndarray, tuned: np.ndarray) -> dict[str, Any]:
     the starting weights (McNemar's test on the images only one of them gets right)."""
     gained, lost = int((tuned & ~start).sum()), int((start & ~tuned).sum())
     kept = gained - lost >= KEEP_Z * math.sqrt(gained + lost) and gained > lost
-    return {"images": int(len(start)), "start_top1": float(start.mean()) if len(start) else None,
-            "tuned_top1": float(tuned.mean()) if len(tuned) else None, "gained": gained, "lost": lost,
-            "kept": bool(kept)}
+    return {
+        "images": int(len(start)),
+        "start_top1": float(start.mean()) if len(start) else None,
+        "tuned_top1": float(tuned.mean()) if len(tuned) else None,
+        "gained": gained,
+        "lost": lost,
+        "kept": bool(kept),
+    }
 
 
 def settings_of(job) -> QATSettings:
@@ -125,8 +140,6 @@ def settings_of(job) -> QATSettings:
 def qat_tflite_int8(job, float_path: Path, path: Path, progress: bool = False) -> tuple[FakeQuantGraph, dict[str, Any]]:
     """Write the QAT int8 .tflite for ``job`` from its float export: the trained weights, and the
     trained ranges as they are (no recalibration)."""
-    from .tflite_export import quantize_deployed
-
     with tempfile.TemporaryDirectory() as tmp:
         graph, block, fast = train(job, settings_of(job), Path(tmp), float_path, progress)
         if not block["holdout"]["kept"]:
@@ -192,7 +205,7 @@ def _batches(pool: list[int], n: int):
     """One epoch: ``n`` random items of ``pool``, in full batches."""
     order = torch.randperm(len(pool))[:n].tolist()
     for start in range(0, max(n - BATCH_SIZE, 0) + 1, BATCH_SIZE):
-        yield [pool[i] for i in order[start:start + BATCH_SIZE]]
+        yield [pool[i] for i in order[start : start + BATCH_SIZE]]
 
 
 def _track_features(graph: FakeQuantGraph, job) -> None:
@@ -207,8 +220,9 @@ def _track_features(graph: FakeQuantGraph, job) -> None:
 
 
 @torch.no_grad()
-def measure(graph: FakeQuantGraph, path: Path, config: dict[str, Any], pixels: np.ndarray,
-            labels: np.ndarray) -> dict[str, Any]:
+def measure(
+    graph: FakeQuantGraph, path: Path, config: dict[str, Any], pixels: np.ndarray, labels: np.ndarray
+) -> dict[str, Any]:
     """The trained fake-quantised model against the int8 file (in its runtime) on ``pixels``: top-1
     agreement and the largest logit difference in quantisation steps of the file's int8 logits;
     top-1 of both, and of the fine-tuned model run in float."""
@@ -216,7 +230,7 @@ def measure(graph: FakeQuantGraph, path: Path, config: dict[str, Any], pixels: n
 
     def logits(quantize: bool) -> torch.Tensor:
         graph.quantize = quantize
-        return torch.cat([graph(torch.from_numpy(pixels[i:i + 256]).float()) for i in range(0, len(pixels), 256)])
+        return torch.cat([graph(torch.from_numpy(pixels[i : i + 256]).float()) for i in range(0, len(pixels), 256)])
 
     float_logits, fake = logits(False), logits(True)
     # The file ends in a float softmax over its int8 logits: its log-probabilities are those logits

@@ -1,5 +1,6 @@
 """int8 against float on this host, after every int8 export: an int8 file that runs slower than
 the float one is never shipped without saying so."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,25 +12,34 @@ from ..common.contract import Format
 _WHERE = {
     "tflite": "a phone's ARM kernels differ: time it there (skipnet-bench --android) before shipping float instead",
     "onnx": "int8 ONNX pays off on ARM CPUs and with the NNAPI and QNN execution providers; on x86 "
-            "ship the float .onnx",
+    "ship the float .onnx",
 }
 
 
-def speed_check(fmt: Format, int8_path: Path, float_path: Path | None, pixels, config: dict[str, Any],
-                threads: int = 1) -> dict[str, Any] | None:
+def speed_check(
+    fmt: Format, int8_path: Path, float_path: Path | None, pixels, config: dict[str, Any], threads: int = 1
+) -> dict[str, Any] | None:
     """The sidecar's ``speed``: int8 and float latency (medians) and the int8 speed-up (median of
     per-round ratios), timed side by side for about 2 s at ``threads``; a ``warning`` if int8 is
     slower. None for a float export."""
     if fmt.precision != "int8":
         return None
     if float_path is None or not float_path.exists():
-        return {"skipped": f"{fmt.name} is not timed here: CoreML runs only on macOS "
-                           "(time it there with skipnet-bench)"}
+        return {
+            "skipped": f"{fmt.name} is not timed here: CoreML runs only on macOS (time it there with skipnet-bench)"
+        }
     from ..runtime.timing import speedup
 
     r = speedup(float_path, int8_path, pixels, config, threads)
-    out = {"int8_speedup": r["speedup"], "float_ms": r["baseline_ms"], "int8_ms": r["candidate_ms"],
-           "threads": threads, "rounds": r["rounds"], "img_size": int(pixels.shape[1]), "cpu": r["cpu"]}
+    out = {
+        "int8_speedup": r["speedup"],
+        "float_ms": r["baseline_ms"],
+        "int8_ms": r["candidate_ms"],
+        "threads": threads,
+        "rounds": r["rounds"],
+        "img_size": int(pixels.shape[1]),
+        "cpu": r["cpu"],
+    }
     return with_warning(out, fmt.backend)
 
 
@@ -37,8 +47,11 @@ def with_warning(speed: dict[str, Any], backend: str) -> dict[str, Any]:
     """``speed`` plus, when int8 is the slower file, the ``warning`` to print."""
     s, threads = speed["int8_speedup"], speed["threads"]
     if s < 1:
-        speed = dict(speed, warning=f"int8 runs at {s:.2f}x the speed of float on this CPU ({speed['cpu']}, "
-                                    f"{threads} thread{'s' if threads > 1 else ''}); {_WHERE[backend]}")
+        speed = dict(
+            speed,
+            warning=f"int8 runs at {s:.2f}x the speed of float on this CPU ({speed['cpu']}, "
+            f"{threads} thread{'s' if threads > 1 else ''}); {_WHERE[backend]}",
+        )
     return speed
 
 
@@ -48,5 +61,7 @@ def speed_line(speed: dict[str, Any] | None) -> str:
         return ""
     s = speed["int8_speedup"]
     how = f"{s:.2f}x faster than" if s >= 1 else f"{1 / s:.2f}x slower than"
-    return (f"int8 {how} float here ({speed['int8_ms']:.2f} vs {speed['float_ms']:.2f} ms, "
-            f"{speed['threads']} thread{'s' if speed['threads'] > 1 else ''})")
+    return (
+        f"int8 {how} float here ({speed['int8_ms']:.2f} vs {speed['float_ms']:.2f} ms, "
+        f"{speed['threads']} thread{'s' if speed['threads'] > 1 else ''})"
+    )

@@ -14,11 +14,12 @@ What the converter emits and why it is slow in int8 (each measured in benchmarks
   map) is dropped.
 * The closing SOFTMAX stays float (the quantiser skips FLOAT_SCOPE), and with float_min_height
   so do the first, high-resolution layers: what skipnet-export ships unless asked for a
-  full-integer graph (tflite_export.deployed_float_graph says why).
+  full-integer graph (tflite_convert.deployed_float_graph says why).
 
 Every rewrite computes the same function in float; only int8 rounding differs. The PyTorch
 network is untouched, so any checkpoint (the authors' included) still loads.
 """
+
 from __future__ import annotations
 
 import collections
@@ -141,9 +142,11 @@ def _expand_hard_swish(ed: _Editor, op, n: int) -> list:
     add = s.AddOptionsT()
     add.fusedActivationFunction = s.ActivationFunctionType.RELU6
     mul = s.MulOptionsT()
-    return [ed.op("ADD", [x, three], [gate], s.BuiltinOptions.AddOptions, add),
-            ed.op("MUL", [x, gate], [prod], s.BuiltinOptions.MulOptions, mul),
-            ed.op("MUL", [prod, sixth], [y], s.BuiltinOptions.MulOptions, s.MulOptionsT())]
+    return [
+        ed.op("ADD", [x, three], [gate], s.BuiltinOptions.AddOptions, add),
+        ed.op("MUL", [x, gate], [prod], s.BuiltinOptions.MulOptions, mul),
+        ed.op("MUL", [prod, sixth], [y], s.BuiltinOptions.MulOptions, s.MulOptionsT()),
+    ]
 
 
 def _factors(k: int) -> list[int]:
@@ -179,8 +182,9 @@ def _avg_pool_as_depthwise(ed: _Editor, op, n: int):
         shape = [shape[0], shape[1] // kh, shape[2] // kw, shape[3]]
         last = i == stages - 1
         out = op.outputs[0] if last else ed.tensor(f"avgpool{n}/stage{i}", shape)
-        weight = ed.tensor(f"avgpool{n}/weight{i}", [1, kh, kw, shape[3]],
-                           np.full((1, kh, kw, shape[3]), 1.0 / (kh * kw)))
+        weight = ed.tensor(
+            f"avgpool{n}/weight{i}", [1, kh, kw, shape[3]], np.full((1, kh, kw, shape[3]), 1.0 / (kh * kw))
+        )
         bias = ed.tensor(f"avgpool{n}/bias{i}", [shape[3]], np.zeros(shape[3]))
         activation = opts.fusedActivationFunction if last else s.ActivationFunctionType.NONE
         ops.append(ed.depthwise(x, weight, bias, out, (kh, kw), activation))
@@ -207,21 +211,28 @@ def _per_channel_affine_as_depthwise(ed: _Editor, ops: list) -> tuple[list, int]
     out, folded, i = [], 0, 0
     while i < len(ops):
         op, nxt = ops[i], ops[i + 1] if i + 1 < len(ops) else None
-        if (nxt is not None and _op_name(ed.model, op) == "MUL" and _op_name(ed.model, nxt) == "ADD"
-                and nxt.inputs[0] == op.outputs[0] and consumers[op.outputs[0]] == 1
-                and op.builtinOptions.fusedActivationFunction == s.ActivationFunctionType.NONE):
+        if (
+            nxt is not None
+            and _op_name(ed.model, op) == "MUL"
+            and _op_name(ed.model, nxt) == "ADD"
+            and nxt.inputs[0] == op.outputs[0]
+            and consumers[op.outputs[0]] == 1
+            and op.builtinOptions.fusedActivationFunction == s.ActivationFunctionType.NONE
+        ):
             x, scale, shift = op.inputs[0], _constant(ed, op.inputs[1]), _constant(ed, nxt.inputs[1])
             shape = [int(v) for v in ed.graph.tensors[x].shape]
             channel = (1, 1, 1, shape[-1]) if len(shape) == 4 else None
-            def per_channel(c) -> bool:  # a scalar, or one value per channel along the last axis
+
+            def per_channel(c, shape=shape) -> bool:  # a scalar, or one value per channel along the last axis
                 return c is not None and c.size in (1, shape[-1]) and (c.ndim == 0 or c.size == c.shape[-1])
 
             if channel and _constant(ed, x) is None and per_channel(scale) and per_channel(shift):
                 # a grayscale dataset's normalisation is one scalar for all three channels
                 weight = ed.tensor(f"affine{folded}/weight", channel, np.broadcast_to(scale.reshape(-1), channel[-1:]))
                 bias = ed.tensor(f"affine{folded}/bias", [shape[-1]], np.broadcast_to(shift.reshape(-1), channel[-1:]))
-                out.append(ed.depthwise(x, weight, bias, nxt.outputs[0], (1, 1),
-                                        nxt.builtinOptions.fusedActivationFunction))
+                out.append(
+                    ed.depthwise(x, weight, bias, nxt.outputs[0], (1, 1), nxt.builtinOptions.fusedActivationFunction)
+                )
                 folded, i = folded + 1, i + 2
                 continue
         out.append(op)
@@ -371,8 +382,11 @@ def _mark_float(ed: _Editor, ops: list) -> int:
 
 def _prune_tensors(model, graph) -> None:
     """Drop tensors no op, input or output refers to any more (the runtime rejects dangling ones)."""
-    used = sorted({t for op in graph.operators for t in list(op.inputs) + list(op.outputs) if t >= 0}
-                  | set(graph.inputs) | set(graph.outputs))
+    used = sorted(
+        {t for op in graph.operators for t in list(op.inputs) + list(op.outputs) if t >= 0}
+        | set(graph.inputs)
+        | set(graph.outputs)
+    )
     index = {old: new for new, old in enumerate(used)}
     graph.tensors = [graph.tensors[i] for i in used]
     for op in graph.operators:
@@ -388,8 +402,15 @@ def _prune_tensors(model, graph) -> None:
 REWRITES = {"HARD_SWISH": _expand_hard_swish, "AVERAGE_POOL_2D": _avg_pool_as_depthwise}
 
 
-def rewrite_graph(src: Path, dst: Path, ops=("HARD_SWISH", "AVERAGE_POOL_2D"), fold_affine: bool = True,
-                  float_min_height: int | None = None, fold_scales: bool = True, int8: bool = False) -> dict[str, int]:
+def rewrite_graph(
+    src: Path,
+    dst: Path,
+    ops=("HARD_SWISH", "AVERAGE_POOL_2D"),
+    fold_affine: bool = True,
+    float_min_height: int | None = None,
+    fold_scales: bool = True,
+    int8: bool = False,
+) -> dict[str, int]:
     """Write `src` with the rewrites above applied; returns how many of each were made.
 
     ops: op types to replace by int8-friendly equivalents; fold_affine: the input normalisation as

@@ -7,6 +7,7 @@ its value range 0..255 and, for float32 input, NormalizationOptions mean 0 / std
 raw pixels and normalises inside); the output as class probabilities with the run's class names as
 an associated labels.txt (TENSOR_AXIS_LABELS).
 """
+
 from __future__ import annotations
 
 import gc
@@ -24,9 +25,17 @@ _VERSION_MODULE = "mediapipe.tasks.cc.metadata.python._pywrap_metadata_version"
 
 # The metadata schema members that need a newer parser than 1.0.0, and the version that reads them
 # (MediaPipe's metadata_version.cc, which its Linux wheels leave out: see _provide_parser_version).
-_NEWER_MEMBERS = {"vocabulary_file": (1, 0, 1), "subgraph_process_units": (1, 1, 0), "tokenizer": (1, 1, 0),
-                  "tensor_groups": (1, 2, 0), "regex_tokenizer": (1, 2, 1), "audio": (1, 3, 0),
-                  "scann_index_file": (1, 4, 0), "file_version": (1, 4, 1), "custom_metadata": (1, 5, 0)}
+_NEWER_MEMBERS = {
+    "vocabulary_file": (1, 0, 1),
+    "subgraph_process_units": (1, 1, 0),
+    "tokenizer": (1, 1, 0),
+    "tensor_groups": (1, 2, 0),
+    "regex_tokenizer": (1, 2, 1),
+    "audio": (1, 3, 0),
+    "scann_index_file": (1, 4, 0),
+    "file_version": (1, 4, 1),
+    "custom_metadata": (1, 5, 0),
+}
 
 
 def _members(metadata) -> set[str]:
@@ -42,14 +51,21 @@ def _members(metadata) -> set[str]:
         used |= {"subgraph_process_units"} if sub.inputProcessUnits or sub.outputProcessUnits else set()
         used |= {"tensor_groups"} if sub.inputTensorGroups or sub.outputTensorGroups else set()
         used |= {"custom_metadata"} if sub.customMetadata else set()
-        used |= {"audio" for t in tensors if t.content and t.content.contentPropertiesType
-                 == fb.ContentProperties.AudioProperties}
-    kinds = {fb.AssociatedFileType.VOCABULARY: "vocabulary_file", fb.AssociatedFileType.SCANN_INDEX_FILE:
-             "scann_index_file"}
+        used |= {
+            "audio"
+            for t in tensors
+            if t.content and t.content.contentPropertiesType == fb.ContentProperties.AudioProperties
+        }
+    kinds = {
+        fb.AssociatedFileType.VOCABULARY: "vocabulary_file",
+        fb.AssociatedFileType.SCANN_INDEX_FILE: "scann_index_file",
+    }
     used |= {kinds[f.type] for f in files if f.type in kinds} | {"file_version" for f in files if f.version}
-    tokenizers = {fb.ProcessUnitOptions.BertTokenizerOptions: "tokenizer",
-                  fb.ProcessUnitOptions.SentencePieceTokenizerOptions: "tokenizer",
-                  fb.ProcessUnitOptions.RegexTokenizerOptions: "regex_tokenizer"}
+    tokenizers = {
+        fb.ProcessUnitOptions.BertTokenizerOptions: "tokenizer",
+        fb.ProcessUnitOptions.SentencePieceTokenizerOptions: "tokenizer",
+        fb.ProcessUnitOptions.RegexTokenizerOptions: "regex_tokenizer",
+    }
     return used | {tokenizers[u.optionsType] for u in units if u.optionsType in tokenizers}
 
 
@@ -95,10 +111,13 @@ def describe(config: dict[str, Any]) -> dict[str, str]:
     variant = config["precision"]
     if config.get("qat"):
         variant += " (quantisation-aware trained)"
-    return {"name": config["model"], "version": config.get("model_version", "unversioned"),
-            "description": f"{config['model']} image classifier for {config['num_classes']} {config['dataset']} "
-                           f"classes, {variant}. Input: RGB pixels 0..255; output: class probabilities. "
-                           f"Exported by skipnet-deploy {config.get('exporter_version', __version__)}."}
+    return {
+        "name": config["model"],
+        "version": config.get("model_version", "unversioned"),
+        "description": f"{config['model']} image classifier for {config['num_classes']} {config['dataset']} "
+        f"classes, {variant}. Input: RGB pixels 0..255; output: class probabilities. "
+        f"Exported by skipnet-deploy {config.get('exporter_version', __version__)}.",
+    }
 
 
 def write_metadata(path: Path, config: dict[str, Any]) -> None:
@@ -120,10 +139,17 @@ def write_metadata(path: Path, config: dict[str, Any]) -> None:
     float_input = writer_utils.get_input_tensor_types(model)[0] == schema.TensorType.FLOAT32
     # Raw pixels in: float32 input needs NormalizationOptions (mean 0, std 1: the model normalises);
     # uint8 input is fed as it is and carries only its value range.
-    writer.add_image_input([0.0] if float_input else None, [1.0] if float_input else None,
-                           name="image", description="RGB image, pixels 0..255")
-    writer.add_classification_output(writer_lib.Labels().add(list(config["class_names"])),
-                                     name="probabilities", description="Probability of each class")
+    writer.add_image_input(
+        [0.0] if float_input else None,
+        [1.0] if float_input else None,
+        name="image",
+        description="RGB image, pixels 0..255",
+    )
+    writer.add_classification_output(
+        writer_lib.Labels().add(list(config["class_names"])),
+        name="probabilities",
+        description="Probability of each class",
+    )
     model, _ = writer.populate()
     # The writer ends in a reference cycle; its __del__ (removing its temporary folder) fails if
     # left to interpreter exit, so collect it now.
@@ -148,20 +174,30 @@ def read_metadata(path: Path) -> dict[str, Any]:
         md = json.loads(shown.get_metadata_json())
         labels = shown.get_associated_file_buffer(LABELS_FILE).decode("utf-8").splitlines()
     except Exception as e:  # the displayer raises ValueError and flatbuffers' own errors for foreign files
-        raise UserError(f"{path} has no readable SkipNet TFLite metadata ({first_line(e)}); "
-                        "export it with skipnet-export") from None
+        raise UserError(
+            f"{path} has no readable SkipNet TFLite metadata ({first_line(e)}); export it with skipnet-export"
+        ) from None
     sub = md["subgraph_metadata"][0]
-    return {"name": md.get("name"), "version": md.get("version"), "description": md.get("description"),
-            "min_parser_version": md.get("min_parser_version"), "labels": labels,
-            "input": _tensor(sub["input_tensor_metadata"][0]), "output": _tensor(sub["output_tensor_metadata"][0])}
+    return {
+        "name": md.get("name"),
+        "version": md.get("version"),
+        "description": md.get("description"),
+        "min_parser_version": md.get("min_parser_version"),
+        "labels": labels,
+        "input": _tensor(sub["input_tensor_metadata"][0]),
+        "output": _tensor(sub["output_tensor_metadata"][0]),
+    }
 
 
 def _tensor(t: dict[str, Any]) -> dict[str, Any]:
     units = {u["options_type"]: u.get("options", {}) for u in t.get("process_units", [])}
     norm = units.get("NormalizationOptions")
     stats = t.get("stats", {})
-    return {"name": t.get("name"), "content": t.get("content", {}).get("content_properties_type"),
-            "color_space": t.get("content", {}).get("content_properties", {}).get("color_space"),
-            "normalization": {"mean": norm["mean"], "std": norm["std"]} if norm else None,
-            "range": [stats["min"][0], stats["max"][0]] if "min" in stats and "max" in stats else None,
-            "associated_files": [f["name"] for f in t.get("associated_files", [])]}
+    return {
+        "name": t.get("name"),
+        "content": t.get("content", {}).get("content_properties_type"),
+        "color_space": t.get("content", {}).get("content_properties", {}).get("color_space"),
+        "normalization": {"mean": norm["mean"], "std": norm["std"]} if norm else None,
+        "range": [stats["min"][0], stats["max"][0]] if "min" in stats and "max" in stats else None,
+        "associated_files": [f["name"] for f in t.get("associated_files", [])],
+    }

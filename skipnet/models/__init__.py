@@ -1,9 +1,12 @@
 """Models stage: the SkipNet family and torchvision baselines behind one registry.
 
+Usage:
+
     model = create_model("skipnet_m", num_classes=10)
     features = model.forward_features(x)   # Bias Loss features, before pooling
     logits = model.forward_head(features)
 """
+
 from __future__ import annotations
 
 import os
@@ -24,8 +27,8 @@ from .checkpoint import (
     save_weights,
 )
 from .complexity import count_macs, count_params
-from .registry import get_builder, list_models, register_model
 from .pixels import PixelModel
+from .registry import get_builder, list_models, register_model
 from .skipnet import SkipNet, make_divisible
 
 SKIPNET_WIDTHS = {"skipnet_xs": 0.5, "skipnet_s": 0.75, "skipnet_m": 1.0, "skipnet_l": 1.25}
@@ -75,7 +78,19 @@ def load_checkpoint(run_dir: str | os.PathLike) -> tuple[nn.Module, dict[str, An
 
 
 __all__ = [
-    "CONFIG_FILE", "WEIGHTS_FILE", "PixelModel", "SkipNet", "count_macs", "count_params", "create_model", "list_models",
-    "load_checkpoint", "load_weights", "make_divisible", "read_run_config", "read_state_dict",
-    "register_model", "save_weights",
+    "CONFIG_FILE",
+    "WEIGHTS_FILE",
+    "PixelModel",
+    "SkipNet",
+    "count_macs",
+    "count_params",
+    "create_model",
+    "list_models",
+    "load_checkpoint",
+    "load_weights",
+    "make_divisible",
+    "read_run_config",
+    "read_state_dict",
+    "register_model",
+    "save_weights",
 ]

@@ -4,6 +4,7 @@ The torchvision network is kept whole under ``net`` so its own implementation ru
 unchanged; the wrapper only names where the Bias Loss features come from
 (the layer the paper's reference code uses for each family).
 """
+
 from __future__ import annotations
 
 import torch

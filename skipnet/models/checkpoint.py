@@ -7,13 +7,15 @@ Formats read:
   read with ``torch.load(weights_only=True)`` so a pickle that would run code is refused.
 Weights are only ever written as safetensors.
 """
+
 from __future__ import annotations
 
 import os
 import pickle
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -21,8 +23,8 @@ from safetensors.torch import load_file, save
 from torch import nn
 
 from ..common import UserError, atomic_write_bytes, first_line, read_json
-from ..common.io import refuse_special_file
 from ..common.contract import CONFIG_FILE, WEIGHTS_FILE, RunConfig, parse
+from ..common.io import refuse_special_file
 
 
 def is_run_dir(path: str | os.PathLike) -> bool:
@@ -92,8 +94,10 @@ def safe_torch_load(path: str | os.PathLike, fix: str = "check that the file is 
     except pickle.UnpicklingError as e:
         found = re.search(r"GLOBAL (\S+)", str(e))
         if found:
-            raise UserError(f"refusing to load {path}: it would import {found.group(1)}, so it could run code; "
-                            "only plain tensors (state_dicts, .safetensors) are accepted") from None
+            raise UserError(
+                f"refusing to load {path}: it would import {found.group(1)}, so it could run code; "
+                "only plain tensors (state_dicts, .safetensors) are accepted"
+            ) from None
         raise UserError(f"{path} is not a readable PyTorch checkpoint (corrupt or another format); {fix}") from None
     except Exception as e:  # noqa: BLE001 - corrupt bytes surface as KeyError, IndexError, ... from the unpickler
         raise UserError(f"{path} is not a readable PyTorch checkpoint ({first_line(e)}); {fix}") from None
@@ -110,7 +114,7 @@ def _read_pickle_state_dict(path: Path) -> dict[str, torch.Tensor]:
         raise UserError(f"{path} does not contain a state_dict of tensors; save it with torch.save(model.state_dict())")
     # DataParallel / DDP checkpoints prefix every key with "module.".
     if obj and all(k.startswith("module.") for k in obj):
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return obj
 
 
@@ -125,8 +129,12 @@ def _match_keys(state: dict[str, torch.Tensor], expected: set[str]) -> dict[str,
     return state
 
 
-def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torch.Tensor], name: str | None = None,
-                 reset_head: bool = False) -> None:
+def load_weights(
+    model: nn.Module,
+    source: str | os.PathLike | Mapping[str, torch.Tensor],
+    name: str | None = None,
+    reset_head: bool = False,
+) -> None:
     """Load weights into ``model`` strictly; any mismatch is a UserError that says which and why.
 
     ``reset_head=True`` keeps the model's own (freshly initialised) final classifier, for
@@ -138,8 +146,10 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torc
         state, meta = read_state_dict(source)
     name = name or getattr(model, "model_name", type(model).__name__)
     if meta.get("model") and getattr(model, "model_name", None) and meta["model"] != model.model_name:
-        raise UserError(f"checkpoint {source} holds a {meta['model']} model, not {model.model_name}; "
-                        f"use --model {meta['model']} or the right checkpoint")
+        raise UserError(
+            f"checkpoint {source} holds a {meta['model']} model, not {model.model_name}; "
+            f"use --model {meta['model']} or the right checkpoint"
+        )
     own = model.state_dict()
     state = _match_keys(state, set(own))
     if reset_head:
@@ -158,10 +168,14 @@ def load_weights(model: nn.Module, source: str | os.PathLike | Mapping[str, torc
         if v.shape != own[k].shape:
             hint = ""
             if k in head:
-                hint = (f" (the checkpoint has {v.shape[0]} classes: pass num_classes={v.shape[0]}, "
-                        "or reset the classifier to fine-tune on other classes)")
-            raise UserError(f"checkpoint does not fit {name}: {k} has shape {list(v.shape)} "
-                            f"but the model expects {list(own[k].shape)}{hint}")
+                hint = (
+                    f" (the checkpoint has {v.shape[0]} classes: pass num_classes={v.shape[0]}, "
+                    "or reset the classifier to fine-tune on other classes)"
+                )
+            raise UserError(
+                f"checkpoint does not fit {name}: {k} has shape {list(v.shape)} "
+                f"but the model expects {list(own[k].shape)}{hint}"
+            )
     model.load_state_dict(state, strict=not reset_head)
 
 

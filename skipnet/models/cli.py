@@ -1,7 +1,8 @@
 """`skipnet-models`: list the registered models with parameters and MACs."""
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..common.cli import ArgumentParser, run_cli
 from . import count_macs, count_params, create_model, list_models
@@ -14,7 +15,9 @@ def _main(argv: Sequence[str] | None) -> int:
     p.add_argument("--models", default=None, help="comma-separated subset (default: all)")
     args = p.parse_args(argv)
     names = args.models.split(",") if args.models else list_models()
-    print(f"{'model':<20} {'params':>12} {'MACs (M)':>10}   @ {args.img_size}x{args.img_size}, {args.num_classes} classes")
+    print(
+        f"{'model':<20} {'params':>12} {'MACs (M)':>10}   @ {args.img_size}x{args.img_size}, {args.num_classes} classes"
+    )
     for name in names:
         m = create_model(name, args.num_classes)
         print(f"{name:<20} {count_params(m):>12,} {count_macs(m, args.img_size) / 1e6:>10.1f}")

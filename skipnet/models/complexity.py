@@ -1,4 +1,5 @@
 """Parameter and MAC counts. MACs come from PyTorch's own flop counter (conv and matmul only), halved."""
+
 from __future__ import annotations
 
 import torch

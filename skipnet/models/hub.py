@@ -3,10 +3,12 @@
 ``skipnet.create_model``. Nothing is downloaded: there are no hosted weights, so trained weights
 come from a path (a run directory, .safetensors or a state_dict .pth) through ``weights=``.
 """
+
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 
@@ -14,15 +16,18 @@ SKIPNET_FAMILY = ("skipnet_xs", "skipnet_s", "skipnet_m", "skipnet_l")
 
 
 def _entrypoint(name: str) -> Callable[..., nn.Module]:
-    def build(pretrained: bool = False, num_classes: int | None = None, weights: str | None = None,
-              **kwargs: Any) -> nn.Module:
+    def build(
+        pretrained: bool = False, num_classes: int | None = None, weights: str | None = None, **kwargs: Any
+    ) -> nn.Module:
         from . import create_model
 
         for key in ("pretrained_cfg", "pretrained_cfg_overlay", "cache_dir"):  # timm's factory passes these;
             kwargs.pop(key, None)  # nothing is hosted or downloaded, so they have nothing to say
         if pretrained:
-            raise ValueError(f"{name}: no pretrained weights are hosted (nothing is downloaded); train one with "
-                             f"skipnet-train --model {name} and pass weights=RUN_DIR")
+            raise ValueError(
+                f"{name}: no pretrained weights are hosted (nothing is downloaded); train one with "
+                f"skipnet-train --model {name} and pass weights=RUN_DIR"
+            )
         return create_model(name, num_classes, weights=weights, **kwargs)
 
     build.__name__ = build.__qualname__ = name

@@ -3,9 +3,10 @@
 Exported models take raw RGB pixels (0..255) and normalise inside the graph, so an app
 feeds camera pixels directly and cannot get the mean/std wrong.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -18,8 +19,14 @@ class PixelModel(nn.Module):
     ``probabilities=True`` ends in a softmax: the class scores phone classifier APIs report.
     """
 
-    def __init__(self, model: nn.Module, mean: Sequence[float], std: Sequence[float], layout: str = "nchw",
-                 probabilities: bool = False):
+    def __init__(
+        self,
+        model: nn.Module,
+        mean: Sequence[float],
+        std: Sequence[float],
+        layout: str = "nchw",
+        probabilities: bool = False,
+    ):
         super().__init__()
         self.probabilities = probabilities
         if layout not in ("nchw", "nhwc"):

@@ -1,7 +1,8 @@
 """Model registry: names -> builders, so every stage creates models the same way."""
+
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 

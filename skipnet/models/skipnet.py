@@ -13,11 +13,12 @@ released ``skipblocknet-m.pth`` loads without renaming keys:
     conv.{0,1}                 final 1x1 conv + BN (+ h-swish): the Bias Loss features
     classifier.{0,3}           Linear, h-swish, Dropout, Linear
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -57,7 +58,8 @@ class SqueezeExcite(nn.Module):
 
 
 class InvertedResidual(nn.Module):
-    """1x1 expand + BN + act, kxk depthwise + BN + act, optional SE, 1x1 linear + BN; identity shortcut when shapes allow.
+    """1x1 expand + BN + act, kxk depthwise + BN + act, optional SE, 1x1 linear + BN; identity shortcut when
+    shapes allow.
 
     The expand conv is present even when hidden == in (as in the reference), so the
     indices of ``conv`` are fixed: 0/1/2 expand, 3/4/5 depthwise, 6 SE, 7/8 project.
@@ -169,9 +171,7 @@ class SkipNet(nn.Module):
         self.num_classes = num_classes
         self.width = width
         stem = make_divisible(STEM_WIDTH * width, 8)
-        self.first_layer = nn.Sequential(
-            nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.Hardswish()
-        )
+        self.first_layer = nn.Sequential(nn.Conv2d(3, stem, 3, 2, 1, bias=False), nn.BatchNorm2d(stem), nn.Hardswish())
         self.base_block = InvertedResidual(stem, stem, stem, 3, 1, se=False, hswish=True)
 
         stages: list[list[nn.Module]] = [[] for _ in range(max(b.stage for b in blocks))]

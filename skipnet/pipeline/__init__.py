@@ -7,6 +7,7 @@ Train each model the same way, export (int8 TFLite, float ONNX, CoreML), gate th
 against its float run, time every exported file interleaved, and write a report. Each step's
 artifacts are kept, so a rerun resumes where an interrupted one stopped.
 """
+
 from .config import DEFAULTS, load_config
 from .run import Interrupted, run_pipeline
 

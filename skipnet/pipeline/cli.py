@@ -1,8 +1,9 @@
 """`skipnet-pipeline`: parse flags, resolve the settings, call `run_pipeline`, print the summary."""
+
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..common.cli import ArgumentParser, run_cli
 from ..data import list_datasets
@@ -14,8 +15,9 @@ def build_parser():
     p = ArgumentParser(
         prog="skipnet-pipeline",
         description="Train SkipNet and its baselines the same way, export (int8 TFLite, ONNX, CoreML), gate the "
-                    "int8 accuracy, benchmark, and write OUT/report.md. Without --config: the Fashion-MNIST demo. "
-                    "Run it again to resume an interrupted pipeline.")
+        "int8 accuracy, benchmark, and write OUT/report.md. Without --config: the Fashion-MNIST demo. "
+        "Run it again to resume an interrupted pipeline.",
+    )
     a = p.add_argument
     a("--config", help="YAML settings (keys: out, data, data-dir, models, train, export, gate, bench)")
     a("--out", help="pipeline directory (default runs/demo; runs/demo-full with --full)")
@@ -30,14 +32,14 @@ def build_parser():
 
 def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
-    cfg = load_config(args.config, full=args.full, out=args.out, data=args.data, data_dir=args.data_dir,
-                      models=args.models)
+    cfg = load_config(
+        args.config, full=args.full, out=args.out, data=args.data, data_dir=args.data_dir, models=args.models
+    )
     try:
         command = " ".join(["skipnet-pipeline", *(sys.argv[1:] if argv is None else argv)])
         report = run_pipeline(cfg, overwrite=args.overwrite, progress=not args.quiet, command=command)
     except Interrupted as e:
-        print(f"skipnet-pipeline: interrupted; run the same command again to resume from {cfg['out']}",
-              file=sys.stderr)
+        print(f"skipnet-pipeline: interrupted; run the same command again to resume from {cfg['out']}", file=sys.stderr)
         return e.exit_code
     print(f"\nreport: {cfg['out']}/report.md")
     for line in report["summary"]:

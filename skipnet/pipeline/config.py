@@ -1,5 +1,7 @@
 """The pipeline's settings: built-in demo defaults < --config YAML < flags.
 
+A config file, every key optional:
+
     out: runs/demo
     data: fashion-mnist            # or imagefolder with data-dir (train/ and val/ class folders)
     models: [skipnet_s, mobilenet_v3_large]   # the first is the model to ship, the rest baselines
@@ -10,6 +12,7 @@
     gate: {max-drop: 1.0, min-top1: null, limit: null}     # int8 vs float, skipnet-eval's gates
     bench: {threads: 1, runs: 200, warmup: 10}
 """
+
 from __future__ import annotations
 
 import copy
@@ -28,8 +31,15 @@ DEFAULTS: dict[str, Any] = {
     "models": ["skipnet_s", "mobilenet_v3_large"],
     "baseline": None,
     "train": {"recipe": None, "loss": "bias"},
-    "export": {"formats": ["tflite-int8", "onnx", "coreml"], "verify_samples": 1000, "calibration_samples": 256,
-               "qat_epochs": 1, "qat_limit": None, "qat_lr": QAT_LR, "full_integer": False},
+    "export": {
+        "formats": ["tflite-int8", "onnx", "coreml"],
+        "verify_samples": 1000,
+        "calibration_samples": 256,
+        "qat_epochs": 1,
+        "qat_limit": None,
+        "qat_lr": QAT_LR,
+        "full_integer": False,
+    },
     "gate": {"max_drop": 1.0, "min_top1": None, "limit": None},
     "bench": {"threads": 1, "runs": 200, "warmup": 10},
 }
@@ -59,8 +69,10 @@ def merge(base: dict[str, Any], override: dict[str, Any], where: str) -> dict[st
             if key != "train":
                 unknown = [k for k in section if k not in DEFAULTS[key]]
                 if unknown:
-                    raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in {key}; use "
-                                    f"{', '.join(k.replace('_', '-') for k in DEFAULTS[key])}")
+                    raise UserError(
+                        f"{where}: unknown key(s) {', '.join(unknown)} in {key}; use "
+                        f"{', '.join(k.replace('_', '-') for k in DEFAULTS[key])}"
+                    )
             out[key] = {**out[key], **section}
         else:
             out[key] = value
@@ -90,8 +102,9 @@ def validate(cfg: dict[str, Any], where: str = "settings") -> dict[str, Any]:
 
     cfg["models"] = _listed(cfg["models"])
     cfg["export"]["formats"] = _listed(cfg["export"]["formats"])
-    cfg = parse(PipelineConfig, cfg, where, "see examples/pipeline/imagefolder.yaml for the keys and their types",
-                dashes=True).model_dump()
+    cfg = parse(
+        PipelineConfig, cfg, where, "see examples/pipeline/imagefolder.yaml for the keys and their types", dashes=True
+    ).model_dump()
     models = cfg["models"]
     unknown = [m for m in models if m not in list_models()]
     if unknown:
@@ -103,15 +116,21 @@ def validate(cfg: dict[str, Any], where: str = "settings") -> dict[str, Any]:
     if cfg["data"] not in list_datasets():
         raise UserError(f"unknown data {cfg['data']!r}; choose one of: {', '.join(list_datasets())}")
     if dataset_spec(cfg["data"]).needs_data_dir and not cfg["data_dir"]:
-        raise UserError(f"data {cfg['data']} needs data-dir: a folder holding {dataset_spec(cfg['data']).data_dir_holds}")
+        raise UserError(
+            f"data {cfg['data']} needs data-dir: a folder holding {dataset_spec(cfg['data']).data_dir_holds}"
+        )
     for key in ("model", "data", "data_dir", "out"):
         if key in cfg["train"]:
-            raise UserError(f"train: {key.replace('_', '-')} is set for the whole pipeline; "
-                            f"put it at the top level ({'models' if key == 'model' else key.replace('_', '-')}:)")
+            raise UserError(
+                f"train: {key.replace('_', '-')} is set for the whole pipeline; "
+                f"put it at the top level ({'models' if key == 'model' else key.replace('_', '-')}:)"
+            )
     cfg["train"] = check_settings(cfg["train"], where=f"{where}: train")  # skipnet-train's own checks
     if all(FORMATS[f].macos_only for f in cfg["export"]["formats"]) and sys.platform != "darwin":
-        raise UserError("CoreML models run only on macOS, so the accuracy gate and the benchmark need another "
-                        "export format here: add tflite-int8 (or onnx) to export formats")
+        raise UserError(
+            "CoreML models run only on macOS, so the accuracy gate and the benchmark need another "
+            "export format here: add tflite-int8 (or onnx) to export formats"
+        )
     cfg["out"] = str(Path(cfg["out"]))
     return cfg
 

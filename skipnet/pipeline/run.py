@@ -11,25 +11,48 @@ again resumes where it stopped (a half-trained model resumes from its last check
     out/steps.json                  seconds spent per step (summed over resumed invocations)
     out/report.md, report.json, accuracy_vs_macs.png, accuracy_vs_latency.png
 """
+
 from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ..common import UserError, output_to, read_json, write_json
 from ..common.cli import signal_exit_code
-from ..common.contract import (CONFIG_FILE, FORMATS, LOCK_FILE, METRICS_FILE, PIPELINE_FILE, STATE_FILE,
-                               check_writable_dir, exclusive, remove_if_unused, sidecar_path)
+from ..common.contract import (
+    CONFIG_FILE,
+    FORMATS,
+    LOCK_FILE,
+    METRICS_FILE,
+    PIPELINE_FILE,
+    STATE_FILE,
+    check_writable_dir,
+    exclusive,
+    remove_if_unused,
+    sidecar_path,
+)
 from .config import export_path, gated_format, with_new_keys
 
 # Settings whose change redoes only one step. Models can be added to (or dropped from) a study:
 # each model's train/export/gate steps are its own, only the benchmark times all files side by side.
 REDOABLE = {"gate": "eval", "bench": "bench.json", "models": "bench.json"}
 # Everything a pipeline writes in its directory: --overwrite removes these and nothing else.
-OUTPUTS = (PIPELINE_FILE, "runs", "exports", "eval", "logs", "bench.json", "steps.json", "report.md", "report.json",
-           "accuracy_vs_macs.png", "accuracy_vs_latency.png")
+OUTPUTS = (
+    PIPELINE_FILE,
+    "runs",
+    "exports",
+    "eval",
+    "logs",
+    "bench.json",
+    "steps.json",
+    "report.md",
+    "report.json",
+    "accuracy_vs_macs.png",
+    "accuracy_vs_latency.png",
+)
 
 
 class Interrupted(Exception):
@@ -54,8 +77,9 @@ def _finished(run: Path) -> bool:
 
 
 class Pipeline:
-    def __init__(self, cfg: dict[str, Any], progress: bool = True, log: Callable[[str], None] = print,
-                 command: str | None = None):
+    def __init__(
+        self, cfg: dict[str, Any], progress: bool = True, log: Callable[[str], None] = print, command: str | None = None
+    ):
         self.cfg = cfg
         self.command = command
         self.out = Path(cfg["out"])
@@ -83,16 +107,23 @@ class Pipeline:
         # New gates or benchmark settings redo only those steps; anything else would mix two runs.
         rest = [k for k in changed if k not in REDOABLE]
         if rest:
-            raise UserError(f"{self.out} holds a pipeline run with other settings ({', '.join(rest)} "
-                            "differ); pass --overwrite to start over or choose another --out")
+            raise UserError(
+                f"{self.out} holds a pipeline run with other settings ({', '.join(rest)} "
+                "differ); pass --overwrite to start over or choose another --out"
+            )
         for key in changed:
             if key == "models":
                 old, new = before["models"], self.cfg["models"]
                 if set(old) == set(new):
                     continue  # only the order changed
-                what = [f"{verb} {', '.join(ms)}" for verb, ms in
-                        (("adding", [m for m in new if m not in old]), ("dropping", [m for m in old if m not in new]))
-                        if ms]
+                what = [
+                    f"{verb} {', '.join(ms)}"
+                    for verb, ms in (
+                        ("adding", [m for m in new if m not in old]),
+                        ("dropping", [m for m in old if m not in new]),
+                    )
+                    if ms
+                ]
                 self.log(f"[models] {'; '.join(what)}: redoing the benchmark")
             else:
                 self.log(f"[{key}] settings changed: redoing this step")
@@ -129,15 +160,19 @@ class Pipeline:
             if (run / STATE_FILE).exists():
                 result = resume(run, progress=self.progress)  # a finished run only reports
             else:
-                settings = {**self.cfg["train"], "model": model, "data": self.cfg["data"],
-                            "data_dir": self.cfg["data_dir"], "out": str(run)}
+                settings = {
+                    **self.cfg["train"],
+                    "model": model,
+                    "data": self.cfg["data"],
+                    "data_dir": self.cfg["data_dir"],
+                    "out": str(run),
+                }
                 result = train(resolve_config(settings).validate(), progress=self.progress)
             if result.interrupted:
                 raise Interrupted(result.signal)
 
         resumable = (run / STATE_FILE).exists()
-        self._step(f"train {model}", _finished(run),
-                   f"{'resume' if resumable else 'train'} {model} -> {run}", go)
+        self._step(f"train {model}", _finished(run), f"{'resume' if resumable else 'train'} {model} -> {run}", go)
 
     def export(self, model: str, fmt: str) -> None:
         from ..export import ExportOptions, export
@@ -146,10 +181,15 @@ class Pipeline:
         path = export_path(self.out, model, fmt)
         sidecar = sidecar_path(path)
         e = self.cfg["export"]
-        options = ExportOptions(verify_samples=e["verify_samples"], data_dir=self.cfg["data_dir"],
-                                calibration_samples=e["calibration_samples"], qat_limit=e["qat_limit"],
-                                qat_lr=e["qat_lr"], qat_epochs=e["qat_epochs"] if FORMATS[fmt].int8 == "qat" else 0,
-                                full_integer=e["full_integer"])
+        options = ExportOptions(
+            verify_samples=e["verify_samples"],
+            data_dir=self.cfg["data_dir"],
+            calibration_samples=e["calibration_samples"],
+            qat_limit=e["qat_limit"],
+            qat_lr=e["qat_lr"],
+            qat_epochs=e["qat_epochs"] if FORMATS[fmt].int8 == "qat" else 0,
+            full_integer=e["full_integer"],
+        )
 
         log = self.out / "logs" / f"export_{model}_{fmt}.log"
 
@@ -168,8 +208,12 @@ class Pipeline:
             if speed and "warning" in speed:
                 self.log(f"  warning: {speed['warning']}")
 
-        self._step(f"export {model} {fmt}", path.exists() and sidecar.exists() and self._pair_intact(path, fmt),
-                   f"{model} {fmt} -> {path} (converter log: {log})", go)
+        self._step(
+            f"export {model} {fmt}",
+            path.exists() and sidecar.exists() and self._pair_intact(path, fmt),
+            f"{model} {fmt} -> {path} (converter log: {log})",
+            go,
+        )
 
     def _pair_intact(self, path: Path, fmt: str) -> bool:
         """An earlier export whose sidecar still describes its model (not one cut short by a kill)."""
@@ -190,9 +234,16 @@ class Pipeline:
         g = self.cfg["gate"]
 
         def go() -> None:
-            report = evaluate(export_path(self.out, model, fmt), self.cfg["data"], self.cfg["data_dir"],
-                              limit=g["limit"], reference=self.run_dir(model), min_top1=g["min_top1"],
-                              max_drop=g["max_drop"], progress=self.progress)
+            report = evaluate(
+                export_path(self.out, model, fmt),
+                self.cfg["data"],
+                self.cfg["data_dir"],
+                limit=g["limit"],
+                reference=self.run_dir(model),
+                min_top1=g["min_top1"],
+                max_drop=g["max_drop"],
+                progress=self.progress,
+            )
             write_json(report_path, report)
 
         self._step(f"gate {model}", report_path.exists(), f"{model} {fmt} against its float run", go)
@@ -203,30 +254,41 @@ class Pipeline:
 
         b = self.cfg["bench"]
         bench_path = self.out / "bench.json"
-        files = {f"{m} {f}": export_path(self.out, m, f) for m in self.cfg["models"]
-                 for f in self.cfg["export"]["formats"] if not f.startswith("coreml")}
+        files = {
+            f"{m} {f}": export_path(self.out, m, f)
+            for m in self.cfg["models"]
+            for f in self.cfg["export"]["formats"]
+            if not f.startswith("coreml")
+        }
 
         def go() -> None:
             first = read_json(self.run_dir(self.cfg["models"][0]) / CONFIG_FILE)
             _, val, info = build_datasets(self.cfg["data"], self.cfg["data_dir"], augment=False)
             pixels = sample_pixels(val.source, preprocess_config(info, first["img_size"]), 1)[0]
-            rows = time_files(files, pixels, b["threads"], b["runs"], b["warmup"], keep_times=True,
-                              progress=self.progress)
-            write_json(bench_path, {"threads": b["threads"], "runs": b["runs"], "img_size": first["img_size"],
-                                    "rows": rows})
+            rows = time_files(
+                files, pixels, b["threads"], b["runs"], b["warmup"], keep_times=True, progress=self.progress
+            )
+            write_json(
+                bench_path, {"threads": b["threads"], "runs": b["runs"], "img_size": first["img_size"], "rows": rows}
+            )
 
         if files:
-            self._step("bench", bench_path.exists(), f"latency of {len(files)} files, {b['runs']} interleaved rounds",
-                       go)
+            self._step(
+                "bench", bench_path.exists(), f"latency of {len(files)} files, {b['runs']} interleaved rounds", go
+            )
 
     # --- all --------------------------------------------------------------------------------
     def run(self, overwrite: bool = False) -> dict[str, Any]:
         self.check_data()
         check_writable_dir(self.out, "out")
-        if self.out.is_dir() and not (self.out / PIPELINE_FILE).exists() and any(
-                p.name != LOCK_FILE for p in self.out.iterdir()):  # checked before the lock file is made
-            raise UserError(f"{self.out} exists and is not a pipeline directory (no {PIPELINE_FILE}); "
-                            "choose a new or empty --out")
+        if (
+            self.out.is_dir()
+            and not (self.out / PIPELINE_FILE).exists()
+            and any(p.name != LOCK_FILE for p in self.out.iterdir())
+        ):  # checked before the lock file is made
+            raise UserError(
+                f"{self.out} exists and is not a pipeline directory (no {PIPELINE_FILE}); choose a new or empty --out"
+            )
         created = not self.out.exists()
         try:
             with exclusive(self.out / LOCK_FILE, str(self.out), "wait for it to finish or choose another --out"):
@@ -254,8 +316,13 @@ class Pipeline:
         return report
 
 
-def run_pipeline(cfg: dict[str, Any], overwrite: bool = False, progress: bool = True,
-                 log: Callable[[str], None] = print, command: str | None = None) -> dict[str, Any]:
+def run_pipeline(
+    cfg: dict[str, Any],
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    command: str | None = None,
+) -> dict[str, Any]:
     """Run (or resume) the pipeline described by ``cfg`` (see config.load_config); returns report.json's
     content. ``command``, the command line that ran it, is named in the report."""
     return Pipeline(cfg, progress, log, command).run(overwrite)

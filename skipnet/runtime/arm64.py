@@ -12,6 +12,7 @@ each set up once and checked on every use:
 Emulation says what the ARM kernels compute, whether XNNPACK takes the graph, and whether the
 build crashes. It says nothing about speed: nothing here is timed.
 """
+
 from __future__ import annotations
 
 import io
@@ -22,10 +23,10 @@ import struct
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -67,8 +68,12 @@ class Platform:
 
     def python(self, *args: str) -> tuple[list[str], dict[str, str]]:
         """The command line and environment that run the emulated python3 with ``args``."""
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "PYTHONPATH": str(self.site),
-               "PYTHONDONTWRITEBYTECODE": "1", "QEMU_LD_PREFIX": str(self.root)}
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "PYTHONPATH": str(self.site),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            "QEMU_LD_PREFIX": str(self.root),
+        }
         return [str(self.qemu), "-L", str(self.root), str(self.root / PYTHON), *args], env
 
 
@@ -77,8 +82,10 @@ def wanted_versions() -> dict[str, str]:
     try:
         return {name: metadata.version(name) for name in WHEELS}
     except metadata.PackageNotFoundError as e:
-        raise UserError(f"the arm64 platform mirrors this machine's {e.name}, which is not installed: "
-                        "pip install 'skipnet-deploy[tflite]'") from None
+        raise UserError(
+            f"the arm64 platform mirrors this machine's {e.name}, which is not installed: "
+            "pip install 'skipnet-deploy[tflite]'"
+        ) from None
 
 
 def missing(p: Platform) -> list[str]:
@@ -114,8 +121,10 @@ def _make_home(p: Platform) -> None:
     try:
         p.home.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise UserError(f"the arm64 platform is not set up and {p.home} cannot be created ({e.strerror}): "
-                        f"set SKIPNET_ARM64_HOME to a writable folder, or {FIX}") from None
+        raise UserError(
+            f"the arm64 platform is not set up and {p.home} cannot be created ({e.strerror}): "
+            f"set SKIPNET_ARM64_HOME to a writable folder, or {FIX}"
+        ) from None
 
 
 def setup(p: Platform | None = None) -> Platform:
@@ -139,26 +148,32 @@ def setup(p: Platform | None = None) -> Platform:
             smoke_test(p)
     except (OSError, subprocess.SubprocessError) as e:
         raise as_disk_full(e, p.home / "manifest.json") or UserError(
-            f"could not set up the arm64 platform in {p.home} ({first_line(e)}): {FIX}") from None
+            f"could not set up the arm64 platform in {p.home} ({first_line(e)}): {FIX}"
+        ) from None
     return p
 
 
 def smoke_test(p: Platform) -> str:
     """Start the emulated python and import LiteRT; returns what it reports (machine and versions)."""
-    code = ("import platform, numpy, ai_edge_litert.interpreter as i; "
-            "print(platform.machine(), 'numpy', numpy.__version__)")
+    code = (
+        "import platform, numpy, ai_edge_litert.interpreter as i; print(platform.machine(), 'numpy', numpy.__version__)"
+    )
     cmd, env = p.python("-c", code)
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     if r.returncode != 0 or not r.stdout.startswith("aarch64"):
-        raise UserError(f"the emulated python in {p.home} does not run LiteRT "
-                        f"({first_line(r.stderr or r.stdout or f'exit code {r.returncode}')}): {FIX}")
+        raise UserError(
+            f"the emulated python in {p.home} does not run LiteRT "
+            f"({first_line(r.stderr or r.stdout or f'exit code {r.returncode}')}): {FIX}"
+        )
     return r.stdout.strip()
 
 
 def describe(p: Platform) -> str:
     v = _manifest(p).get("wheels", {})
-    return (f"{NAME} in {p.home}: Debian {SUITE} userland, ai-edge-litert {v.get('ai-edge-litert')}, "
-            f"numpy {v.get('numpy')}, qemu-aarch64 {'.'.join(map(str, _qemu_version(p.qemu)))}")
+    return (
+        f"{NAME} in {p.home}: Debian {SUITE} userland, ai-edge-litert {v.get('ai-edge-litert')}, "
+        f"numpy {v.get('numpy')}, qemu-aarch64 {'.'.join(map(str, _qemu_version(p.qemu)))}"
+    )
 
 
 def _stderr(line: str) -> None:
@@ -202,14 +217,17 @@ def _userland(p: Platform) -> None:
     tool = shutil.which("mmdebstrap")
     if tool is None:
         if os.geteuid() != 0 or shutil.which("apt-get") is None:
-            raise UserError("setting up the arm64 platform needs mmdebstrap: sudo apt-get install mmdebstrap, "
-                            "then run `make arm64`")
+            raise UserError(
+                "setting up the arm64 platform needs mmdebstrap: sudo apt-get install mmdebstrap, then run `make arm64`"
+            )
         _run(["apt-get", "install", "-y", "-q", "mmdebstrap"], "apt-get install mmdebstrap")
         tool = shutil.which("mmdebstrap")
     tmp = Path(tempfile.mkdtemp(prefix=".root.", suffix=".tmp", dir=p.home))
     try:
-        _run([tool, "--quiet", "--arch=arm64", "--variant=extract", f"--include={PACKAGES}", SUITE, str(tmp),
-              _mirror()], f"mmdebstrap (the {SUITE} arm64 userland)")
+        _run(
+            [tool, "--quiet", "--arch=arm64", "--variant=extract", f"--include={PACKAGES}", SUITE, str(tmp), _mirror()],
+            f"mmdebstrap (the {SUITE} arm64 userland)",
+        )
         _replace_dir(tmp, p.root)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -222,10 +240,27 @@ def _wheels(p: Platform) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=".site.", suffix=".tmp", dir=p.home))
     try:
         wheels = tmp / "wheels"
-        _run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:", "--python-version",
-              "3.11", *(f"--platform={tag}" for tag in ("manylinux_2_27_aarch64", "manylinux_2_28_aarch64",
-                                                        "manylinux2014_aarch64", "any")),
-              "-d", str(wheels), *(f"{k}=={v}" for k, v in versions.items())], "pip download (the aarch64 wheels)")
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--python-version",
+                "3.11",
+                *(
+                    f"--platform={tag}"
+                    for tag in ("manylinux_2_27_aarch64", "manylinux_2_28_aarch64", "manylinux2014_aarch64", "any")
+                ),
+                "-d",
+                str(wheels),
+                *(f"{k}=={v}" for k, v in versions.items()),
+            ],
+            "pip download (the aarch64 wheels)",
+        )
         site = tmp / "site"
         for wheel in sorted(wheels.glob("*.whl")):
             with zipfile.ZipFile(wheel) as z:
@@ -243,11 +278,28 @@ def _qemu(p: Platform) -> None:
     try:
         for d in ("lists/partial", "cache/archives/partial"):
             (tmp / d).mkdir(parents=True)
-        (tmp / "qemu.sources").write_text(f"Types: deb\nURIs: {_mirror()}\nSuites: {QEMU_SUITE}\nComponents: main\n"
-                                     "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n")
-        apt = ["apt-get", "-q", "-o", f"Dir::Etc::SourceList={tmp / 'qemu.sources'}", "-o", "Dir::Etc::SourceParts=/dev/null",
-               "-o", f"Dir::State::Lists={tmp / 'lists'}", "-o", f"Dir::Cache={tmp / 'cache'}",
-               "-o", "Dir::State::Status=/dev/null", "-o", "Debug::NoLocking=1", "-o", "APT::Sandbox::User=root"]
+        (tmp / "qemu.sources").write_text(
+            f"Types: deb\nURIs: {_mirror()}\nSuites: {QEMU_SUITE}\nComponents: main\n"
+            "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+        )
+        apt = [
+            "apt-get",
+            "-q",
+            "-o",
+            f"Dir::Etc::SourceList={tmp / 'qemu.sources'}",
+            "-o",
+            "Dir::Etc::SourceParts=/dev/null",
+            "-o",
+            f"Dir::State::Lists={tmp / 'lists'}",
+            "-o",
+            f"Dir::Cache={tmp / 'cache'}",
+            "-o",
+            "Dir::State::Status=/dev/null",
+            "-o",
+            "Debug::NoLocking=1",
+            "-o",
+            "APT::Sandbox::User=root",
+        ]
         _run([*apt, "update"], f"apt-get update ({QEMU_SUITE})")
         _run([*apt, "download", "qemu-user"], f"apt-get download qemu-user ({QEMU_SUITE})", cwd=tmp)
         deb = next(tmp.glob("qemu-user_*.deb"))

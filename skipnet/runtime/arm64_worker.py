@@ -8,6 +8,7 @@ says what XNNPACK took), then answers batches: each request and each answer on t
 is the model's input tensor stacked N times, already in its dtype; the answer is the raw output
 tensors stacked the same way.
 """
+
 import io
 import json
 import os
@@ -21,13 +22,21 @@ import numpy as np
 
 def _tensor(detail):
     scale, zero = detail["quantization"]
-    return {"index": int(detail["index"]), "shape": [int(s) for s in detail["shape"]],
-            "dtype": np.dtype(detail["dtype"]).name, "quantization": [float(scale), int(zero)]}
+    return {
+        "index": int(detail["index"]),
+        "shape": [int(s) for s in detail["shape"]],
+        "dtype": np.dtype(detail["dtype"]).name,
+        "quantization": [float(scale), int(zero)],
+    }
 
 
 def _node(op):
-    return {"index": int(op["index"]), "op_name": op["op_name"], "inputs": [int(t) for t in op["inputs"]],
-            "outputs": [int(t) for t in op["outputs"]]}
+    return {
+        "index": int(op["index"]),
+        "op_name": op["op_name"],
+        "inputs": [int(t) for t in op["inputs"]],
+        "outputs": [int(t) for t in op["outputs"]],
+    }
 
 
 def _load(path, threads):
@@ -61,8 +70,14 @@ def main(path, threads):
     interpreter, log = _load(path, threads)
     i, o = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     ops = [_node(op) for op in interpreter._get_ops_details()]
-    header = {"machine": platform.machine(), "numpy": np.__version__, "input": _tensor(i), "output": _tensor(o),
-              "ops": ops, "log": log}
+    header = {
+        "machine": platform.machine(),
+        "numpy": np.__version__,
+        "input": _tensor(i),
+        "output": _tensor(o),
+        "ops": ops,
+        "log": log,
+    }
     out.write((json.dumps(header) + "\n").encode())
     out.flush()
     while True:

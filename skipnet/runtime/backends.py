@@ -1,4 +1,5 @@
 """Runtime backends: PyTorch run directories, ONNX (onnxruntime), TFLite (LiteRT) and, on macOS, CoreML files."""
+
 from __future__ import annotations
 
 import json
@@ -35,8 +36,7 @@ class TorchBackend:
 class OnnxBackend:
     format = "onnx"
 
-    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None,
-                 spin: bool = True):
+    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None, spin: bool = True):
         try:
             import onnxruntime as ort
         except ImportError:
@@ -76,8 +76,9 @@ def _config_from(embedded: str | None, path: Path) -> dict[str, Any]:
     except json.JSONDecodeError:
         config = None
     if not isinstance(config, dict):
-        raise ModelLoadError(f"{path} has no SkipNet metadata and no {sidecar_path(path).name} beside it; "
-                             "export it with skipnet-export")
+        raise ModelLoadError(
+            f"{path} has no SkipNet metadata and no {sidecar_path(path).name} beside it; export it with skipnet-export"
+        )
     parse(RunConfig, config, f"{path} (embedded metadata)", "re-export it with skipnet-export")
     return config
 
@@ -107,7 +108,7 @@ class TFLiteBackend:
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         # Converted at batch 1 (XNNPACK cannot always reshape), so images go one at a time.
-        out = np.concatenate([self._one(pixels[i:i + 1]) for i in range(len(pixels))])
+        out = np.concatenate([self._one(pixels[i : i + 1]) for i in range(len(pixels))])
         return log_probabilities(out) if self.probabilities else out
 
     @property
@@ -130,8 +131,9 @@ def load_interpreter(path: Path, threads: int | None = None, latest_features: bo
         try:
             from tflite_runtime.interpreter import Interpreter
         except ImportError:
-            raise ModelLoadError("running .tflite models needs ai-edge-litert (pip install "
-                                 "'skipnet-deploy[tflite]') or tflite-runtime") from None
+            raise ModelLoadError(
+                "running .tflite models needs ai-edge-litert (pip install 'skipnet-deploy[tflite]') or tflite-runtime"
+            ) from None
     _check_tflite_header(path)
     log: list[str] = []
     try:
@@ -142,6 +144,20 @@ def load_interpreter(path: Path, threads: int | None = None, latest_features: bo
     except (ValueError, RuntimeError) as e:
         raise ModelLoadError(f"{path} is not a loadable TFLite model ({first_line(e)}); re-export it") from None
     return interpreter, "".join(log)
+
+
+def census(path, platform: str = "host", threads: int | None = None) -> dict[str, Any]:
+    """The delegation of a .tflite file as LiteRT applies it on ``platform`` ("host" or "arm64")."""
+    if platform == "arm64":
+        from . import arm64
+
+        worker = arm64.Worker(arm64.platform(), path, threads)
+        try:
+            return delegation(worker.header["log"], worker.header["ops"])
+        finally:
+            worker.close()
+    interpreter, log = load_interpreter(path, threads)
+    return delegation(log, nodes(interpreter))
 
 
 def _check_tflite_header(path: Path) -> None:
@@ -205,8 +221,9 @@ class CoreMLBackend:
         try:
             import coremltools as ct
         except ImportError:
-            raise ModelLoadError("running .mlpackage models needs coremltools: pip install "
-                                 "'skipnet-deploy[coreml]'") from None
+            raise ModelLoadError(
+                "running .mlpackage models needs coremltools: pip install 'skipnet-deploy[coreml]'"
+            ) from None
         try:
             self.model = ct.models.MLModel(str(path))
         except Exception as e:  # coremltools raises several types for unreadable packages
@@ -238,8 +255,9 @@ class MediaPipeBackend:
             import mediapipe as mp
             from mediapipe.tasks.python import BaseOptions, vision
         except ImportError:
-            raise ModelLoadError("the mediapipe runtime needs mediapipe: "
-                                 "pip install 'skipnet-deploy[tflite]'") from None
+            raise ModelLoadError(
+                "the mediapipe runtime needs mediapipe: pip install 'skipnet-deploy[tflite]'"
+            ) from None
         self.config = config or _config_from(None, path)
         self.precision = self.config.get("precision", "float32")
         self.labels = list(self.config["class_names"])
@@ -249,8 +267,9 @@ class MediaPipeBackend:
             with native_stderr_to([], replay_on_error=False):
                 self.classifier = vision.ImageClassifier.create_from_options(options)
         except Exception as e:  # MediaPipe raises RuntimeError/ValueError with its C++ status text
-            raise ModelLoadError(f"MediaPipe's ImageClassifier refuses {path} ({first_line(e, 300)}); "
-                                 "re-export it") from None
+            raise ModelLoadError(
+                f"MediaPipe's ImageClassifier refuses {path} ({first_line(e, 300)}); re-export it"
+            ) from None
         weakref.finalize(self, self.classifier.close)  # closed before interpreter exit, not in __del__
         self._image = lambda pixels: mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(pixels))
 
@@ -260,8 +279,10 @@ class MediaPipeBackend:
             for c in self.classifier.classify(self._image(image)).classifications[0].categories:
                 ours = self.labels[c.index] if c.index < len(self.labels) else None
                 if c.category_name != ours:
-                    raise ModelLoadError(f"MediaPipe names class {c.index} {c.category_name!r}, the sidecar "
-                                         f"{ours!r}: the file's metadata is not this model's")
+                    raise ModelLoadError(
+                        f"MediaPipe names class {c.index} {c.category_name!r}, the sidecar "
+                        f"{ours!r}: the file's metadata is not this model's"
+                    )
                 row[c.index] = c.score
         return log_probabilities(rows)
 

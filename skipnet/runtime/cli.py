@@ -1,8 +1,9 @@
 """`skipnet-predict MODEL IMAGE...`: top-5 labels per image, for any model `skipnet.load` takes."""
+
 from __future__ import annotations
 
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..common import UserError
 from ..common.cli import ArgumentParser, run_cli
@@ -41,25 +42,42 @@ def _eval(argv: Sequence[str] | None) -> int:
     p.add_argument("--data-dir", help="where the dataset's files are (default: the installed copy)")
     p.add_argument("--split", default="test", choices=SPLITS, help="the held-out split (both names mean it)")
     p.add_argument("--limit", type=int, help="evaluate this many images, spread over the split (default: all)")
-    p.add_argument("--batch-size", type=int, help="images per batch (default 64; with --feature-variance the batch "
-                                                  "Bias Loss weights are normalised over: the run's training batch)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        help="images per batch (default 64; with --feature-variance the batch "
+        "Bias Loss weights are normalised over: the run's training batch)",
+    )
     p.add_argument("--threads", type=int, help="runtime threads (default: the runtime's own)")
-    p.add_argument("--runtime", help="run the model in another runtime: mediapipe (a .tflite through MediaPipe "
-                                     "Tasks' ImageClassifier, as apps run it)")
-    p.add_argument("--platform", choices=("host", "arm64"), default="host",
-                   help="where the model runs: host (this machine), or arm64 (a .tflite in LiteRT's aarch64 build, "
-                        "the phones' ARM kernels, under emulation: numerics, not speed; set up by `make arm64` or "
-                        "on first use)")
-    p.add_argument("--compare-host", action="store_true",
-                   help="with --platform arm64: also run the model on this machine and report how often they agree")
+    p.add_argument(
+        "--runtime",
+        help="run the model in another runtime: mediapipe (a .tflite through MediaPipe "
+        "Tasks' ImageClassifier, as apps run it)",
+    )
+    p.add_argument(
+        "--platform",
+        choices=("host", "arm64"),
+        default="host",
+        help="where the model runs: host (this machine), or arm64 (a .tflite in LiteRT's aarch64 build, "
+        "the phones' ARM kernels, under emulation: numerics, not speed; set up by `make arm64` or "
+        "on first use)",
+    )
+    p.add_argument(
+        "--compare-host",
+        action="store_true",
+        help="with --platform arm64: also run the model on this machine and report how often they agree",
+    )
     p.add_argument("--json", help="write the report here (top-1 as a fraction 0..1)")
     p.add_argument("--plot", help="draw the confusion matrix to this .png")
     p.add_argument("--min-top1", type=float, help="gate: fail (exit 1) below this top-1, a fraction 0..1")
     p.add_argument("--reference", help="a second model run on the same images (e.g. the float run directory)")
     p.add_argument("--max-drop", type=float, help="gate: fail if top-1 is more than this many points below --reference")
-    p.add_argument("--feature-variance", action="store_true",
-                   help="instead of the accuracy report: top-1 by tenths of feature-map variance (lowest first) and "
-                        "how many images Bias Loss down-weights, for a run directory (docs/training.md)")
+    p.add_argument(
+        "--feature-variance",
+        action="store_true",
+        help="instead of the accuracy report: top-1 by tenths of feature-map variance (lowest first) and "
+        "how many images Bias Loss down-weights, for a run directory (docs/training.md)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
     if a.feature_variance:
@@ -70,8 +88,22 @@ def _eval(argv: Sequence[str] | None) -> int:
     for flag, path in (("--json", a.json), ("--plot", a.plot)):
         if path is not None:
             check_output_file(path, flag)
-    r = evaluate(a.model, a.data, a.data_dir, a.split, a.limit, a.batch_size or 64, a.reference, a.min_top1, a.max_drop,
-                 a.threads, progress=not a.quiet, runtime=a.runtime, platform=a.platform, compare_host=a.compare_host)
+    r = evaluate(
+        a.model,
+        a.data,
+        a.data_dir,
+        a.split,
+        a.limit,
+        a.batch_size or 64,
+        a.reference,
+        a.min_top1,
+        a.max_drop,
+        a.threads,
+        progress=not a.quiet,
+        runtime=a.runtime,
+        platform=a.platform,
+        compare_host=a.compare_host,
+    )
     _print_report(r)
     if a.json:
         write_json(a.json, r)
@@ -88,12 +120,19 @@ def _feature_variance(a) -> int:
     from ..training.config import LOSS_NAMES
     from ..training.feature_variance import feature_variance, plot_deciles
 
-    for flag, value in (("--reference", a.reference), ("--min-top1", a.min_top1), ("--max-drop", a.max_drop),
-                        ("--runtime", a.runtime), ("--compare-host", a.compare_host or None),
-                        ("--platform", None if a.platform == "host" else a.platform)):
+    for flag, value in (
+        ("--reference", a.reference),
+        ("--min-top1", a.min_top1),
+        ("--max-drop", a.max_drop),
+        ("--runtime", a.runtime),
+        ("--compare-host", a.compare_host or None),
+        ("--platform", None if a.platform == "host" else a.platform),
+    ):
         if value is not None:
-            raise UserError(f"--feature-variance reads a run directory's PyTorch model on this machine and gates "
-                            f"nothing: leave {flag} out, or run skipnet-eval without --feature-variance for it")
+            raise UserError(
+                f"--feature-variance reads a run directory's PyTorch model on this machine and gates "
+                f"nothing: leave {flag} out, or run skipnet-eval without --feature-variance for it"
+            )
     if a.limit is not None and a.limit < 1 or a.batch_size is not None and a.batch_size < 2:
         raise UserError("--limit must be positive and --batch-size at least 2 (a variance range needs two images)")
     for flag, path in (("--json", a.json), ("--plot", a.plot)):
@@ -101,20 +140,30 @@ def _feature_variance(a) -> int:
             check_output_file(path, flag)
     r = feature_variance(a.model, a.data, a.data_dir, a.limit, batch_size=a.batch_size, progress=not a.quiet)
     w = r["weights"]
-    print(f"{r['model']} ({r['architecture']}, trained with {LOSS_NAMES[r['trained_with']]}) on {r['dataset']} {r['split']}: "
-          f"{r['images']} images, top-1 {100 * r['top1']:.2f}% (chance {100 * r['chance']:.1f}%)")
+    print(
+        f"{r['model']} ({r['architecture']}, trained with {LOSS_NAMES[r['trained_with']]}) "
+        f"on {r['dataset']} {r['split']}: "
+        f"{r['images']} images, top-1 {100 * r['top1']:.2f}% (chance {100 * r['chance']:.1f}%)"
+    )
     print("bin  images  feature variance      top-1   mean Bias Loss weight")
     for d in r["deciles"]:
-        print(f"{d['bin']:>3}  {d['images']:>6}  {d['variance_min']:9.4g} .. {d['variance_max']:<9.4g} "
-              f"{100 * d['top1']:6.2f}%  {d['mean_weight']:.3f}")
-    print(f"Bias Loss weight below 1 (down-weighted): {100 * w['below_one']:.1f}% of images (alpha {w['alpha']}, "
-          f"beta {w['beta']}, {w['normalization']} normalisation over batches of {w['batch_size']})")
+        print(
+            f"{d['bin']:>3}  {d['images']:>6}  {d['variance_min']:9.4g} .. {d['variance_max']:<9.4g} "
+            f"{100 * d['top1']:6.2f}%  {d['mean_weight']:.3f}"
+        )
+    print(
+        f"Bias Loss weight below 1 (down-weighted): {100 * w['below_one']:.1f}% of images (alpha {w['alpha']}, "
+        f"beta {w['beta']}, {w['normalization']} normalisation over batches of {w['batch_size']})"
+    )
     if a.json:
         write_json(a.json, r)
     if a.plot:
         title = f"{r['architecture']} on {r['images']} {r['dataset']} images"
-        plot_deciles({title: {f"trained with {LOSS_NAMES[r['trained_with']]}": [d["top1"] for d in r["deciles"]]}},
-                     a.plot, r["chance"])
+        plot_deciles(
+            {title: {f"trained with {LOSS_NAMES[r['trained_with']]}": [d["top1"] for d in r["deciles"]]}},
+            a.plot,
+            r["chance"],
+        )
     return 0
 
 
@@ -122,21 +171,28 @@ def _print_report(r: dict) -> None:
     from .delegation import summary
 
     via = "" if r["runtime"] == "default" else f" via {r['runtime']}"
-    print(f"{r['model']} ({r['format']}{via}, {r['precision']}) on {r['dataset']} {r['split']}: {r['images']} images "
-          f"on {r['platform']}, {r['seconds']:.1f} s ({r['images_per_second']:.0f} img/s)")
+    print(
+        f"{r['model']} ({r['format']}{via}, {r['precision']}) on {r['dataset']} {r['split']}: {r['images']} images "
+        f"on {r['platform']}, {r['seconds']:.1f} s ({r['images_per_second']:.0f} img/s)"
+    )
     if "delegation" in r:
         print(f"delegation: {summary(r['delegation'])}")
     print(f"top-1 {100 * r['top1']:.2f}%  top-5 {100 * r['top5']:.2f}%")
-    print("per-class top-1: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["per_class_top1"].items()
-                                          if v is not None))
+    print(
+        "per-class top-1: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in r["per_class_top1"].items() if v is not None)
+    )
     if "reference" in r:
         ref = r["reference"]
-        print(f"reference {ref['model']} ({ref['format']}, {ref['precision']}): top-1 {100 * ref['top1']:.2f}%, "
-              f"drop {ref['drop_points']:.2f} points, top-1 agreement {100 * ref['top1_agreement']:.2f}%")
+        print(
+            f"reference {ref['model']} ({ref['format']}, {ref['precision']}): top-1 {100 * ref['top1']:.2f}%, "
+            f"drop {ref['drop_points']:.2f} points, top-1 agreement {100 * ref['top1_agreement']:.2f}%"
+        )
     if "host" in r:
         h = r["host"]
-        print(f"{h['platform']}: top-1 {100 * h['top1']:.2f}%, top-1 agreement {100 * h['top1_agreement']:.2f}%, "
-              f"largest logit difference {h['max_abs_logit_diff']:.4g}")
+        print(
+            f"{h['platform']}: top-1 {100 * h['top1']:.2f}%, top-1 agreement {100 * h['top1_agreement']:.2f}%, "
+            f"largest logit difference {h['max_abs_logit_diff']:.4g}"
+        )
     for g in r["gates"]:
         shown = f"{100 * g['value']:.2f}%" if g["gate"] == "min_top1" else f"{g['value']:.2f} points"
         print(f"gate {g['gate']} {g['threshold']}: {'pass' if g['passed'] else 'FAIL'} ({shown})")

@@ -5,14 +5,17 @@ LiteRT's Python API has no call for the execution plan. After delegation the gra
 original nodes and one DELEGATE node per partition, whose inputs and outputs are the partition's
 boundary; a node is delegated when it lies between them.
 """
+
 from __future__ import annotations
 
 import re
 from collections import Counter
 from typing import Any
 
-_REPLACING = re.compile(r"Replacing (\d+) out of (\d+) node\(s\) with delegate \(([^)]*)\) node, "
-                        r"yielding (\d+) partitions")
+_REPLACING = re.compile(
+    r"Replacing (\d+) out of (\d+) node\(s\) with delegate \(([^)]*)\) node, "
+    r"yielding (\d+) partitions"
+)
 
 
 def _is_delegate(name: str) -> bool:
@@ -21,8 +24,15 @@ def _is_delegate(name: str) -> bool:
 
 def nodes(interpreter) -> list[dict[str, Any]]:
     """The graph's nodes as the census reads them (index, op name, input and output tensors)."""
-    return [{"index": int(op["index"]), "op_name": op["op_name"], "inputs": [int(t) for t in op["inputs"]],
-             "outputs": [int(t) for t in op["outputs"]]} for op in interpreter._get_ops_details()]
+    return [
+        {
+            "index": int(op["index"]),
+            "op_name": op["op_name"],
+            "inputs": [int(t) for t in op["inputs"]],
+            "outputs": [int(t) for t in op["outputs"]],
+        }
+        for op in interpreter._get_ops_details()
+    ]
 
 
 def delegation(log: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
@@ -43,30 +53,20 @@ def delegation(log: str, ops: list[dict[str, Any]]) -> dict[str, Any]:
             stack += [t for t in op["inputs"] if t not in boundary]
     builtin = Counter(op["op_name"] for op in original if op["index"] not in inside)
     logged = _REPLACING.findall(log)
-    return {"partitions": len(delegates), "nodes": len(original), "delegated_nodes": len(inside),
-            "builtin_ops": dict(sorted(builtin.items())),
-            "delegate": logged[0][2] if logged else ("TfLiteXNNPackDelegate" if delegates else None)}
+    return {
+        "partitions": len(delegates),
+        "nodes": len(original),
+        "delegated_nodes": len(inside),
+        "builtin_ops": dict(sorted(builtin.items())),
+        "delegate": logged[0][2] if logged else ("TfLiteXNNPackDelegate" if delegates else None),
+    }
 
 
 def summary(d: dict[str, Any]) -> str:
     """One line: '1 XNNPACK partition, 64 of 65 nodes; builtin: SOFTMAX x1'."""
     left = ", ".join(f"{op} x{n}" for op, n in d["builtin_ops"].items()) or "none"
     plural = "" if d["partitions"] == 1 else "s"
-    return (f"{d['partitions']} XNNPACK partition{plural}, {d['delegated_nodes']} of {d['nodes']} nodes; "
-            f"left to the builtin kernels: {left}")
-
-
-def census(path, platform: str = "host", threads: int | None = None) -> dict[str, Any]:
-    """The delegation of a .tflite file as LiteRT applies it on ``platform`` ("host" or "arm64")."""
-    if platform == "arm64":
-        from . import arm64
-
-        worker = arm64.Worker(arm64.platform(), path, threads)
-        try:
-            return delegation(worker.header["log"], worker.header["ops"])
-        finally:
-            worker.close()
-    from .backends import load_interpreter
-
-    interpreter, log = load_interpreter(path, threads)
-    return delegation(log, nodes(interpreter))
+    return (
+        f"{d['partitions']} XNNPACK partition{plural}, {d['delegated_nodes']} of {d['nodes']} nodes; "
+        f"left to the builtin kernels: {left}"
+    )

@@ -6,6 +6,7 @@
 Both models of a reference comparison see exactly the same images, prepared once by the
 model's own preprocessing (the reference must take the same input, which the check enforces).
 """
+
 from __future__ import annotations
 
 import os
@@ -35,19 +36,34 @@ def check_gates(min_top1: float | None, max_drop: float | None, reference: str |
 
 def _same_task(model: Predictor, other: Predictor, what: str) -> None:
     if model.labels != other.labels:
-        raise UserError(f"{what} has classes {other.labels[:4]}... but the model has {model.labels[:4]}...: "
-                        "compare models trained for the same task")
+        raise UserError(
+            f"{what} has classes {other.labels[:4]}... but the model has {model.labels[:4]}...: "
+            "compare models trained for the same task"
+        )
     for key in ("img_size", "crop", "grayscale_to_rgb"):
         if model.preprocess.get(key) != other.preprocess.get(key):
-            raise UserError(f"{what} takes a different input ({key} {other.preprocess.get(key)} vs "
-                            f"{model.preprocess.get(key)}): export both at the same --img-size")
+            raise UserError(
+                f"{what} takes a different input ({key} {other.preprocess.get(key)} vs "
+                f"{model.preprocess.get(key)}): export both at the same --img-size"
+            )
 
 
-def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, split: str = "test",
-             limit: int | None = None, batch_size: int = 64, reference: str | os.PathLike | None = None,
-             min_top1: float | None = None, max_drop: float | None = None, threads: int | None = None,
-             progress: bool = True, runtime: str | None = None, platform: str | None = None,
-             compare_host: bool = False) -> dict[str, Any]:
+def evaluate(
+    model: str | os.PathLike,
+    data: str,
+    data_dir: str | None = None,
+    split: str = "test",
+    limit: int | None = None,
+    batch_size: int = 64,
+    reference: str | os.PathLike | None = None,
+    min_top1: float | None = None,
+    max_drop: float | None = None,
+    threads: int | None = None,
+    progress: bool = True,
+    runtime: str | None = None,
+    platform: str | None = None,
+    compare_host: bool = False,
+) -> dict[str, Any]:
     """Top-1/top-5, per-class accuracy and the confusion matrix of ``model`` on ``data``'s held-out
     split ("test" and "val" both name it: the official test set for Fashion-MNIST and CIFAR,
     val/ for imagefolder), plus the reference comparison and gate results when asked.
@@ -60,8 +76,10 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
     host = load(model, threads=threads) if compare_host else None
     _, val, info = build_datasets(data, data_dir, augment=False)
     if info.class_names != predictor.labels:
-        raise UserError(f"dataset {data} has classes {info.class_names[:4]}... but {model} was trained on "
-                        f"{predictor.labels[:4]}...: evaluate on the dataset the model was trained for")
+        raise UserError(
+            f"dataset {data} has classes {info.class_names[:4]}... but {model} was trained on "
+            f"{predictor.labels[:4]}...: evaluate on the dataset the model was trained for"
+        )
     if ref is not None:
         _same_task(predictor, ref, f"--reference {reference}")
 
@@ -70,26 +88,44 @@ def evaluate(model: str | os.PathLike, data: str, data_dir: str | None = None, s
     labels = np.asarray([int(source[i][1]) for i in idx])
     logits, seconds = _run(predictor, [ref, host], source, idx, batch_size, progress, os.fspath(model))
     n = len(idx)
-    report = {"model": os.fspath(model), "architecture": predictor.config.get("model"), "format": predictor.format,
-              "runtime": runtime or "default", "platform": platform_name(predictor),
-              "precision": predictor.precision, "dataset": data, "split": split, "images": n,
-              **_accuracy(logits[0], labels, predictor.labels),
-              "seconds": round(seconds[0], 2), "images_per_second": round(n / seconds[0], 1),
-              "skipnet_version": __version__}
+    report = {
+        "model": os.fspath(model),
+        "architecture": predictor.config.get("model"),
+        "format": predictor.format,
+        "runtime": runtime or "default",
+        "platform": platform_name(predictor),
+        "precision": predictor.precision,
+        "dataset": data,
+        "split": split,
+        "images": n,
+        **_accuracy(logits[0], labels, predictor.labels),
+        "seconds": round(seconds[0], 2),
+        "images_per_second": round(n / seconds[0], 1),
+        "skipnet_version": __version__,
+    }
     census = getattr(predictor.backend, "delegation", None)  # computed on access for the host's LiteRT
     if census is not None:
         report["delegation"] = census
     if ref is not None:
         ref_acc = _accuracy(logits[1], labels, predictor.labels)
-        report["reference"] = {"model": os.fspath(reference), "format": ref.format, "precision": ref.precision,
-                               "top1": ref_acc["top1"], "top5": ref_acc["top5"],
-                               "drop_points": round(100 * (ref_acc["top1"] - report["top1"]), 4),
-                               "top1_agreement": _agreement(logits[1], logits[0])}
+        report["reference"] = {
+            "model": os.fspath(reference),
+            "format": ref.format,
+            "precision": ref.precision,
+            "top1": ref_acc["top1"],
+            "top5": ref_acc["top5"],
+            "drop_points": round(100 * (ref_acc["top1"] - report["top1"]), 4),
+            "top1_agreement": _agreement(logits[1], logits[0]),
+        }
     if host is not None:
-        report["host"] = {"platform": platform_name(host), "top1": _accuracy(logits[2], labels, host.labels)["top1"],
-                          "top1_agreement": _agreement(logits[2], logits[0]),
-                          "max_abs_logit_diff": float(np.abs(logits[2] - logits[0]).max()),
-                          "seconds": round(seconds[2], 2), "delegation": getattr(host.backend, "delegation", None)}
+        report["host"] = {
+            "platform": platform_name(host),
+            "top1": _accuracy(logits[2], labels, host.labels)["top1"],
+            "top1_agreement": _agreement(logits[2], logits[0]),
+            "max_abs_logit_diff": float(np.abs(logits[2] - logits[0]).max()),
+            "seconds": round(seconds[2], 2),
+            "delegation": getattr(host.backend, "delegation", None),
+        }
     report["gates"] = _gates(report, min_top1, max_drop)
     report["passed"] = all(g["passed"] for g in report["gates"])
     return report
@@ -109,15 +145,16 @@ def _check_settings(split, limit, batch_size, threads, min_top1, max_drop, refer
     check_gates(min_top1, max_drop, None if reference is None else str(reference))
 
 
-def _run(predictor: Predictor, others: list[Predictor | None], source, idx, batch_size: int, progress: bool,
-         name: str) -> tuple[list[np.ndarray | None], list[float]]:
+def _run(
+    predictor: Predictor, others: list[Predictor | None], source, idx, batch_size: int, progress: bool, name: str
+) -> tuple[list[np.ndarray | None], list[float]]:
     """Every model's logits on the same prepared batches, and the seconds each spent on them."""
     models = [predictor, *others]
     logits: list[list[np.ndarray]] = [[] for _ in models]
     seconds = [0.0] * len(models)
     with tqdm(total=len(idx), desc=f"eval {name}", unit="img", disable=not progress) as bar:
         for start in range(0, len(idx), batch_size):
-            pixels = predictor.prepare([source[i][0] for i in idx[start:start + batch_size]])
+            pixels = predictor.prepare([source[i][0] for i in idx[start : start + batch_size]])
             for k, m in enumerate(models):
                 if m is not None:
                     t0 = time.perf_counter()
@@ -148,17 +185,24 @@ def _accuracy(logits: np.ndarray, labels: np.ndarray, names: list[str]) -> dict[
     pred = topk[:, 0]
     confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     np.add.at(confusion, (labels, pred), 1)
-    per_class = {name: (float(confusion[c, c] / confusion[c].sum()) if confusion[c].sum() else None)
-                 for c, name in enumerate(names)}
-    return {"top1": float((pred == labels).mean()), "top5": float((topk == labels[:, None]).any(1).mean()),
-            "per_class_top1": per_class, "confusion": confusion.tolist()}
+    per_class = {
+        name: (float(confusion[c, c] / confusion[c].sum()) if confusion[c].sum() else None)
+        for c, name in enumerate(names)
+    }
+    return {
+        "top1": float((pred == labels).mean()),
+        "top5": float((topk == labels[:, None]).any(1).mean()),
+        "per_class_top1": per_class,
+        "confusion": confusion.tolist(),
+    }
 
 
 def _gates(report: dict[str, Any], min_top1: float | None, max_drop: float | None) -> list[dict[str, Any]]:
     gates = []
     if min_top1 is not None:
-        gates.append({"gate": "min_top1", "threshold": min_top1, "value": report["top1"],
-                      "passed": report["top1"] >= min_top1})
+        gates.append(
+            {"gate": "min_top1", "threshold": min_top1, "value": report["top1"], "passed": report["top1"] >= min_top1}
+        )
     if max_drop is not None:
         drop = report["reference"]["drop_points"]
         gates.append({"gate": "max_drop", "threshold": max_drop, "value": drop, "passed": drop <= max_drop})
@@ -172,11 +216,15 @@ def gate_failures(report: dict[str, Any]) -> list[str]:
         if g["passed"]:
             continue
         if g["gate"] == "min_top1":
-            out.append(f"top-1 {100 * g['value']:.2f}% is below --min-top1 {100 * g['threshold']:.2f}% "
-                       f"by {100 * (g['threshold'] - g['value']):.2f} points")
+            out.append(
+                f"top-1 {100 * g['value']:.2f}% is below --min-top1 {100 * g['threshold']:.2f}% "
+                f"by {100 * (g['threshold'] - g['value']):.2f} points"
+            )
         else:
-            out.append(f"top-1 dropped {g['value']:.2f} points against the reference, more than --max-drop "
-                       f"{g['threshold']:.2f} by {g['value'] - g['threshold']:.2f} points")
+            out.append(
+                f"top-1 dropped {g['value']:.2f} points against the reference, more than --max-drop "
+                f"{g['threshold']:.2f} by {g['value'] - g['threshold']:.2f} points"
+            )
     return out
 
 
@@ -198,14 +246,24 @@ def plot_confusion(report: dict[str, Any], names: list[str], path: str | os.Path
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{os.path.basename(report['model'])}: top-1 {100 * report['top1']:.2f}% on {report['images']} "
-                 f"{report['dataset']} images", fontsize=9)
+    ax.set_title(
+        f"{os.path.basename(report['model'])}: top-1 {100 * report['top1']:.2f}% on {report['images']} "
+        f"{report['dataset']} images",
+        fontsize=9,
+    )
     if len(names) <= 20:
         for i in range(len(names)):
             for j in range(len(names)):
                 if cm[i, j]:
-                    ax.text(j, i, int(cm[i, j]), ha="center", va="center", fontsize=7,
-                            color="white" if rows[i, j] > 0.5 else "black")
+                    ax.text(
+                        j,
+                        i,
+                        int(cm[i, j]),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if rows[i, j] > 0.5 else "black",
+                    )
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=120)

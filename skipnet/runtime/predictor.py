@@ -3,12 +3,14 @@
 Every backend takes a batch of raw RGB pixels (uint8, N x H x W x 3) and returns float32
 logits; the backend alone knows its format's layout and dtype.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -82,8 +84,9 @@ class Predictor:
         probs = torch.softmax(torch.from_numpy(self.logits(self.prepare(images))).float(), dim=1)
         k = min(top_k, probs.shape[1])
         p, idx = probs.topk(k, dim=1)
-        return [Prediction([self.labels[i] for i in row_i], row_p, row_i)
-                for row_p, row_i in zip(p.tolist(), idx.tolist())]
+        return [
+            Prediction([self.labels[i] for i in row_i], row_p, row_i) for row_p, row_i in zip(p.tolist(), idx.tolist())
+        ]
 
 
 def _open(img: ImageLike) -> Image.Image | np.ndarray:
@@ -103,8 +106,10 @@ def model_config(path: Path, fmt: Format) -> dict[str, Any] | None:
     parse(Sidecar, data, str(side), fix)
     record = file_record(path)
     if (record["bytes"], record["sha256"]) != (data["file"]["bytes"], data["file"]["sha256"]):
-        raise ModelLoadError(f"{side} describes another file than {path} (its size or sha256 differs: the model "
-                             f"was replaced or an export was interrupted); {fix}")
+        raise ModelLoadError(
+            f"{side} describes another file than {path} (its size or sha256 differs: the model "
+            f"was replaced or an export was interrupted); {fix}"
+        )
     return data
 
 
@@ -114,8 +119,12 @@ def check_fits(path: Path, backend: Backend) -> None:
     crop, labels = config["preprocess"]["crop"], config["class_names"]
     side, outputs = backend.input_side, backend.num_outputs
     if side is not None and side != crop:
-        raise ModelLoadError(f"{path} takes {side}x{side} images but its metadata says {crop}x{crop}; "
-                             "re-export it, or pass the metadata that belongs to it")
+        raise ModelLoadError(
+            f"{path} takes {side}x{side} images but its metadata says {crop}x{crop}; "
+            "re-export it, or pass the metadata that belongs to it"
+        )
     if outputs is not None and outputs != len(labels):
-        raise ModelLoadError(f"{path} has {outputs} outputs but its metadata names {len(labels)} classes; "
-                             "re-export it, or pass the metadata that belongs to it")
+        raise ModelLoadError(
+            f"{path} has {outputs} outputs but its metadata names {len(labels)} classes; "
+            "re-export it, or pass the metadata that belongs to it"
+        )

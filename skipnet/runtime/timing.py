@@ -4,14 +4,16 @@ The one implementation behind skipnet-bench, the pipeline's bench step and the e
 speed check. It lives in the runtime stage because it only runs models; converting them is the
 later stages' business.
 """
+
 from __future__ import annotations
 
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -31,8 +33,13 @@ def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
 
 
 def latency_stats(ts: Sequence[float]) -> dict[str, float]:
-    return {"p50_ms": round(statistics.median(ts), 3), "p90_ms": round(float(np.percentile(ts, 90)), 3),
-            "mean_ms": round(statistics.fmean(ts), 3), "std_ms": round(statistics.pstdev(ts), 3), "runs": len(ts)}
+    return {
+        "p50_ms": round(statistics.median(ts), 3),
+        "p90_ms": round(float(np.percentile(ts, 90)), 3),
+        "mean_ms": round(statistics.fmean(ts), 3),
+        "std_ms": round(statistics.pstdev(ts), 3),
+        "runs": len(ts),
+    }
 
 
 def cpu_name() -> str:
@@ -45,14 +52,25 @@ def cpu_name() -> str:
         return platform.processor() or platform.machine()
     name = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), None)
     flags = set(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
-    isa = next((label for label, need in (("AVX-512 VNNI", {"avx512f", "avx512_vnni"}), ("AVX-512", {"avx512f"}),
-                                          ("AVX2", {"avx2"})) if need <= flags), None)
+    isa = next(
+        (
+            label
+            for label, need in (
+                ("AVX-512 VNNI", {"avx512f", "avx512_vnni"}),
+                ("AVX-512", {"avx512f"}),
+                ("AVX2", {"avx2"}),
+            )
+            if need <= flags
+        ),
+        None,
+    )
     name = name or platform.processor() or platform.machine()
     return f"{name} ({isa})" if isa else name
 
 
-def interleaved_times(runners: dict[Any, Callable[[np.ndarray], Any]], x: np.ndarray, runs: int, warmup: int,
-                      progress: bool = True) -> dict[Any, list[float]]:
+def interleaved_times(
+    runners: dict[Any, Callable[[np.ndarray], Any]], x: np.ndarray, runs: int, warmup: int, progress: bool = True
+) -> dict[Any, list[float]]:
     """Milliseconds per call of every runner on ``x``: ``warmup`` calls each, then ``runs`` rounds
     that time each runner once, in turn, after SETTLE_CALLS untimed calls."""
     torch_threads = torch.get_num_threads()  # a torch runner sets its own per call
@@ -85,8 +103,15 @@ def file_runner(path: str | os.PathLike, threads: int, config: dict[str, Any] | 
     return load(path, threads=threads, config=config).backend
 
 
-def speedup(baseline: str | os.PathLike, candidate: str | os.PathLike, pixels: np.ndarray, config: dict[str, Any],
-            threads: int = 1, budget_s: float = 2.0, rounds: tuple[int, int] = (15, 100)) -> dict[str, Any]:
+def speedup(
+    baseline: str | os.PathLike,
+    candidate: str | os.PathLike,
+    pixels: np.ndarray,
+    config: dict[str, Any],
+    threads: int = 1,
+    budget_s: float = 2.0,
+    rounds: tuple[int, int] = (15, 100),
+) -> dict[str, Any]:
     """How much faster ``candidate`` runs than ``baseline`` (two files of one model, both fed
     ``config``'s input) on one image: interleaved rounds, as many as fit in about ``budget_s``
     (within ``rounds``), the median of per-round ratios baseline/candidate."""
@@ -97,7 +122,11 @@ def speedup(baseline: str | os.PathLike, candidate: str | os.PathLike, pixels: n
     per_round = (time.perf_counter() - t0) / 3 * (1 + SETTLE_CALLS)
     n = int(min(max(budget_s / max(per_round, 1e-6), rounds[0]), rounds[1]))
     times = interleaved_times(runners, x, n, 0, progress=False)
-    return {"speedup": round(paired_ratio(times["baseline"], times["candidate"]), 3),
-            "baseline_ms": latency_stats(times["baseline"])["p50_ms"],
-            "candidate_ms": latency_stats(times["candidate"])["p50_ms"],
-            "threads": threads, "rounds": n, "cpu": cpu_name()}
+    return {
+        "speedup": round(paired_ratio(times["baseline"], times["candidate"]), 3),
+        "baseline_ms": latency_stats(times["baseline"])["p50_ms"],
+        "candidate_ms": latency_stats(times["candidate"])["p50_ms"],
+        "threads": threads,
+        "rounds": n,
+        "cpu": cpu_name(),
+    }

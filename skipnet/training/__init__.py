@@ -1,11 +1,29 @@
 """Training stage: Bias Loss, feature taps, the training loop and its run directory.
 
+Usage:
+
     from skipnet.training import BiasLoss, FeatureTap, TrainConfig, train
 """
+
 from .bias_loss import BiasLoss
 from .config import DEFAULT_RECIPE, LOSS_NAMES, RECIPES, TrainConfig, resolve_config
 from .feature_variance import feature_variance
 from .loop import TrainResult, build_loss, evaluate, is_finished, resume, train
 from .taps import FeatureTap
 
-__all__ = ["DEFAULT_RECIPE", "LOSS_NAMES", "RECIPES", "BiasLoss", "FeatureTap", "TrainConfig", "TrainResult", "build_loss", "evaluate", "feature_variance", "is_finished", "resolve_config", "resume", "train"]
+__all__ = [
+    "DEFAULT_RECIPE",
+    "LOSS_NAMES",
+    "RECIPES",
+    "BiasLoss",
+    "FeatureTap",
+    "TrainConfig",
+    "TrainResult",
+    "build_loss",
+    "evaluate",
+    "feature_variance",
+    "is_finished",
+    "resolve_config",
+    "resume",
+    "train",
+]

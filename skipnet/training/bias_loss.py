@@ -9,6 +9,7 @@ See ``docs/paper.md``, section "Bias Loss", for the specification, and
 :class:`skipnet.training.taps.FeatureTap` for getting the features out of a model
 without changing it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -183,7 +184,9 @@ class BiasLoss(nn.Module):
         if logits.dim() != 2:
             raise ValueError(f"BiasLoss: logits must be (N, classes), got shape {tuple(logits.shape)}")
         if features.dim() < 2:
-            raise ValueError(f"BiasLoss: features must be (N, ...) with a batch dimension, got shape {tuple(features.shape)}")
+            raise ValueError(
+                f"BiasLoss: features must be (N, ...) with a batch dimension, got shape {tuple(features.shape)}"
+            )
         if features.shape[0] != logits.shape[0]:
             raise ValueError(
                 f"BiasLoss: features batch size {features.shape[0]} != logits batch size {logits.shape[0]}; "

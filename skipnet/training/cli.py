@@ -1,10 +1,14 @@
-"""`skipnet-train`: parse flags, resolve the configuration, call `train`. Also `python -m skipnet.training` (torchrun)."""
+"""`skipnet-train`: parse flags, resolve the configuration, call `train`.
+
+Also `python -m skipnet.training` (the form torchrun needs).
+"""
+
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from ..common import CheckFailed, UserError
 from ..common.cli import ArgumentParser, run_cli, signal_exit_code
@@ -35,7 +39,7 @@ def build_parser():
     p = ArgumentParser(
         prog="skipnet-train",
         description="Train a SkipNet (or baseline) with Bias Loss and write a run directory. "
-                    "Unset flags come from --config, then the dataset's recipe.",
+        "Unset flags come from --config, then the dataset's recipe.",
     )
     for name in TrainConfig.model_fields:  # unset flags stay None: "not given", so --config and the recipe apply
         _add_setting(p, name)
@@ -62,8 +66,10 @@ def _summary(result: TrainResult) -> str:
     m, n = result.metrics, len(result.history)
     if result.finished:
         top1 = f", val top-1 {m['val_top1']:.4f}" if m else ""
-        return (f"nothing to train: the run saved to {result.out} is finished ({n} of {n} epochs{top1}); "
-                f"to train longer: skipnet-train --out {result.out} --resume --epochs M (M > {n})")
+        return (
+            f"nothing to train: the run saved to {result.out} is finished ({n} of {n} epochs{top1}); "
+            f"to train longer: skipnet-train --out {result.out} --resume --epochs M (M > {n})"
+        )
     if m:
         return f"run saved to {result.out} (val top-1 {m['val_top1']:.4f}, val loss {m['val_loss']:.4f})"
     return f"run saved to {result.out}"

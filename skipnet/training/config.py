@@ -5,14 +5,24 @@ default, help text and allowed range. skipnet-train's flags are generated from t
 (cli.py), YAML keys are checked against them, and a bad value is one UserError that names
 the flag (or the config file and key) and says what would be accepted.
 """
+
 import os
+from collections.abc import Mapping
 from functools import cache
 from types import UnionType
-from typing import Annotated, Any, Literal, Mapping, Union, get_args, get_origin
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import annotated_types as at
-from pydantic import (BaseModel, BeforeValidator, ConfigDict, Field, PrivateAttr, TypeAdapter, ValidationError,
-                      model_validator)
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
 
 from ..common import UserError, read_yaml_mapping
 from ..data import dataset_spec, list_datasets
@@ -28,19 +38,59 @@ DEVICES = ("auto", "cpu", "cuda")
 # default; `--recipe NAME` picks another (e.g. the paper's CIFAR recipe on any dataset).
 RECIPES: dict[str, dict[str, Any]] = {
     # Fashion-MNIST on a CPU in minutes: 3 epochs reach ~89.7% top-1 with SkipNet-S (README).
-    "fast": dict(model="skipnet_s", epochs=3, batch_size=128, optimizer="sgd", lr=0.2,
-                 weight_decay=5e-5, scheduler="cosine", warmup_epochs=0.3, label_smoothing=0.1),
+    "fast": dict(
+        model="skipnet_s",
+        epochs=3,
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.2,
+        weight_decay=5e-5,
+        scheduler="cosine",
+        warmup_epochs=0.3,
+        label_smoothing=0.1,
+    ),
     # The same schedule run 10x longer: the Fashion-MNIST accuracy table (hours on a CPU).
-    "full": dict(model="skipnet_s", epochs=30, batch_size=128, optimizer="sgd", lr=0.2,
-                 weight_decay=5e-5, scheduler="cosine", warmup_epochs=1.0, label_smoothing=0.1),
-    # The paper's CIFAR recipe (docs/paper.md, "CIFAR-100 reference results"): SGD 0.1, momentum 0.9, wd 1e-4, batch 128, 160 epochs,
-    # lr x0.1 at epochs 80 and 122; random crop 32 with padding 4 + horizontal flip come from the data stage.
-    "paper": dict(model="skipnet_m", epochs=160, batch_size=128, optimizer="sgd", lr=0.1, momentum=0.9,
-                  weight_decay=1e-4, scheduler="multistep", milestones=[80, 122], gamma=0.1,
-                  warmup_epochs=0.0, label_smoothing=0.0),
+    "full": dict(
+        model="skipnet_s",
+        epochs=30,
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.2,
+        weight_decay=5e-5,
+        scheduler="cosine",
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
+    ),
+    # The paper's CIFAR recipe (docs/paper.md, "CIFAR-100 reference results"): SGD 0.1, momentum 0.9, wd 1e-4,
+    # batch 128, 160 epochs, lr x0.1 at epochs 80 and 122; random crop 32 with padding 4 + horizontal flip come
+    # from the data stage.
+    "paper": dict(
+        model="skipnet_m",
+        epochs=160,
+        batch_size=128,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        weight_decay=1e-4,
+        scheduler="multistep",
+        milestones=[80, 122],
+        gamma=0.1,
+        warmup_epochs=0.0,
+        label_smoothing=0.0,
+    ),
     # Fine-tuning on a user's own image folders.
-    "finetune": dict(model="skipnet_m", epochs=30, batch_size=64, optimizer="sgd", lr=0.05, weight_decay=4e-5,
-                     scheduler="cosine", warmup_epochs=1.0, label_smoothing=0.1, workers=2),
+    "finetune": dict(
+        model="skipnet_m",
+        epochs=30,
+        batch_size=64,
+        optimizer="sgd",
+        lr=0.05,
+        weight_decay=4e-5,
+        scheduler="cosine",
+        warmup_epochs=1.0,
+        label_smoothing=0.1,
+        workers=2,
+    ),
 }
 DEFAULT_RECIPE = {name: dataset_spec(name).recipe for name in list_datasets()}  # the dataset table's
 
@@ -75,12 +125,17 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
     model: str = _text("model name (skipnet-models lists them); recipe default", "skipnet_s", "skipnet_s")
-    data: str = _text(f"dataset: {', '.join(list_datasets())} (default fashion-mnist)", "fashion-mnist", "fashion-mnist")
+    data: str = _text(
+        f"dataset: {', '.join(list_datasets())} (default fashion-mnist)", "fashion-mnist", "fashion-mnist"
+    )
     data_dir: str | None = _text("dataset directory (imagefolder: holds train/ and val/)", "data/mine")
     download: bool = _switch(False, "download CIFAR if missing")
     out: str | None = _text("run directory to write (required)", "runs/s")
-    weights: str | None = _text("start from these weights: a run directory, .safetensors, or a state_dict .pth "
-                                "(e.g. the authors' skipblocknet-m.pth)", "runs/s")
+    weights: str | None = _text(
+        "start from these weights: a run directory, .safetensors, or a state_dict .pth "
+        "(e.g. the authors' skipblocknet-m.pth)",
+        "runs/s",
+    )
     reset_head: bool = _switch(False, "with --weights: re-initialise the final classifier (fine-tune on other classes)")
     # loss
     loss: Literal[LOSSES] = Field("bias", description="bias (Bias Loss, default) or ce (cross-entropy)")
@@ -97,35 +152,57 @@ class TrainConfig(BaseModel):
     momentum: float = _number(0.9, "momentum (SGD: Nesterov when > 0; RMSprop)", ge=0, lt=1)
     weight_decay: float = _number(1e-4, "weight decay (not on BN parameters and biases)", ge=0)
     scheduler: Literal[SCHEDULERS] = Field("cosine", description="learning-rate schedule after the warmup")
-    milestones: Milestones = Field(default_factory=list, description="epochs at which multistep decays the lr, "
-                                   "e.g. 80,122", json_schema_extra={"example": "80,122"})
+    milestones: Milestones = Field(
+        default_factory=list,
+        description="epochs at which multistep decays the lr, e.g. 80,122",
+        json_schema_extra={"example": "80,122"},
+    )
     gamma: float = _number(0.1, "multistep decay factor", gt=0, le=1)
     warmup_epochs: float = _number(0.0, "epochs of linear lr warmup (may be fractional)", ge=0)
     # data
-    img_size: int | None = Field(None, ge=1, description="input side (multiple of 32 for SkipNet)",
-                                 json_schema_extra={"example": 32})
-    limit_train: int | None = Field(None, ge=1, description="train on N images only (quick runs)",
-                                    json_schema_extra={"metavar": "N", "example": 4096})
-    limit_val: int | None = Field(None, ge=1, description="validate on the first N images only",
-                                  json_schema_extra={"metavar": "N", "example": 1000})
+    img_size: int | None = Field(
+        None, ge=1, description="input side (multiple of 32 for SkipNet)", json_schema_extra={"example": 32}
+    )
+    limit_train: int | None = Field(
+        None,
+        ge=1,
+        description="train on N images only (quick runs)",
+        json_schema_extra={"metavar": "N", "example": 4096},
+    )
+    limit_val: int | None = Field(
+        None,
+        ge=1,
+        description="validate on the first N images only",
+        json_schema_extra={"metavar": "N", "example": 1000},
+    )
     workers: int = Field(0, ge=0, description="DataLoader worker processes")
     # run
     seed: int = Field(0, ge=0, le=2**32 - 1, description="random seed")  # numpy's seed range
     deterministic: bool = _switch(False, "deterministic kernels (bit-identical resume on CPU)")
-    save_every: int = Field(200, ge=0, description="checkpoint every STEPS steps (0: epoch ends only)",
-                            json_schema_extra={"metavar": "STEPS"})
+    save_every: int = Field(
+        200,
+        ge=0,
+        description="checkpoint every STEPS steps (0: epoch ends only)",
+        json_schema_extra={"metavar": "STEPS"},
+    )
     ema: bool = _switch(False, "keep an EMA of the weights; model.safetensors holds it")
     ema_decay: float = _number(0.999, "EMA decay per step", gt=0, lt=1)
-    bn_images: int = Field(512, ge=0, description="re-estimate BatchNorm statistics on N training images (eval "
-                           "preprocessing) before every validation, so the saved weights have them (0: off)",
-                           json_schema_extra={"metavar": "N", "example": 512})
+    bn_images: int = Field(
+        512,
+        ge=0,
+        description="re-estimate BatchNorm statistics on N training images (eval "
+        "preprocessing) before every validation, so the saved weights have them (0: off)",
+        json_schema_extra={"metavar": "N", "example": 512},
+    )
     amp: bool = _switch(False, "mixed precision (bf16 on CPU, fp16 on GPU)")
     channels_last: bool = _switch(True, "NHWC memory format (default on: ~3x faster on CPU)")  # measured (README)
     device: Literal[DEVICES] = Field("auto", description="where to train (auto: a GPU if there is one)")
     recipe: Literal[tuple(RECIPES)] | None = Field(
-        None, description="settings to start from: fast (Fashion-MNIST default, minutes), full (10x longer), "
-                          "paper (the paper's CIFAR recipe, CIFAR default), finetune (imagefolder default)",
-        json_schema_extra={"example": "fast"})
+        None,
+        description="settings to start from: fast (Fashion-MNIST default, minutes), full (10x longer), "
+        "paper (the paper's CIFAR recipe, CIFAR default), finetune (imagefolder default)",
+        json_schema_extra={"example": "fast"},
+    )
     # which settings came from the recipe rather than a flag or --config (resolve_config sets it);
     # only those may the small-data rule change (sizing.py)
     _from_recipe: frozenset[str] = PrivateAttr(default_factory=frozenset)
@@ -167,6 +244,7 @@ FIELDS = set(TrainConfig.model_fields)
 
 
 # ---- what a field accepts, in words (error messages, --help) -------------------------------------
+
 
 def setting_type(name: str) -> tuple[type, tuple[str, ...] | None]:
     """(int, float, bool, str or list; the allowed values of a Literal field, else None)."""
@@ -211,8 +289,17 @@ def _example(name: str) -> Any:
     return str(example).lower() if isinstance(example, bool) else example
 
 
-TYPE_ERRORS = ("int_parsing", "int_type", "int_from_float", "float_parsing", "float_type", "bool_type",
-               "bool_parsing", "string_type", "list_type")
+TYPE_ERRORS = (
+    "int_parsing",
+    "int_type",
+    "int_from_float",
+    "float_parsing",
+    "float_type",
+    "bool_type",
+    "bool_parsing",
+    "string_type",
+    "list_type",
+)
 
 
 def _explain(error: Mapping[str, Any], values: Mapping[str, Any], where: str | None = None) -> str:
@@ -221,8 +308,11 @@ def _explain(error: Mapping[str, Any], values: Mapping[str, Any], where: str | N
     if error["type"] == "extra_forbidden" or name not in FIELDS:
         return f"unknown training setting {name!r}; use the flag names, e.g. batch-size, lr, epochs"
     key = name.replace("_", "-")
-    label, fix = (f"--{key}", f"e.g. --{key} {_example(name)}") if where is None else \
-        (f"{where}: {key}", f"e.g. {key}: {_example(name)}")
+    label, fix = (
+        (f"--{key}", f"e.g. --{key} {_example(name)}")
+        if where is None
+        else (f"{where}: {key}", f"e.g. {key}: {_example(name)}")
+    )
     value = values.get(name, error.get("input"))
     if error["type"] in TYPE_ERRORS and setting_type(name)[0] is not list:
         kind = setting_type(name)[0].__name__

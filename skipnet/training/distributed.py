@@ -1,4 +1,5 @@
 """Process-group set-up for torchrun (gloo on CPU, NCCL on GPU); a no-op for a single process."""
+
 from __future__ import annotations
 
 import os

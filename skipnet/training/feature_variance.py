@@ -13,6 +13,7 @@ default), each with its top-1. The weights are the loss's own (``BiasLoss.weight
 alpha, beta and normalisation), over batches of the run's training batch size in evaluation mode,
 so with no running minimum carried over: the same for a run trained with either loss.
 """
+
 from __future__ import annotations
 
 import os
@@ -32,8 +33,15 @@ from .taps import FeatureTap
 __all__ = ["feature_variance", "plot_deciles"]
 
 
-def feature_variance(run_dir: str | os.PathLike, data: str, data_dir: str | None = None, limit: int | None = None,
-                     bins: int = 10, batch_size: int | None = None, progress: bool = False) -> dict[str, Any]:
+def feature_variance(
+    run_dir: str | os.PathLike,
+    data: str,
+    data_dir: str | None = None,
+    limit: int | None = None,
+    bins: int = 10,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
     """Top-1 of ``run_dir``'s model on ``data``'s held-out images, by bins of feature-map variance
     (lowest first), and the share of those images whose Bias Loss weight is below 1. ``batch_size``
     is the batch the weights are normalised over (default: the run's training batch size)."""
@@ -42,22 +50,40 @@ def feature_variance(run_dir: str | os.PathLike, data: str, data_dir: str | None
     batch_size = batch_size or int(config.get("train", {}).get("batch_size") or 128)
     _, val, info = build_datasets(data, data_dir, img_size=int(config["img_size"]), augment=False)
     if list(info.class_names) != list(config["class_names"]):
-        raise UserError(f"dataset {data} has classes {info.class_names[:4]}... but {run_dir} was trained on "
-                        f"{config['class_names'][:4]}...: use the dataset the run was trained on")
+        raise UserError(
+            f"dataset {data} has classes {info.class_names[:4]}... but {run_dir} was trained on "
+            f"{config['class_names'][:4]}...: use the dataset the run was trained on"
+        )
     idx = spread_indices(len(val), len(val) if limit is None else limit)
     if len(idx) < bins or bins < 2 or batch_size < 2:
-        raise UserError(f"feature variance needs at least 2 bins, {bins} images or more and batches of 2 or "
-                        f"more (got {len(idx)} images, {bins} bins, batch size {batch_size}): raise --limit")
+        raise UserError(
+            f"feature variance needs at least 2 bins, {bins} images or more and batches of 2 or "
+            f"more (got {len(idx)} images, {bins} bins, batch size {batch_size}): raise --limit"
+        )
     loss = config["loss"]
     bias = BiasLoss(loss["alpha"], loss["beta"], loss["normalization"]).eval()
     v, z, correct = _measure(model, bias, val, idx, batch_size, progress, os.fspath(run_dir))
-    return {"model": os.fspath(run_dir), "architecture": config["model"], "dataset": data, "split": "test",
-            "images": len(idx), "trained_with": loss["name"], "top1": float(correct.mean()),
-            "chance": 1.0 / len(info.class_names),
-            "weights": {"alpha": bias.alpha, "beta": bias.beta, "normalization": bias.normalization,
-                        "batch_size": batch_size, "below_one": float((z < 1).mean()), "mean": float(z.mean()),
-                        "min": float(z.min()), "max": float(z.max())},
-            "deciles": _bins(v, z, correct, bins)}
+    return {
+        "model": os.fspath(run_dir),
+        "architecture": config["model"],
+        "dataset": data,
+        "split": "test",
+        "images": len(idx),
+        "trained_with": loss["name"],
+        "top1": float(correct.mean()),
+        "chance": 1.0 / len(info.class_names),
+        "weights": {
+            "alpha": bias.alpha,
+            "beta": bias.beta,
+            "normalization": bias.normalization,
+            "batch_size": batch_size,
+            "below_one": float((z < 1).mean()),
+            "mean": float(z.mean()),
+            "min": float(z.min()),
+            "max": float(z.max()),
+        },
+        "deciles": _bins(v, z, correct, bins),
+    }
 
 
 def _check_run_dir(run_dir: str | os.PathLike) -> None:
@@ -65,22 +91,27 @@ def _check_run_dir(run_dir: str | os.PathLike) -> None:
     if not path.exists():
         raise UserError(f"{path} does not exist; pass a run directory written by skipnet-train")
     if not is_run_dir(path):
-        raise UserError(f"{path} is a file, not a run directory: feature variance needs the run directory the model "
-                        "was exported from (its PyTorch model has the feature map; an exported file does not)")
+        raise UserError(
+            f"{path} is a file, not a run directory: feature variance needs the run directory the model "
+            "was exported from (its PyTorch model has the feature map; an exported file does not)"
+        )
 
 
 @torch.inference_mode()
-def _measure(model, bias: BiasLoss, val, idx: list[int], batch_size: int, progress: bool,
-             name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _measure(
+    model, bias: BiasLoss, val, idx: list[int], batch_size: int, progress: bool, name: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per image: feature-map variance, Bias Loss weight, and whether the top-1 answer is right."""
     # Batches of a fixed shuffle, as in training: a held-out split stored class by class (image folders)
     # would otherwise normalise the weights within one class at a time.
     idx = [idx[i] for i in np.random.default_rng(0).permutation(len(idx))]
     v, z, correct = [], [], []
-    with FeatureTap(model) as tap, tqdm(total=len(idx), desc=f"variance {name}", unit="img",
-                                       disable=not progress) as bar:
+    with (
+        FeatureTap(model) as tap,
+        tqdm(total=len(idx), desc=f"variance {name}", unit="img", disable=not progress) as bar,
+    ):
         for start in range(0, len(idx), batch_size):
-            x, y = zip(*(val[i] for i in idx[start:start + batch_size]))
+            x, y = zip(*(val[i] for i in idx[start : start + batch_size]))
             logits = model(torch.stack(x))
             v.append(sample_variance(tap.features))
             z.append(bias.weights(tap.features))
@@ -94,14 +125,23 @@ def _bins(v: np.ndarray, z: np.ndarray, correct: np.ndarray, bins: int) -> list[
     order = np.argsort(v, kind="stable")
     out = []
     for k, part in enumerate(np.array_split(order, bins), start=1):
-        out.append({"bin": k, "images": int(len(part)), "variance_min": float(v[part].min()),
-                    "variance_max": float(v[part].max()), "top1": float(correct[part].mean()),
-                    "mean_weight": float(z[part].mean()), "below_one": float((z[part] < 1).mean())})
+        out.append(
+            {
+                "bin": k,
+                "images": int(len(part)),
+                "variance_min": float(v[part].min()),
+                "variance_max": float(v[part].max()),
+                "top1": float(correct[part].mean()),
+                "mean_weight": float(z[part].mean()),
+                "below_one": float((z[part] < 1).mean()),
+            }
+        )
     return out
 
 
-def plot_deciles(panels: dict[str, dict[str, list[float]]], path: str | os.PathLike,
-                 chance: float | None = None) -> None:
+def plot_deciles(
+    panels: dict[str, dict[str, list[float]]], path: str | os.PathLike, chance: float | None = None
+) -> None:
     """Top-1 (fractions) against variance bin: one panel per title, one line per label in it; a PNG,
     written atomically."""
     try:

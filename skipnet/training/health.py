@@ -6,9 +6,10 @@ momentum 0.1 over steps whose weights kept changing) do not describe the current
 eval-mode network can give every image the same output. Re-estimating them on some training
 images with the weights fixed ("precise BN") fixes that at the cost of one forward pass over them.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -34,8 +35,9 @@ def has_batchnorm(model: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
 
 
-def reestimate_bn(model: nn.Module, dataset, indices: Sequence[int], batch_size: int, device: torch.device,
-                  workers: int = 0) -> int:
+def reestimate_bn(
+    model: nn.Module, dataset, indices: Sequence[int], batch_size: int, device: torch.device, workers: int = 0
+) -> int:
     """Replace ``model``'s BatchNorm running statistics by their average over ``dataset[indices]``
     (eval-time preprocessing), computed with the current weights; returns how many images.
 
@@ -45,8 +47,11 @@ def reestimate_bn(model: nn.Module, dataset, indices: Sequence[int], batch_size:
     """
     if not indices or not has_batchnorm(model):
         return 0
-    loader = DataLoader(Subset(dataset, list(indices)), batch_sampler=batches_without_a_single(len(indices), batch_size),
-                        num_workers=workers)
+    loader = DataLoader(
+        Subset(dataset, list(indices)),
+        batch_sampler=batches_without_a_single(len(indices), batch_size),
+        num_workers=workers,
+    )
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), torch.no_grad():
         update_bn(loader, model, device)
@@ -70,14 +75,18 @@ def smallest_batchnorm_map(model: nn.Module, img_size: int) -> int | None:
     ``img_size`` (1: a 1x1 map, or a BatchNorm1d); None without BatchNorm. Found by one eval-mode
     pass over a blank image, so it holds for any architecture."""
     sizes: list[int] = []
-    hooks = [m.register_forward_pre_hook(lambda _, args: sizes.append(args[0][0, 0].numel()))
-             for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    hooks = [
+        m.register_forward_pre_hook(lambda _, args: sizes.append(args[0][0, 0].numel()))
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    ]
     if not hooks:
         return None
     conv = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
     param = next(model.parameters())
-    x = torch.zeros(1, conv.in_channels if conv is not None else 3, img_size, img_size, device=param.device,
-                    dtype=param.dtype)
+    x = torch.zeros(
+        1, conv.in_channels if conv is not None else 3, img_size, img_size, device=param.device, dtype=param.dtype
+    )
     was_training = model.training
     try:
         model.eval()(x)
@@ -93,6 +102,8 @@ def chance_warning(val_top1: float, train_top1: float, num_classes: int, steps: 
     chance = 1.0 / num_classes
     if val_top1 > chance + CHANCE_MARGIN or train_top1 < chance + TRAINING_LEAD:
         return None
-    return (f"warning: validation top-1 {val_top1:.1%} is chance level ({chance:.1%}) while training top-1 is "
-            f"{train_top1:.1%}: after {steps} optimiser steps the model does not yet predict from its input in "
-            "eval mode; train for more steps (more --epochs, or a smaller --batch-size)")
+    return (
+        f"warning: validation top-1 {val_top1:.1%} is chance level ({chance:.1%}) while training top-1 is "
+        f"{train_top1:.1%}: after {steps} optimiser steps the model does not yet predict from its input in "
+        "eval mode; train for more steps (more --epochs, or a smaller --batch-size)"
+    )

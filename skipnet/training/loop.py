@@ -1,4 +1,8 @@
-"""The training loop: `train(cfg)` / `resume(out)` run a `Trainer`, which writes a run directory (its files: skipnet.common.contract.paths)."""
+"""The training loop: `train(cfg)` / `resume(out)` run a `Trainer`, which writes a run directory.
+
+The run directory's files are named in skipnet.common.contract.paths.
+"""
+
 from __future__ import annotations
 
 import csv
@@ -21,17 +25,28 @@ from tqdm import tqdm
 
 from .. import __version__
 from ..common import CheckFailed, DiskFull, UserError, atomic_group, atomic_write_text, write_json
+from ..common.contract import (
+    CONFIG_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    RUN_FILES,
+    STATE_FILE,
+    TENSORBOARD_DIR,
+    WEIGHTS_FILE,
+    check_run_out,
+    exclusive,
+    remove_if_unused,
+    temp_files,
+)
 from ..common.io import check_room
 from ..data import SeededDataset, build_datasets, default_img_size, preprocess_config
-from ..common.contract import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, RUN_FILES, STATE_FILE, TENSORBOARD_DIR,
-                               WEIGHTS_FILE, check_run_out, exclusive, remove_if_unused, temp_files)
 from ..models import create_model, read_state_dict, save_weights
 from . import distributed
 from .bias_loss import BiasLoss
 from .config import TrainConfig, check_settings
 from .health import bn_indices, chance_warning, reestimate_bn, smallest_batchnorm_map
-from .sizing import fit_to_data
 from .sampler import ResumableSampler
+from .sizing import fit_to_data
 from .state import capture_rng, load_state, restore_rng, save_state
 from .taps import FeatureTap
 
@@ -56,7 +71,7 @@ class _StopFlag:
         self.signum: int | None = None
         self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopFlag":
+    def __enter__(self) -> _StopFlag:
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 self._old[sig] = signal.signal(sig, self._handle)
@@ -123,9 +138,17 @@ def _loader(dataset, sampler, batch_size: int, cfg: TrainConfig, device: torch.d
     # A dedicated generator: the DataLoader must not draw from the global RNG, or a resumed
     # run's dropout masks would shift by one draw.
     g = torch.Generator().manual_seed(cfg.seed * 7919 + epoch)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=cfg.workers,
-                      pin_memory=device.type == "cuda", generator=g, drop_last=False,
-                      persistent_workers=False, worker_init_fn=_ignore_sigint if cfg.workers else None)
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=cfg.workers,
+        pin_memory=device.type == "cuda",
+        generator=g,
+        drop_last=False,
+        persistent_workers=False,
+        worker_init_fn=_ignore_sigint if cfg.workers else None,
+    )
 
 
 def _autocast(cfg: TrainConfig, device: torch.device):
@@ -134,8 +157,9 @@ def _autocast(cfg: TrainConfig, device: torch.device):
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device,
-             dist_info: distributed.DistInfo) -> tuple[float, float]:
+def evaluate(
+    model: nn.Module, loader: DataLoader, cfg: TrainConfig, device: torch.device, dist_info: distributed.DistInfo
+) -> tuple[float, float]:
     """(mean cross-entropy, top-1) over the loader, summed across processes."""
     model.eval()
     loss_sum, correct, count = 0.0, 0.0, 0.0
@@ -172,9 +196,11 @@ def _check_batch_fits(model: nn.Module, cfg: TrainConfig, img_size: int, per_ran
     if values is None or per_rank * values >= 2:
         return
     per = f" ({per_rank} per process of {world_size})" if world_size > 1 else ""
-    raise UserError(f"--batch-size {cfg.batch_size}{per} cannot train {cfg.model} at {img_size}x{img_size}: its "
-                    "last feature maps are 1x1, and BatchNorm in training mode needs more than one value per "
-                    f"channel; use --batch-size {2 * world_size} or more, or a larger --img-size")
+    raise UserError(
+        f"--batch-size {cfg.batch_size}{per} cannot train {cfg.model} at {img_size}x{img_size}: its "
+        "last feature maps are 1x1, and BatchNorm in training mode needs more than one value per "
+        f"channel; use --batch-size {2 * world_size} or more, or a larger --img-size"
+    )
 
 
 def _check_out_dir(out: Path, resume: bool, overwrite: bool) -> None:
@@ -208,8 +234,13 @@ def _write_metrics(out: Path, history: list[dict[str, float]]) -> None:
 
 def loss_section(cfg: TrainConfig) -> dict[str, Any]:
     """The "loss" section of config.json."""
-    return {"name": cfg.loss, "alpha": cfg.alpha, "beta": cfg.beta, "normalization": cfg.normalization,
-            "label_smoothing": cfg.label_smoothing}
+    return {
+        "name": cfg.loss,
+        "alpha": cfg.alpha,
+        "beta": cfg.beta,
+        "normalization": cfg.normalization,
+        "label_smoothing": cfg.label_smoothing,
+    }
 
 
 def build_loss(loss: dict[str, Any]) -> nn.Module:
@@ -219,8 +250,14 @@ def build_loss(loss: dict[str, Any]) -> nn.Module:
     return nn.CrossEntropyLoss(label_smoothing=loss["label_smoothing"])
 
 
-def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float], bn_images: int = 0,
-                warnings: list[str] | None = None) -> dict[str, Any]:
+def _run_config(
+    cfg: TrainConfig,
+    info,
+    img_size: int,
+    metrics: dict[str, float],
+    bn_images: int = 0,
+    warnings: list[str] | None = None,
+) -> dict[str, Any]:
     pre = preprocess_config(info, img_size)
     return {
         "model": cfg.model,
@@ -235,8 +272,11 @@ def _run_config(cfg: TrainConfig, info, img_size: int, metrics: dict[str, float]
         "ema": cfg.ema,
         # how the saved BatchNorm statistics were made: re-estimated before each validation, or
         # training's running average
-        "batchnorm_statistics": ({"re_estimated_on": bn_images, "split": "train", "preprocessing": "eval"}
-                                 if bn_images else "running average"),
+        "batchnorm_statistics": (
+            {"re_estimated_on": bn_images, "split": "train", "preprocessing": "eval"}
+            if bn_images
+            else "running average"
+        ),
         "metrics": metrics,
         "warnings": warnings or [],  # about the last validation (health.chance_warning)
         "train": cfg.to_dict(),
@@ -287,13 +327,16 @@ def _resumed_config(saved: dict[str, Any], asked: dict[str, Any], out: Path) -> 
     try:
         before = TrainConfig(**saved)
     except UserError as e:
-        raise UserError(f"{out / STATE_FILE} holds settings this version refuses ({e}); "
-                        "start over with --overwrite") from None
+        raise UserError(
+            f"{out / STATE_FILE} holds settings this version refuses ({e}); start over with --overwrite"
+        ) from None
     for key, value in asked.items():
         if key not in RESUME_CHANGEABLE and getattr(before, key) != value:
             flag = "--" + key.replace("_", "-")
-            raise UserError(f"{flag} {value} differs from the run being resumed ({getattr(before, key)}); "
-                            f"only --epochs, --workers and --save-every can change on --resume")
+            raise UserError(
+                f"{flag} {value} differs from the run being resumed ({getattr(before, key)}); "
+                f"only --epochs, --workers and --save-every can change on --resume"
+            )
     kept = {k: v for k, v in asked.items() if k in RESUME_CHANGEABLE}
     return TrainConfig(**{**before.to_dict(), **kept, "out": str(out)}).validate()
 
@@ -302,15 +345,18 @@ def _finished_run(cfg: TrainConfig, out: Path, state: dict[str, Any]) -> TrainRe
     """Report a run whose epochs are all done, once its files are known to be intact."""
     done = state["epoch"]
     if done > cfg.epochs:
-        raise UserError(f"--epochs {cfg.epochs} is fewer than the {done} epochs {out} has done; to train longer "
-                        f"pass --epochs M with M > {done}")
+        raise UserError(
+            f"--epochs {cfg.epochs} is fewer than the {done} epochs {out} has done; to train longer "
+            f"pass --epochs M with M > {done}"
+        )
     # The files every later stage reads: config.json parses, the weights load into the model and are finite.
     model = create_model(cfg.model, weights=out)
     if not _all_finite(model):
         raise UserError(f"{out / WEIGHTS_FILE} holds NaN or inf weights; start the run over with --overwrite")
     history = list(state["history"])
-    return TrainResult(out, _final_metrics(history), is_main=os.environ.get("RANK", "0") == "0",
-                       history=history, finished=True)
+    return TrainResult(
+        out, _final_metrics(history), is_main=os.environ.get("RANK", "0") == "0", history=history, finished=True
+    )
 
 
 def _launch(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> TrainResult:
@@ -337,8 +383,9 @@ def _run(cfg: TrainConfig, out: Path, state: dict | None, progress: bool) -> Tra
         distributed.teardown(dist_info)
 
 
-def _train(cfg: TrainConfig, out: Path, state: dict | None, dist_info: distributed.DistInfo,
-           progress: bool) -> TrainResult:
+def _train(
+    cfg: TrainConfig, out: Path, state: dict | None, dist_info: distributed.DistInfo, progress: bool
+) -> TrainResult:
     return Trainer(cfg, out, dist_info, progress).setup(state).fit()
 
 
@@ -372,7 +419,7 @@ class Trainer:
         self.start_note: str | None = None  # what the small-data rule changed or found (sizing.fit_to_data)
 
     # ---- setup --------------------------------------------------------------------------------
-    def setup(self, state: dict | None) -> "Trainer":
+    def setup(self, state: dict | None) -> Trainer:
         """Device, data, model, optimizer, schedule, EMA and loss; then ``state`` (a checkpoint) if given."""
         self._setup_device()
         torch.manual_seed(self.cfg.seed)  # same initial weights on every rank
@@ -393,27 +440,34 @@ class Trainer:
             torch.use_deterministic_algorithms(True)
             torch.backends.cudnn.benchmark = False
         if cfg.batch_size % self.dist.world_size:
-            raise UserError(f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
-                            f"{self.dist.world_size} processes")
+            raise UserError(
+                f"--batch-size {cfg.batch_size} is the global batch and must be divisible by the "
+                f"{self.dist.world_size} processes"
+            )
 
     def _setup_model(self, fresh: bool) -> None:
         cfg = self.cfg
-        self.train_ds, self.val_ds, self.info = build_datasets(cfg.data, cfg.data_dir, cfg.img_size, cfg.download,
-                                                               seed=cfg.seed)
+        self.train_ds, self.val_ds, self.info = build_datasets(
+            cfg.data, cfg.data_dir, cfg.img_size, cfg.download, seed=cfg.seed
+        )
         # BatchNorm statistics are re-estimated on training images as validation sees images
         self.train_eval_ds = SeededDataset(self.train_ds.source, self.val_ds.transform, self.info, cfg.seed)
         self.img_size = cfg.img_size or default_img_size(cfg.data)
         if cfg.weights and fresh:  # a resumed run's weights come from its checkpoint instead
             model = create_model(cfg.model, self.info.num_classes, weights=cfg.weights, reset_head=cfg.reset_head)
             if not _all_finite(model):
-                raise UserError(f"--weights {cfg.weights} holds NaN or inf values; start from a checkpoint "
-                                "of a run that did not diverge")
+                raise UserError(
+                    f"--weights {cfg.weights} holds NaN or inf values; start from a checkpoint "
+                    "of a run that did not diverge"
+                )
         else:
             model = create_model(cfg.model, self.info.num_classes)
         multiple = getattr(model, "input_multiple", 1)
         if self.img_size % multiple:
-            raise UserError(f"--img-size {self.img_size} is not a multiple of {multiple}, which {cfg.model} needs; "
-                            f"use e.g. {max(multiple, self.img_size // multiple * multiple)}")
+            raise UserError(
+                f"--img-size {self.img_size} is not a multiple of {multiple}, which {cfg.model} needs; "
+                f"use e.g. {max(multiple, self.img_size // multiple * multiple)}"
+            )
         model.to(self.device)
         if cfg.channels_last:
             model.to(memory_format=torch.channels_last)
@@ -427,15 +481,19 @@ class Trainer:
         cfg = self.cfg
         val_idx = _subset(len(self.val_ds), cfg.limit_val, cfg.seed, shuffle=False)
         if len(train_idx) < cfg.batch_size:
-            raise UserError(f"only {len(train_idx)} training images for --batch-size {cfg.batch_size}; "
-                            "lower --batch-size or raise --limit-train")
+            raise UserError(
+                f"only {len(train_idx)} training images for --batch-size {cfg.batch_size}; "
+                "lower --batch-size or raise --limit-train"
+            )
         self.per_rank = cfg.batch_size // d.world_size
         _check_batch_fits(self.model, cfg, self.img_size, self.per_rank, d.world_size)
         self.bn_idx = bn_indices(train_idx, cfg.bn_images, cfg.seed)
-        self.train_sampler = ResumableSampler(train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                                              rank=d.rank, world_size=d.world_size)
-        self.val_sampler = ResumableSampler(val_idx, cfg.batch_size, shuffle=False, rank=d.rank,
-                                            world_size=d.world_size, drop_last=False)
+        self.train_sampler = ResumableSampler(
+            train_idx, cfg.batch_size, shuffle=True, seed=cfg.seed, rank=d.rank, world_size=d.world_size
+        )
+        self.val_sampler = ResumableSampler(
+            val_idx, cfg.batch_size, shuffle=False, rank=d.rank, world_size=d.world_size, drop_last=False
+        )
         self.steps_per_epoch = self.train_sampler.batches_per_epoch
 
     def _setup_optimization(self) -> None:
@@ -446,11 +504,15 @@ class Trainer:
         self.net: nn.Module = model
         if self.dist.enabled:
             self.net = nn.parallel.DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+                model, device_ids=[device.index] if device.type == "cuda" else None
+            )
         self.optimizer = _make_optimizer(cfg, model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, self.steps_per_epoch))
-        self.ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-                    if cfg.ema else None)
+        self.ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+            if cfg.ema
+            else None
+        )
         self.scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
 
     def _restore(self, state: dict[str, Any]) -> None:
@@ -493,10 +555,19 @@ class Trainer:
             if board is not None:
                 board.close()
         if interrupted and self.dist.is_main:
-            print(f"stopped at epoch {self.epoch + 1}, step {self.batch}; checkpoint saved. Continue with: "
-                  f"skipnet-train --out {self.out} --resume", file=sys.stderr)
-        return TrainResult(self.out, _final_metrics(self.history), interrupted,
-                           stop.signum if interrupted else None, self.dist.is_main, self.history)
+            print(
+                f"stopped at epoch {self.epoch + 1}, step {self.batch}; checkpoint saved. Continue with: "
+                f"skipnet-train --out {self.out} --resume",
+                file=sys.stderr,
+            )
+        return TrainResult(
+            self.out,
+            _final_metrics(self.history),
+            interrupted,
+            stop.signum if interrupted else None,
+            self.dist.is_main,
+            self.history,
+        )
 
     def train_epoch(self, stop: _StopFlag) -> bool:
         """The rest of the current epoch; True if a signal stopped it (after a checkpoint)."""
@@ -505,9 +576,15 @@ class Trainer:
         self.train_ds.set_epoch(self.epoch)
         loader = _loader(self.train_ds, self.train_sampler, self.per_rank, cfg, self.device, self.epoch)
         self.net.train()
-        bar = tqdm(total=self.steps_per_epoch, initial=self.start_batch, desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
-                   disable=not (self.progress and self.dist.is_main), dynamic_ncols=True, mininterval=1.0,
-                   file=sys.stderr)
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.start_batch,
+            desc=f"epoch {self.epoch + 1}/{cfg.epochs}",
+            disable=not (self.progress and self.dist.is_main),
+            dynamic_ncols=True,
+            mininterval=1.0,
+            file=sys.stderr,
+        )
         with bar:
             t_last = time.perf_counter()
             self.batch, stopping = self.start_batch, False
@@ -533,8 +610,11 @@ class Trainer:
         x, y = _to(x, cfg, device), y.to(device, non_blocking=True)
         with _autocast(cfg, device):
             logits = self.net(x)
-            loss = (self.criterion(logits, y, features=self.tap.features) if self.tap is not None
-                    else self.criterion(logits.float(), y))
+            loss = (
+                self.criterion(logits, y, features=self.tap.features)
+                if self.tap is not None
+                else self.criterion(logits.float(), y)
+            )
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.step(self.optimizer)
@@ -563,8 +643,12 @@ class Trainer:
     def _show(self, bar: tqdm, images: int, seconds: float) -> None:
         if bar.n % 10 == 0 or self.batch == self.steps_per_epoch:
             loss, correct, count = self.run_sums
-            bar.set_postfix(loss=f"{loss / count:.3f}", acc=f"{correct / count:.3f}",
-                            img_s=f"{images * self.dist.world_size / max(seconds, 1e-9):.0f}", refresh=False)
+            bar.set_postfix(
+                loss=f"{loss / count:.3f}",
+                acc=f"{correct / count:.3f}",
+                img_s=f"{images * self.dist.world_size / max(seconds, 1e-9):.0f}",
+                refresh=False,
+            )
         bar.update(1)
 
     def end_epoch(self, board) -> None:
@@ -572,9 +656,11 @@ class Trainer:
         row = self.validate()
         self.history.append(row)
         if self.dist.is_main:
-            tqdm.write(f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.4f} | "
-                       f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.4f} | {self.epoch_seconds:.0f} s",
-                       file=sys.stderr)
+            tqdm.write(
+                f"epoch {row['epoch']}: train loss {row['train_loss']:.4f} top-1 {row['train_top1']:.4f} | "
+                f"val loss {row['val_loss']:.4f} top-1 {row['val_top1']:.4f} | {self.epoch_seconds:.0f} s",
+                file=sys.stderr,
+            )
             for line in self._warnings():
                 tqdm.write(line, file=sys.stderr)
         if board is not None:
@@ -589,17 +675,26 @@ class Trainer:
         """The epoch's metrics row: training loss/top-1 over all processes, then validation (of the EMA
         weights when EMA is on)."""
         tl, tc, tn = distributed.all_reduce_sum(self.run_sums, self.dist, self.device)
-        reestimate_bn(self._final_model(), self.train_eval_ds, self.bn_idx, self.per_rank, self.device,
-                      self.cfg.workers)
-        loader = DataLoader(self.val_ds, batch_size=self.per_rank, sampler=self.val_sampler,
-                            num_workers=self.cfg.workers)
+        reestimate_bn(
+            self._final_model(), self.train_eval_ds, self.bn_idx, self.per_rank, self.device, self.cfg.workers
+        )
+        loader = DataLoader(
+            self.val_ds, batch_size=self.per_rank, sampler=self.val_sampler, num_workers=self.cfg.workers
+        )
         val_loss, val_top1 = evaluate(self._final_model(), loader, self.cfg, self.device, self.dist)
         if not (math.isfinite(tl) and math.isfinite(val_loss)):  # the same sums on every rank: all stop
-            raise self._diverged(f"the end of epoch {self.epoch + 1}",
-                                 f"training loss sum {tl}, validation loss {val_loss}")
-        return {"epoch": self.epoch + 1, "train_loss": tl / tn, "train_top1": tc / tn, "val_loss": val_loss,
-                "val_top1": val_top1, "lr": self.optimizer.param_groups[0]["lr"],
-                "seconds": round(self.epoch_seconds, 3)}
+            raise self._diverged(
+                f"the end of epoch {self.epoch + 1}", f"training loss sum {tl}, validation loss {val_loss}"
+            )
+        return {
+            "epoch": self.epoch + 1,
+            "train_loss": tl / tn,
+            "train_top1": tc / tn,
+            "val_loss": val_loss,
+            "val_top1": val_top1,
+            "lr": self.optimizer.param_groups[0]["lr"],
+            "seconds": round(self.epoch_seconds, 3),
+        }
 
     # ---- checkpoints --------------------------------------------------------------------------
     def checkpoint(self, next_epoch: int, next_batch: int) -> None:
@@ -613,9 +708,11 @@ class Trainer:
                 self._write(next_epoch, next_batch)
             except DiskFull as e:
                 full = DiskFull(self.out, e.why, self._checkpoint_bytes())
-                raise CheckFailed(f"training stopped at {_position(next_epoch, next_batch, self.steps_per_epoch)}: "
-                                  f"{full}; the checkpoint at {self._kept()} is kept: then run again with "
-                                  "--resume") from None
+                raise CheckFailed(
+                    f"training stopped at {_position(next_epoch, next_batch, self.steps_per_epoch)}: "
+                    f"{full}; the checkpoint at {self._kept()} is kept: then run again with "
+                    "--resume"
+                ) from None
         self.saved_at = (next_epoch, next_batch)
 
     def _checkpoint_bytes(self) -> int:
@@ -637,25 +734,47 @@ class Trainer:
     def _write_files(self, next_epoch: int, next_batch: int, meta: dict[str, str]) -> None:
         cfg, out, info = self.cfg, self.out, self.info
         save_weights(self._final_model(), out / WEIGHTS_FILE, meta)
-        write_json(out / CONFIG_FILE, _run_config(cfg, info, self.img_size, _final_metrics(self.history),
-                                                  len(self.bn_idx) if self.history else 0, self._warnings()))
+        write_json(
+            out / CONFIG_FILE,
+            _run_config(
+                cfg,
+                info,
+                self.img_size,
+                _final_metrics(self.history),
+                len(self.bn_idx) if self.history else 0,
+                self._warnings(),
+            ),
+        )
         _write_metrics(out, self.history)
-        save_state(out / STATE_FILE, {
-            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(), "ema": self.ema.state_dict() if self.ema is not None else {},
-            "loss": self.criterion.state_dict(), "scaler": self.scaler.state_dict(), "epoch": next_epoch,
-            "batch": next_batch, "global_step": self.global_step, "history": self.history,
-            "run_sums": self.run_sums, "epoch_seconds": self.epoch_seconds, "rng": capture_rng(),
-            "config": cfg.to_dict(), "version": __version__,
-        })
+        save_state(
+            out / STATE_FILE,
+            {
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "ema": self.ema.state_dict() if self.ema is not None else {},
+                "loss": self.criterion.state_dict(),
+                "scaler": self.scaler.state_dict(),
+                "epoch": next_epoch,
+                "batch": next_batch,
+                "global_step": self.global_step,
+                "history": self.history,
+                "run_sums": self.run_sums,
+                "epoch_seconds": self.epoch_seconds,
+                "rng": capture_rng(),
+                "config": cfg.to_dict(),
+                "version": __version__,
+            },
+        )
 
     def _warnings(self) -> list[str]:
         """The line for a last validation at chance level while training is far above it, if so."""
         if not self.history:
             return []
         row = self.history[-1]
-        line = chance_warning(row["val_top1"], row["train_top1"], self.info.num_classes,
-                              row["epoch"] * self.steps_per_epoch)
+        line = chance_warning(
+            row["val_top1"], row["train_top1"], self.info.num_classes, row["epoch"] * self.steps_per_epoch
+        )
         return [line] if line else []
 
     def _final_model(self) -> nn.Module:
@@ -667,6 +786,8 @@ class Trainer:
         return _position(*self.saved_at, self.steps_per_epoch) if self.saved_at else "the start"
 
     def _diverged(self, where: str, what: str) -> CheckFailed:
-        return CheckFailed(f"training diverged at {where} ({what}); nothing was written, the checkpoint at "
-                           f"{self._kept()} "
-                           f"in {self.out} is kept. Lower --lr (now {self.cfg.lr:g}) and start over with --overwrite")
+        return CheckFailed(
+            f"training diverged at {where} ({what}); nothing was written, the checkpoint at "
+            f"{self._kept()} "
+            f"in {self.out} is kept. Lower --lr (now {self.cfg.lr:g}) and start over with --overwrite"
+        )

@@ -5,17 +5,27 @@ processes: process r of w takes the r-th slice of it. Together with per-sample
 seeded augmentation (skipnet.data.SeededDataset) this makes a resumed run see
 exactly the samples, in the same order, that an uninterrupted run would.
 """
+
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
 
 
 class ResumableSampler(Sampler[int]):
-    def __init__(self, indices: Sequence[int], batch_size: int, *, shuffle: bool, seed: int = 0,
-                 rank: int = 0, world_size: int = 1, drop_last: bool = True):
+    def __init__(
+        self,
+        indices: Sequence[int],
+        batch_size: int,
+        *,
+        shuffle: bool,
+        seed: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+        drop_last: bool = True,
+    ):
         self.indices = torch.as_tensor(list(indices), dtype=torch.long)
         self.batch_size = batch_size  # global batch
         self.shuffle, self.seed, self.drop_last = shuffle, seed, drop_last

@@ -9,6 +9,7 @@ For a dataset without a fixed size (image folders), and only for the settings th
 A run that still has fewer than MIN_STEPS steps (any dataset, any batch size) gets one line at its
 start saying so. docs/training.md states the rule for users.
 """
+
 from __future__ import annotations
 
 from ..data import dataset_spec
@@ -26,8 +27,7 @@ def run_steps(images: int, batch_size: int, epochs: int) -> int:
 
 def _batch_size(cfg: TrainConfig, images: int, world_size: int) -> int:
     b = cfg.batch_size
-    while (run_steps(images, b, cfg.epochs) < MIN_STEPS and b // 2 >= MIN_BATCH
-           and (b // 2) % world_size == 0):
+    while run_steps(images, b, cfg.epochs) < MIN_STEPS and b // 2 >= MIN_BATCH and (b // 2) % world_size == 0:
         b //= 2
     return b
 
@@ -67,12 +67,17 @@ def _start_line(cfg: TrainConfig, fitted: TrainConfig, changes: dict[str, float]
     if changes:
         now = ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in changes.items())
         was = ", ".join(f"{getattr(cfg, k):g}" for k in changes)
-        line = (f"{images} training images: {now} (the {cfg.recipe} recipe's: {was}), so that {epochs} are "
-                f"{steps} optimiser steps")
+        line = (
+            f"{images} training images: {now} (the {cfg.recipe} recipe's: {was}), so that {epochs} are "
+            f"{steps} optimiser steps"
+        )
     else:
-        line = (f"note: {epochs} of {images} training images at batch size {fitted.batch_size} are {steps} "
-                "optimiser steps")
+        line = (
+            f"note: {epochs} of {images} training images at batch size {fitted.batch_size} are {steps} optimiser steps"
+        )
     if few:
-        return (line + f"; with fewer than {MIN_STEPS} a model may not learn to predict from its input: "
-                "raise --epochs" + ("" if changes else " or lower --batch-size"))
+        return (
+            line + f"; with fewer than {MIN_STEPS} a model may not learn to predict from its input: "
+            "raise --epochs" + ("" if changes else " or lower --batch-size")
+        )
     return line + "; set --batch-size, --lr or --warmup-epochs to choose yourself"

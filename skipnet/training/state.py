@@ -1,4 +1,5 @@
 """trainer_state.pt: everything needed to continue a run, loadable with torch.load(weights_only=True)."""
+
 from __future__ import annotations
 
 import io
@@ -11,9 +12,8 @@ import numpy as np
 import torch
 
 from ..common import UserError, atomic_write_bytes
-from ..models.checkpoint import safe_torch_load
-
 from ..common.contract import TrainerState, parse
+from ..models.checkpoint import safe_torch_load
 
 
 def capture_rng() -> dict[str, Any]:

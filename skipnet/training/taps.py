@@ -9,6 +9,7 @@ Why a forward hook: under DistributedDataParallel the training loop must call
 cannot call ``forward_features`` and ``forward_head`` separately. A hook gives the
 features of that same forward without changing the model.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -19,7 +20,8 @@ __all__ = ["FeatureTap", "unwrap_model"]
 
 
 def _wrapper_chain(model: nn.Module) -> list[nn.Module]:
-    """``model`` and every model it wraps: DDP / DataParallel / plain wrappers (``.module``), torch.compile (``._orig_mod``)."""
+    """``model`` and every model it wraps: DDP / DataParallel / plain wrappers (``.module``), torch.compile
+    (``._orig_mod``)."""
     chain = [model]
     seen = {id(model)}
     while True:
@@ -70,7 +72,7 @@ class FeatureTap:
                     "e.g. FeatureTap(model, layer='layer4')"
                 )
             layer = owner.feature_layer
-            chain = chain[chain.index(owner):]
+            chain = chain[chain.index(owner) :]
         if not isinstance(layer, str) or not layer:
             raise ValueError(f"FeatureTap layer must be a non-empty dotted module path, got {layer!r}")
         module = None
@@ -107,7 +109,7 @@ class FeatureTap:
             self._handle.remove()
             self._handle = None
 
-    def __enter__(self) -> "FeatureTap":
+    def __enter__(self) -> FeatureTap:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -8,18 +8,62 @@
 Every stage reads and writes these artifacts through this package; no stage spells a file name or
 a format name of its own.
 """
+
 from .formats import BACKENDS, EXPORT_FORMATS, FORMATS, Format, export_format, format_of_path, get_format
 from .locks import exclusive, output_lock
-from .paths import (CONFIG_FILE, LOCK_FILE, METRICS_FILE, PIPELINE_FILE, RUN_FILES, STATE_FILE, TENSORBOARD_DIR,
-                    WEIGHTS_FILE, check_output_file, check_run_out, check_writable_dir, default_export_path,
-                    export_name, remove_if_unused, sidecar_path, temp_files)
-from .schemas import (QAT_LR, FileRecord, PipelineConfig, Preprocess, RunConfig, Sidecar, TrainerState, describe,
-                      parse)
+from .paths import (
+    CONFIG_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    PIPELINE_FILE,
+    RUN_FILES,
+    STATE_FILE,
+    TENSORBOARD_DIR,
+    WEIGHTS_FILE,
+    check_output_file,
+    check_run_out,
+    check_writable_dir,
+    default_export_path,
+    export_name,
+    remove_if_unused,
+    sidecar_path,
+    temp_files,
+)
+from .schemas import QAT_LR, FileRecord, PipelineConfig, Preprocess, RunConfig, Sidecar, TrainerState, describe, parse
 
 __all__ = [
-    "BACKENDS", "CONFIG_FILE", "EXPORT_FORMATS", "FORMATS", "LOCK_FILE", "METRICS_FILE", "PIPELINE_FILE", "QAT_LR",
-    "RUN_FILES", "STATE_FILE", "TENSORBOARD_DIR", "WEIGHTS_FILE", "FileRecord", "Format", "PipelineConfig",
-    "Preprocess", "RunConfig", "Sidecar", "TrainerState", "check_output_file", "check_run_out", "check_writable_dir",
-    "default_export_path", "describe", "exclusive", "export_format", "export_name", "format_of_path", "get_format",
-    "output_lock", "parse", "remove_if_unused", "sidecar_path", "temp_files",
+    "BACKENDS",
+    "CONFIG_FILE",
+    "EXPORT_FORMATS",
+    "FORMATS",
+    "LOCK_FILE",
+    "METRICS_FILE",
+    "PIPELINE_FILE",
+    "QAT_LR",
+    "RUN_FILES",
+    "STATE_FILE",
+    "TENSORBOARD_DIR",
+    "WEIGHTS_FILE",
+    "FileRecord",
+    "Format",
+    "PipelineConfig",
+    "Preprocess",
+    "RunConfig",
+    "Sidecar",
+    "TrainerState",
+    "check_output_file",
+    "check_run_out",
+    "check_writable_dir",
+    "default_export_path",
+    "describe",
+    "exclusive",
+    "export_format",
+    "export_name",
+    "format_of_path",
+    "get_format",
+    "output_lock",
+    "parse",
+    "remove_if_unused",
+    "sidecar_path",
+    "temp_files",
 ]

@@ -4,6 +4,7 @@ A format's name is what users type (`skipnet-export --format tflite-int8`, the p
 `export: formats:`, `skipnet-bench --formats`); its backend picks the exporter (skipnet.export)
 and the runtime (skipnet.runtime); its extension names the file.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -30,18 +31,21 @@ class Format:
         return self.int8 in ("ptq", "qat")
 
 
-FORMATS: dict[str, Format] = {f.name: f for f in (
-    Format("torch", "torch", "", "float32"),
-    Format("onnx", "onnx", ".onnx", "float32"),
-    Format("onnx-int8", "onnx", ".onnx", "int8", "ptq"),
-    Format("onnx-int8-qat", "onnx", ".onnx", "int8", "qat"),
-    Format("tflite", "tflite", ".tflite", "float32"),
-    Format("tflite-int8", "tflite", ".tflite", "int8", "ptq"),
-    Format("tflite-int8-qat", "tflite", ".tflite", "int8", "qat"),
-    Format("coreml", "coreml", ".mlpackage", "float32", None, macos_only=True),
-    Format("coreml-int8", "coreml", ".mlpackage", "int8", "weights", macos_only=True),
-    Format("coreml-int8-qat", "coreml", ".mlpackage", "int8", "qat", macos_only=True),
-)}
+FORMATS: dict[str, Format] = {
+    f.name: f
+    for f in (
+        Format("torch", "torch", "", "float32"),
+        Format("onnx", "onnx", ".onnx", "float32"),
+        Format("onnx-int8", "onnx", ".onnx", "int8", "ptq"),
+        Format("onnx-int8-qat", "onnx", ".onnx", "int8", "qat"),
+        Format("tflite", "tflite", ".tflite", "float32"),
+        Format("tflite-int8", "tflite", ".tflite", "int8", "ptq"),
+        Format("tflite-int8-qat", "tflite", ".tflite", "int8", "qat"),
+        Format("coreml", "coreml", ".mlpackage", "float32", None, macos_only=True),
+        Format("coreml-int8", "coreml", ".mlpackage", "int8", "weights", macos_only=True),
+        Format("coreml-int8-qat", "coreml", ".mlpackage", "int8", "qat", macos_only=True),
+    )
+}
 EXPORT_FORMATS = [name for name, f in FORMATS.items() if f.exported]
 BACKENDS = list(dict.fromkeys(f.backend for f in FORMATS.values() if f.exported))
 
@@ -62,8 +66,10 @@ def export_format(name: str, int8: bool = False, qat: bool = False) -> Format:
     if fmt is None or not fmt.exported:
         raise UserError(f"unknown format {name!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
     if (int8 and fmt.precision != "int8") or (qat and fmt.int8 != "qat"):
-        raise UserError(f"--format {name} is not the int8/QAT variant the other flags ask for; use "
-                        f"--format {fmt.backend} with --int8/--qat-epochs, or the full name alone")
+        raise UserError(
+            f"--format {name} is not the int8/QAT variant the other flags ask for; use "
+            f"--format {fmt.backend} with --int8/--qat-epochs, or the full name alone"
+        )
     return fmt
 
 
@@ -76,5 +82,7 @@ def format_of_path(path: str | Path) -> Format:
     if path.is_dir():
         return FORMATS["torch"]
     known = sorted({f.extension for f in FORMATS.values() if f.extension})
-    raise UserError(f"cannot run {path}: unknown model format {path.suffix or '(no extension)'}; "
-                    f"pass a run directory or one of: {', '.join(known)}")
+    raise UserError(
+        f"cannot run {path}: unknown model format {path.suffix or '(no extension)'}; "
+        f"pass a run directory or one of: {', '.join(known)}"
+    )

@@ -6,6 +6,7 @@ the lock file itself stays, holding the last holder's pid, and is read only when
 A directory of ours holds its own lock file (``paths.LOCK_FILE``); a single output file gets one in
 the system's temporary folder instead (``output_lock``), so that nothing is added beside a user's file.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -13,8 +14,8 @@ import hashlib
 import os
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from filelock import FileLock, Timeout
 

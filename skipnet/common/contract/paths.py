@@ -1,5 +1,6 @@
 """Path rules: the files of a run directory, the names of exported files, and the checks every
 output path passes before any work starts."""
+
 from __future__ import annotations
 
 import os
@@ -84,8 +85,10 @@ def check_run_out(out: str | os.PathLike, resume: bool, overwrite: bool, flag: s
     check_writable_dir(out, flag)
     others = _foreign_files(out)
     if others:
-        raise UserError(f"{flag} {out} holds files that are not a skipnet-train run (e.g. {others[0]}); "
-                        "choose a new or empty directory")
+        raise UserError(
+            f"{flag} {out} holds files that are not a skipnet-train run (e.g. {others[0]}); "
+            "choose a new or empty directory"
+        )
     has_state = (out / STATE_FILE).is_file()
     if resume and not has_state:
         raise UserError(f"nothing to resume in {out} (no {STATE_FILE}); run without --resume to start a new run")

@@ -5,6 +5,7 @@ and ranges and turns the first problem into one line naming the file and the fie
 Files we wrote may hold keys added by later versions (``extra="allow"``); settings a user writes
 (the pipeline's YAML sections) may not (``extra="forbid"``), so that a typo is an error.
 """
+
 from __future__ import annotations
 
 import math
@@ -62,7 +63,7 @@ class RunConfig(_Written):
     metrics: dict[str, Finite] = {}
 
     @model_validator(mode="after")
-    def _labels_fit(self) -> "RunConfig":
+    def _labels_fit(self) -> RunConfig:
         if len(self.class_names) != self.num_classes:
             raise ValueError(f"class_names has {len(self.class_names)} names for num_classes {self.num_classes}")
         return self
@@ -142,9 +143,11 @@ class ExportSettings(_Settings):
 
 class GateSettings(_Settings):
     max_drop: Annotated[float, Field(ge=0, le=100)] | None = Field(
-        1.0, description="the allowed drop in points, 0..100 (e.g. 0.5)")
+        1.0, description="the allowed drop in points, 0..100 (e.g. 0.5)"
+    )
     min_top1: Annotated[float, Field(ge=0, le=1)] | None = Field(
-        None, description="top-1 is a fraction: use 0..1, e.g. 0.85")
+        None, description="top-1 is a fraction: use 0..1, e.g. 0.85"
+    )
     limit: Positive | None = None
 
 
@@ -200,8 +203,11 @@ def _description(schema: type[BaseModel], loc: tuple) -> str | None:
         if not isinstance(part, str) or not fields or part not in fields:
             return None
         field = fields[part]
-        nested = [t for t in (field.annotation, *getattr(field.annotation, "__args__", ()))
-                  if isinstance(t, type) and issubclass(t, BaseModel)]
+        nested = [
+            t
+            for t in (field.annotation, *getattr(field.annotation, "__args__", ()))
+            if isinstance(t, type) and issubclass(t, BaseModel)
+        ]
         schema = nested[0] if nested else None
     return field.description if field is not None else None
 
