@@ -25,6 +25,7 @@ from pathlib import Path
 from skipnet.bench import cpu_name, study_out, write_study
 from skipnet.common import UserError, path_size
 from skipnet.common.cli import run_cli
+from skipnet.common.contract import FORMATS
 from skipnet.export import export
 
 # (label, format, int8, extra export arguments)
@@ -89,7 +90,7 @@ def _main(argv: list[str]) -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, fmt, int8, extra in EXPORTS + ([QAT_FULL] if a.qat_full else []):
-            ext = {"onnx": ".onnx", "tflite": ".tflite", "coreml": ".mlpackage"}[fmt]
+            ext = FORMATS[fmt].extension
             path = Path(tmp) / f"{len(rows)}{ext}"
             result = export(run, fmt, path, int8=int8, verify_samples=a.samples, **extra)
             rows.append(row(label, result, path_size(path)))

@@ -109,3 +109,54 @@ def test_no_stage_imports_a_later_stage():
 def test_the_check_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert _cycles(graph) == [["a", "b", "c"]]
+
+
+def _own_files(b) -> set[Path]:
+    """A backend's own modules: those its record names, and its converters' and runtime's modules
+    (export/NAME_*.py, runtime/NAME_*.py)."""
+    named = {b.exporter, b.runtime, *b.runtimes.values(), *b.platforms.values()}
+    files = {PACKAGE.parent / (path.split(":")[0].replace(".", "/") + ".py") for path in named}
+    return files | set(PACKAGE.glob(f"export/{b.name}_*.py")) | set(PACKAGE.glob(f"runtime/{b.name}_*.py"))
+
+
+def _name_literals(node, names: set[str]) -> list[str]:
+    """Backend or format names (NAME, NAME-...) used as a constant in ``node``."""
+    found = []
+    for c in ast.walk(node):
+        if isinstance(c, ast.Constant) and isinstance(c.value, str):
+            if c.value in names or any(c.value.startswith(n + "-") for n in names):
+                found.append(c.value)
+    return found
+
+
+def branches_on_backend_names(path: Path, names: set[str], root: Path = PACKAGE.parent) -> list[str]:
+    """Comparisons (==, in, startswith/endswith) and dispatch tables keyed by a backend's name."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Compare):
+            hits = _name_literals(node, names)
+        elif isinstance(node, ast.Call) and getattr(node.func, "attr", None) in ("startswith", "endswith"):
+            hits = [h for a in node.args for h in _name_literals(a, names)]
+        elif isinstance(node, ast.Dict):
+            hits = [h for k in node.keys if k is not None for h in _name_literals(k, names)]
+        else:
+            continue
+        out += [f"{path.relative_to(root)}:{node.lineno}: {h!r}" for h in hits]
+    return out
+
+
+def test_no_module_outside_a_backends_own_files_branches_on_its_name():
+    from skipnet.common.contract.backends import RECORDS
+
+    own = {PACKAGE / "common" / "contract" / "backends.py"}
+    for b in RECORDS:
+        own |= _own_files(b)
+    names = {b.name for b in RECORDS}
+    found = [h for p in sorted(PACKAGE.rglob("*.py")) if p not in own for h in branches_on_backend_names(p, names)]
+    assert found == []
+
+
+def test_the_check_finds_a_branch(tmp_path):
+    (tmp_path / "x.py").write_text('if fmt.startswith("coreml") or b == "onnx" or x in ("tflite-int8",):\n    pass\n')
+    hits = branches_on_backend_names(tmp_path / "x.py", {"onnx", "tflite", "coreml"}, tmp_path)
+    assert sorted(h.rsplit(" ", 1)[1] for h in hits) == ["'coreml'", "'onnx'", "'tflite-int8'"]

@@ -101,7 +101,7 @@ def test_bad_platform_input_is_one_line(capsys, small_run, tflite_exports, platf
     rc, _, err = _eval(
         capsys, tflite_exports["int8"].path, "--data", "fashion-mnist", "--platform", "arm64", "--runtime", "mediapipe"
     )
-    assert rc == 2 and err.count("\n") == 1 and "runs LiteRT only" in err
+    assert rc == 2 and err.count("\n") == 1 and "in their own runtime only" in err
     # A truncated file whose sidecar matches it: refused by the emulated LiteRT itself, in one line.
     corrupt = tmp_path / "corrupt.tflite"
     corrupt.write_bytes(tflite_exports["int8"].path.read_bytes()[:4000])

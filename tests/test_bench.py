@@ -100,4 +100,4 @@ def test_bad_input(capsys, tmp_path):
     _bad(capsys, ["--threads", "0,2"], "positive thread counts")
     _bad(capsys, ["--threads", "two"], "positive thread counts")
     if sys.platform != "darwin":
-        _bad(capsys, ["--formats", "coreml"], "timing CoreML needs macOS")
+        _bad(capsys, ["--formats", "coreml"], "CoreML models run only on macOS")

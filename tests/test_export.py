@@ -338,11 +338,12 @@ def test_slower_int8_is_said_per_runtime():
     from skipnet.export.speed import speed_check, speed_line, with_warning
 
     fast = {"int8_speedup": 1.5, "float_ms": 3.0, "int8_ms": 2.0, "threads": 1, "cpu": "X"}
-    assert "warning" not in with_warning(fast, "tflite")
+    advice = {name: FORMATS[name].record.slow_int8 for name in ("tflite", "onnx")}
+    assert "warning" not in with_warning(fast, advice["tflite"])
     assert speed_line(fast) == "int8 1.50x faster than float here (2.00 vs 3.00 ms, 1 thread)"
     slow = dict(fast, int8_speedup=0.8, int8_ms=3.75, threads=2)
     assert speed_line(slow) == "int8 1.25x slower than float here (3.75 vs 3.00 ms, 2 threads)"
-    tfl, ort = with_warning(slow, "tflite")["warning"], with_warning(slow, "onnx")["warning"]
+    tfl, ort = with_warning(slow, advice["tflite"])["warning"], with_warning(slow, advice["onnx"])["warning"]
     assert tfl.startswith("int8 runs at 0.80x the speed of float on this CPU (X, 2 threads)")
     assert "skipnet-bench --android" in tfl and "ship the float .onnx" in ort and "\n" not in tfl + ort
     assert speed_check(FORMATS["onnx"], None, None, None, {}) is None  # float: nothing to compare

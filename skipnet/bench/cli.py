@@ -13,7 +13,7 @@ from ..common import UserError, atomic_write_text, write_json
 from ..common.cli import ArgumentParser, run_cli
 from ..common.contract import check_output_file
 from ..common.io import refuse_special_file
-from .core import ALIASES, FORMATS, benchmark
+from .core import ALIASES, FORMATS, benchmark, formats_for
 
 DEFAULT_MODELS = "skipnet_xs,skipnet_s,skipnet_m,skipnet_l,mobilenet_v3_small,mobilenet_v3_large"
 COLUMNS = (
@@ -184,7 +184,7 @@ def _checked(p: ArgumentParser, a) -> tuple[list[str], list[str], dict[str, Any]
         if path is not None:
             check_output_file(path, flag)
     if (android or a.platform == "arm64") and a.formats == p.get_default("formats"):
-        formats = ["tflite", "tflite-int8"]
+        formats = formats_for(android=bool(android), platform=a.platform if a.platform != "host" else None)
     return models, formats, android
 
 

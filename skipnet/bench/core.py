@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,16 +16,21 @@ from tqdm import tqdm
 from ..common import UserError, atomic_write_text, path_size
 from ..common.contract import FORMATS as CONTRACT_FORMATS
 from ..common.contract import check_output_file, export_name
+from ..common.contract.backends import BACKEND_RECORDS
 from ..data import build_datasets, dataset_spec, preprocess_config, sample_pixels
 from ..models import PixelModel, count_macs, count_params, create_model, list_models
 from ..runtime.timing import cpu_name, file_runner, interleaved_times, latency_stats, paired_ratio
 
-# The contract's formats that need no training run, timed as they are; CoreML once per compute unit.
-COMPUTE_UNITS = {"coreml-cpu": "CPU_ONLY", "coreml-all": "ALL"}
+# The contract's formats that need no training run, timed as they are; a backend with timing variants
+# (CoreML: per compute unit) is timed as its float format once per variant, named by the variant.
+VARIANTS = {
+    name: (b.name, label, options) for b in BACKEND_RECORDS.values() for name, (label, options) in b.variants.items()
+}
 FORMATS = tuple(
-    [f for f, spec in CONTRACT_FORMATS.items() if spec.int8 != "qat" and spec.backend != "coreml"] + list(COMPUTE_UNITS)
+    [f for f, spec in CONTRACT_FORMATS.items() if spec.int8 != "qat" and not (spec.exported and spec.record.variants)]
+    + list(VARIANTS)
 )
-ALIASES = {"coreml": tuple(COMPUTE_UNITS)}
+ALIASES = {b.name: tuple(b.variants) for b in BACKEND_RECORDS.values() if b.variants}
 IMAGENET_MEAN, IMAGENET_STD = dataset_spec("imagefolder").mean, dataset_spec("imagefolder").std  # ImageNet's
 
 
@@ -74,7 +78,7 @@ def _config(name: str, size: int, precision: str) -> dict[str, Any]:
 
 
 def _table_format(fmt: str):
-    return CONTRACT_FORMATS["coreml" if fmt in COMPUTE_UNITS else fmt]
+    return CONTRACT_FORMATS[VARIANTS[fmt][0] if fmt in VARIANTS else fmt]
 
 
 ARM_NOT_TIMED = (
@@ -90,11 +94,11 @@ def _export(fmt: str, model: torch.nn.Module, name: str, size: int, calib: np.nd
 
     spec = _table_format(fmt)
     config = _config(name, size, spec.precision)
-    if spec.backend == "torch":
+    if not spec.exported:
         return {"path": None, "config": config, "runtime": f"PyTorch {torch.__version__} eager"}
     path = work / export_name(name, spec)
     built = {"path": path, "config": config, "runtime": _runtime_name(fmt)}
-    if not path.exists():  # coreml-cpu and coreml-all time the same package
+    if not path.exists():  # a backend's variants time the same file
         job = ExportJob(model, config, spec, size, calib if spec.needs_calibration else None, ExportOptions())
         written = get_exporter(spec.backend).write(job, path)
         built["config"] = dict(config, input=written["input"], output=written["output"])
@@ -103,17 +107,14 @@ def _export(fmt: str, model: torch.nn.Module, name: str, size: int, calib: np.nd
 
 
 def _runtime_name(fmt: str) -> str:
-    backend = _table_format(fmt).backend
-    if backend == "onnx":
-        return f"onnxruntime {_version('onnxruntime')} CPU"
-    if backend == "tflite":
-        return f"LiteRT {_version('ai-edge-litert')} XNNPACK"
-    return f"coremltools {_version('coremltools')} ({'CPU only' if fmt == 'coreml-cpu' else 'all compute units'})"
+    dist, label = _table_format(fmt).record.runtime_label
+    variant = f" ({VARIANTS[fmt][1]})" if fmt in VARIANTS else ""
+    return label.format(version=_version(dist)) + variant
 
 
 def _runner(fmt: str, built: dict[str, Any], pm: PixelModel, threads: int):
     """A callable timing one prediction on uint8 NHWC pixels with ``threads`` threads."""
-    if fmt == "torch":
+    if not _table_format(fmt).exported:
 
         def run(x, model=pm):
             torch.set_num_threads(threads)  # global in PyTorch: set per call, rounds mix thread counts
@@ -121,14 +122,8 @@ def _runner(fmt: str, built: dict[str, Any], pm: PixelModel, threads: int):
                 return model(torch.from_numpy(x))
 
         return run
-    if fmt.startswith(("onnx", "tflite")):
-        return file_runner(built["path"], threads, built["config"]).logits
-    import coremltools as ct  # coreml-cpu / coreml-all; coremltools has no thread setting
-    from PIL import Image
-
-    units = getattr(ct.ComputeUnit, COMPUTE_UNITS[fmt])
-    mlmodel = ct.models.MLModel(str(built["path"]), compute_units=units)
-    return lambda x: mlmodel.predict({"image": Image.fromarray(x[0])})
+    options = VARIANTS[fmt][2] if fmt in VARIANTS else {}
+    return file_runner(built["path"], threads, built["config"], **options).logits
 
 
 def _version(dist: str) -> str:
@@ -153,11 +148,15 @@ def _check(
     bad = [f for f in formats if f not in FORMATS]
     if bad:
         raise UserError(f"unknown format(s) {', '.join(bad)}; choose from: {', '.join([*FORMATS, *ALIASES])}")
-    if formats and all(f.startswith("coreml") for f in formats) and sys.platform != "darwin":
-        raise UserError(
-            "timing CoreML needs macOS (coremltools runs models only there); on this machine "
-            "benchmark --formats tflite,tflite-int8,onnx instead"
+    for f in formats:
+        if _table_format(f).exported:  # exported and timed here: before minutes of export
+            _table_format(f).record.require(f"--formats {f}")
+    if formats and not any(_table_format(f).runs_here for f in formats):
+        where = sorted(
+            {f"{_table_format(f).record.title} models run only on {_table_format(f).record.where}" for f in formats}
         )
+        here = [f for f in FORMATS if _table_format(f).exported and _table_format(f).runs_here]
+        raise UserError(f"{'; '.join(where)}: on this machine benchmark --formats {','.join(here)} instead")
     if runs < 1 or warmup < 0 or not threads or min(threads) < 1 or img_size < 32 or img_size % 32:
         raise UserError("--runs and --threads must be positive, --warmup >= 0, --img-size a multiple of 32")
 
@@ -283,10 +282,27 @@ def benchmark(
 def _check_android(android: dict[str, Any], formats: list[str]) -> None:
     from .android import Adb, check_binary
 
-    if any(not f.startswith("tflite") for f in formats):
-        raise UserError("--android times .tflite files: use --formats tflite,tflite-int8")
+    _only(formats, formats_for(android=True), "--android times")
     check_binary(android["benchmark_binary"])
     Adb(android.get("serial")).require_device()  # fail before minutes of export
+
+
+def formats_for(android: bool = False, platform: str | None = None) -> list[str]:
+    """The formats whose backend a phone (``android``) or another ``platform`` runs."""
+    return [
+        f
+        for f in FORMATS
+        if _table_format(f).exported
+        and (not android or _table_format(f).record.android)
+        and (platform is None or platform in _table_format(f).record.platforms)
+    ]
+
+
+def _only(formats: list[str], able: list[str], what: str) -> None:
+    """Refuse formats not in ``able``, naming those that are."""
+    if any(f not in able for f in formats):
+        kinds = sorted({_table_format(f).extension for f in able})
+        raise UserError(f"{what} {', '.join(kinds)} files: use --formats {','.join(able)}")
 
 
 def _check_arm64(formats: list[str], android: dict[str, Any] | None) -> None:
@@ -294,8 +310,7 @@ def _check_arm64(formats: list[str], android: dict[str, Any] | None) -> None:
 
     if android is not None:
         raise UserError("--platform arm64 and --android are two different machines: choose one")
-    if any(not f.startswith("tflite") for f in formats):
-        raise UserError("--platform arm64 runs .tflite files: use --formats tflite,tflite-int8")
+    _only(formats, formats_for(platform="arm64"), "--platform arm64 runs")
     arm64.platform()  # set up (or refused) before minutes of export
 
 
@@ -349,11 +364,10 @@ def _export_all(
         params, macs = count_params(model), count_macs(model, img_size)
         for fmt in formats:
             base = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size, **host}
-            if fmt.startswith("coreml") and sys.platform != "darwin":
-                rows.extend(
-                    {**base, "threads": t, "skipped": "CoreML runs only on macOS: not timed on this host"}
-                    for t in threads
-                )
+            spec = _table_format(fmt)
+            if not spec.runs_here:
+                why = f"{spec.record.title} runs only on {spec.record.where}: not timed on this host"
+                rows.extend({**base, "threads": t, "skipped": why} for t in threads)
                 continue
             built = _export(fmt, model, name, img_size, calib, work)
             size = (

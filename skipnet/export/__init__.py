@@ -4,18 +4,17 @@
     result.parity["passed"]
 
 The formats are the contract's table (skipnet.common.contract.FORMATS); each backend's converter
-is an Exporter in EXPORTERS. The model and its sidecar are built in a staging folder beside the
-target and moved in model first, sidecar last: the sidecar records the model's size and sha256, so
-after a crash at any moment a loader finds the old pair, the new pair, or a mismatch it refuses.
+is the Exporter its record names (skipnet.common.contract.backends). The model and its sidecar
+are built in a staging folder beside the target and moved in model first, sidecar last: the
+sidecar records the model's size and sha256, so after a crash at any moment a loader finds the
+old pair, the new pair, or a mismatch it refuses.
 """
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -35,6 +34,8 @@ from ..common.contract import (
     parse,
     sidecar_path,
 )
+from ..common.contract.backends import RECORDS
+from ..common.contract.backends import backend as backend_record
 from ..common.contract.paths import check_output_file
 from ..common.io import as_disk_full, check_room, crash_point, file_record, read_json
 from ..data import build_datasets, sample_pixels
@@ -47,17 +48,9 @@ from .speed import speed_check
 logging.getLogger("torch.utils._pytree").addFilter(lambda r: "is an Enum subclass" not in r.getMessage())
 
 
-# The converter of each exported backend of the format table, imported only when used (each needs its own extra).
-EXPORTERS = {
-    "onnx": "onnx_export.OnnxExporter",
-    "tflite": "tflite_export.TFLiteExporter",
-    "coreml": "coreml_export.CoreMLExporter",
-}
-
-
 def get_exporter(backend: str) -> Exporter:
-    module, name = EXPORTERS[backend].rsplit(".", 1)
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)()
+    """The converter of an exported backend (its record's exporter), imported only when used."""
+    return backend_record(backend).exporter_class()()
 
 
 @dataclass
@@ -83,16 +76,18 @@ def export(
     t0 = time.perf_counter()
     opts = replace(options or ExportOptions(), **flags).check()
     fmt = export_format(format, opts.int8, opts.qat_epochs > 0)
-    if opts.full_integer and not (fmt.backend == "tflite" and fmt.precision == "int8"):
+    if opts.full_integer and not (fmt.record.full_integer and fmt.precision == "int8"):
         why = (
             "a float graph has nothing to quantise"
             if fmt.precision != "int8"
-            else f"its int8 {fmt.backend} graph is integer throughout already"
+            else f"its int8 {fmt.record.title} graph is integer throughout already"
         )
+        which = " or ".join(b.name for b in RECORDS if b.full_integer)
         raise UserError(
-            f"--full-integer applies to --format tflite --int8, not {fmt.name} ({why}); "
-            "drop it or export tflite with --int8"
+            f"--full-integer applies to --format {which} --int8, not {fmt.name} ({why}); "
+            f"drop it or export {which} with --int8"
         )
+    fmt.record.require(f"--format {fmt.name}")  # before reading the run: a missing extra fails in a second
     if fmt.int8 == "qat" and not opts.qat_epochs:
         opts = replace(opts, qat_epochs=1)
     model, config = load_checkpoint(run_dir)
@@ -127,7 +122,7 @@ def export(
 def _stage(job: ExportJob, staged: Path, model, pixels, labels) -> dict[str, Any]:
     """The model file and its sidecar in the staging folder, checked for parity and timed."""
     fmt = job.fmt
-    if fmt.precision == "int8" and fmt.backend != "coreml":
+    if fmt.precision == "int8" and fmt.runs_here:  # timed against the float file (speed.py)
         job.float_copy = staged.with_name(f"float{fmt.extension}")
     sidecar = _sidecar(job, get_exporter(fmt.backend).write(job, staged), staged, model)
     sidecar["parity"] = _parity(job, staged, sidecar, pixels, labels)
@@ -157,8 +152,8 @@ def _target(run_dir, fmt: Format, out) -> Path:
     path = Path(out) if out is not None else default_export_path(run_dir, fmt)
     if path.suffix != fmt.extension:
         raise UserError(f"--out {path} should end in {fmt.extension} for --format {fmt.name}")
-    check_output_file(out if out is not None else path, "--out", directory_ok=fmt.backend == "coreml")
-    if path.is_dir() and fmt.backend != "coreml":
+    check_output_file(out if out is not None else path, "--out", directory_ok=fmt.record.directory)
+    if path.is_dir() and not fmt.record.directory:
         raise UserError(f"--out {path} is a directory; give a file path")
     for existing in (path, sidecar_path(path)):
         if existing.exists() and not _ours(path):
@@ -194,7 +189,7 @@ def _remove_staging_leftovers(path: Path) -> None:
 def _read_images(config: dict[str, Any], fmt: Format, img_size: int, opts: ExportOptions):
     """Calibration and parity images, read before anything is written: missing data fails first."""
     pre = _preprocess_at(config["preprocess"], img_size)
-    parity = opts.verify and (not fmt.macos_only or sys.platform == "darwin")
+    parity = opts.verify and fmt.runs_here
     if not (fmt.needs_calibration or parity):
         return None, None, None
     train, val, _ = build_datasets(
@@ -244,41 +239,20 @@ def _sidecar(job: ExportJob, spec: dict[str, Any], staged: Path, model) -> dict[
 
 
 def _parity(job: ExportJob, staged: Path, sidecar: dict[str, Any], pixels, labels) -> dict[str, Any] | None:
-    """The staged file in its real runtime against PyTorch on real validation images."""
-    from .parity import INT8_MIN_AGREEMENT, parity_report, qat_verdict
+    """The staged file in its real runtime against PyTorch on real validation images (an exporter with
+    checks of its own, for a file that may not run here, does them in its ``parity``)."""
+    from .parity import parity_report, qat_verdict
 
-    if job.fmt.backend == "coreml":
-        from .coreml_export import validate_coreml
-
-        parity = validate_coreml(staged, job.img_size, sidecar["class_names"], w8a8=job.fmt.int8 == "qat")
-        if pixels is not None:  # macOS
-            parity.update(_coreml_numeric(staged, job, sidecar, pixels, labels))
-            parity["passed"] = parity["passed"] and parity["top1_agreement"] >= INT8_MIN_AGREEMENT
-        return parity
+    exporter = get_exporter(job.fmt.backend)
+    if hasattr(exporter, "parity"):
+        return exporter.parity(job, staged, sidecar, pixels, labels)
     if pixels is None:
         return None
     from ..runtime import load
 
     predictor = load(staged, config=sidecar)
     report = parity_report(job.pixel_model("nhwc"), predictor.backend, pixels, labels, job.fmt.precision)
-    return qat_verdict(report, sidecar["qat"], job.fmt.backend) if "qat" in sidecar else report
-
-
-def _coreml_numeric(path: Path, job: ExportJob, config, pixels, labels) -> dict[str, Any]:
-    """macOS only: CoreML's top-1 against PyTorch's on the same images, through skipnet.load."""
-    import torch
-
-    from ..runtime import load
-
-    with torch.inference_mode():
-        ref = job.pixel_model("nhwc")(torch.from_numpy(pixels)).argmax(1).numpy()
-    got = load(path, config=config).backend.logits(pixels).argmax(1)
-    return {
-        "images": int(len(pixels)),
-        "top1_agreement": float((ref == got).mean()),
-        "torch_top1": float((ref == labels).mean()),
-        "exported_top1": float((got == labels).mean()),
-    }
+    return qat_verdict(report, sidecar["qat"], job.fmt.record.qat_exact) if "qat" in sidecar else report
 
 
 def _publish(staged: Path, path: Path) -> None:
@@ -295,4 +269,4 @@ def _publish(staged: Path, path: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["EXPORTERS", "ExportJob", "ExportOptions", "ExportResult", "export", "get_exporter"]
+__all__ = ["ExportJob", "ExportOptions", "ExportResult", "export", "get_exporter"]

@@ -50,6 +50,31 @@ class CoreMLExporter:
         report(spec, graph, job, path)  # macOS only: the file runs
         return spec
 
+    def parity(self, job, path: Path, sidecar: dict[str, Any], pixels, labels) -> dict[str, Any]:
+        """The package's spec, checked anywhere; on macOS also its top-1 against PyTorch's."""
+        from .parity import INT8_MIN_AGREEMENT
+
+        parity = validate_coreml(path, job.img_size, sidecar["class_names"], w8a8=job.fmt.int8 == "qat")
+        if pixels is not None:  # macOS
+            parity.update(_numeric(path, job, sidecar, pixels, labels))
+            parity["passed"] = parity["passed"] and parity["top1_agreement"] >= INT8_MIN_AGREEMENT
+        return parity
+
+
+def _numeric(path: Path, job, config, pixels, labels) -> dict[str, Any]:
+    """macOS only: CoreML's top-1 against PyTorch's on the same images, through skipnet.load."""
+    from ..runtime import load
+
+    with torch.inference_mode():
+        ref = job.pixel_model("nhwc")(torch.from_numpy(pixels)).argmax(1).numpy()
+    got = load(path, config=config).backend.logits(pixels).argmax(1)
+    return {
+        "images": int(len(pixels)),
+        "top1_agreement": float((ref == got).mean()),
+        "torch_top1": float((ref == labels).mean()),
+        "exported_top1": float((got == labels).mean()),
+    }
+
 
 class _ChannelGain(nn.Module):
     """CoreML's ImageType has one scale for all channels; a per-channel std leaves a gain s0/s_c per channel."""

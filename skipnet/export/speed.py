@@ -8,13 +8,6 @@ from typing import Any
 
 from ..common.contract import Format
 
-# What a slower int8 file means, per runtime: the host's CPU is not the phone's.
-_WHERE = {
-    "tflite": "a phone's ARM kernels differ: time it there (skipnet-bench --android) before shipping float instead",
-    "onnx": "int8 ONNX pays off on ARM CPUs and with the NNAPI and QNN execution providers; on x86 "
-    "ship the float .onnx",
-}
-
 
 def speed_check(
     fmt: Format, int8_path: Path, float_path: Path | None, pixels, config: dict[str, Any], threads: int = 1
@@ -25,8 +18,10 @@ def speed_check(
     if fmt.precision != "int8":
         return None
     if float_path is None or not float_path.exists():
+        where = fmt.record.where
         return {
-            "skipped": f"{fmt.name} is not timed here: CoreML runs only on macOS (time it there with skipnet-bench)"
+            "skipped": f"{fmt.name} is not timed here: {fmt.record.title} runs only on {where} "
+            f"(time it there with skipnet-bench)"
         }
     from ..runtime.timing import speedup
 
@@ -40,17 +35,17 @@ def speed_check(
         "img_size": int(pixels.shape[1]),
         "cpu": r["cpu"],
     }
-    return with_warning(out, fmt.backend)
+    return with_warning(out, fmt.record.slow_int8)
 
 
-def with_warning(speed: dict[str, Any], backend: str) -> dict[str, Any]:
+def with_warning(speed: dict[str, Any], advice: str) -> dict[str, Any]:
     """``speed`` plus, when int8 is the slower file, the ``warning`` to print."""
     s, threads = speed["int8_speedup"], speed["threads"]
     if s < 1:
         speed = dict(
             speed,
             warning=f"int8 runs at {s:.2f}x the speed of float on this CPU ({speed['cpu']}, "
-            f"{threads} thread{'s' if threads > 1 else ''}); {_WHERE[backend]}",
+            f"{threads} thread{'s' if threads > 1 else ''}); {advice or 'time it on the phone before shipping it'}",
         )
     return speed
 

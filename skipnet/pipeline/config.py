@@ -16,7 +16,6 @@ A config file, every key optional:
 from __future__ import annotations
 
 import copy
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -126,10 +125,15 @@ def validate(cfg: dict[str, Any], where: str = "settings") -> dict[str, Any]:
                 f"put it at the top level ({'models' if key == 'model' else key.replace('_', '-')}:)"
             )
     cfg["train"] = check_settings(cfg["train"], where=f"{where}: train")  # skipnet-train's own checks
-    if all(FORMATS[f].macos_only for f in cfg["export"]["formats"]) and sys.platform != "darwin":
+    formats = [FORMATS[f] for f in cfg["export"]["formats"]]
+    for f in formats:  # before minutes of training
+        f.record.require(f"export format {f.name}")
+    if not any(f.runs_here for f in formats):
+        titles = sorted({f"{f.record.title} models run only on {f.record.where}" for f in formats})
+        runnable = [f.name for f in FORMATS.values() if f.exported and f.runs_here and f.int8 == "ptq"]
         raise UserError(
-            "CoreML models run only on macOS, so the accuracy gate and the benchmark need another "
-            "export format here: add tflite-int8 (or onnx) to export formats"
+            f"{'; '.join(titles)}, so the accuracy gate and the benchmark need another export format here: "
+            f"add one of {', '.join(runnable)} to export formats"
         )
     cfg["out"] = str(Path(cfg["out"]))
     return cfg
@@ -151,5 +155,5 @@ def export_path(out: Path, model: str, fmt: str) -> Path:
 def gated_format(formats: list[str]) -> str:
     """The file the accuracy gate checks: the first int8 export that runs here (int8 TFLite in the demo),
     else the first that runs here, else the first."""
-    runnable = [f for f in formats if not FORMATS[f].macos_only]
+    runnable = [f for f in formats if FORMATS[f].runs_here]
     return next((f for f in runnable if FORMATS[f].needs_calibration), next(iter(runnable), formats[0]))

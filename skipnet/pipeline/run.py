@@ -258,7 +258,7 @@ class Pipeline:
             f"{m} {f}": export_path(self.out, m, f)
             for m in self.cfg["models"]
             for f in self.cfg["export"]["formats"]
-            if not f.startswith("coreml")
+            if FORMATS[f].runs_here
         }
 
         def go() -> None:

@@ -9,11 +9,11 @@ Usage:
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 from ..common import UserError
-from ..common.contract import format_of_path
+from ..common.contract import FORMATS, format_of_path
+from ..common.contract.backends import RECORDS
 from ..common.io import refuse_special_file
 from .predictor import ModelLoadError, Prediction, Predictor, check_fits, model_config
 
@@ -33,8 +33,6 @@ def load(
     ``platform="arm64"`` runs a .tflite in LiteRT's aarch64 build under emulation (arm64.py; set up
     on first use); ``None`` or ``"host"`` runs it on this machine.
     """
-    from .backends import BACKENDS, PLATFORMS, RUNTIMES
-
     path = Path(path)
     if not path.exists():
         raise ModelLoadError(f"model {path} does not exist; pass a run directory or an exported model file")
@@ -46,45 +44,58 @@ def load(
         fmt = format_of_path(path)
     except UserError as e:
         raise ModelLoadError(str(e)) from None
-    if fmt.macos_only and sys.platform != "darwin":
+    if not fmt.runs_here:
+        others = " or ".join(f.extension for f in FORMATS.values() if f.exported and f.runs_here and not f.int8)
         raise ModelLoadError(
-            f"{path}: CoreML models run only on macOS; on this machine use the .tflite or .onnx export of the same run"
+            f"{path}: {fmt.record.title} models run only on {fmt.record.where}; on this machine use the "
+            f"{others} export of the same run"
         )
     if threads is not None and threads < 1:
         raise ModelLoadError(f"threads must be positive, got {threads}; leave it out for the runtime's default")
-    backend_class = BACKENDS[fmt.backend]
+    if not fmt.exported:
+        from .backends import TorchBackend
+
+        backend_class = TorchBackend
+    else:  # a runtime that is not installed says which extra installs it
+        backend_class = fmt.record.runtime_class()
     if runtime is not None:
-        choices = RUNTIMES.get(fmt.backend, {})
-        if not choices:
-            raise ModelLoadError(
-                f"{path} is a {fmt.name} model, which runs only in its own runtime: leave the "
-                f"runtime out (runtime {runtime!r} is for {', '.join(RUNTIMES)} models)"
-            )
-        if runtime not in choices:
-            raise ModelLoadError(
-                f"runtime {runtime!r} does not run {fmt.name} models; choose one of: {', '.join(choices)}"
-            )
-        backend_class = choices[runtime]
+        backend_class = _runtime_backend(path, fmt, runtime)
     if platform not in (None, "host"):
-        backend_class = _platform_backend(path, fmt, runtime, platform, PLATFORMS)
+        backend_class = _platform_backend(path, fmt, runtime, platform)
     backend = backend_class(path, threads, config or model_config(path, fmt))
     check_fits(path, backend)
     return Predictor(backend, backend.config)
 
 
-def _platform_backend(path: Path, fmt, runtime: str | None, platform: str, platforms: dict) -> type:
-    names = sorted({name for choices in platforms.values() for name in choices})
+def _runtime_backend(path: Path, fmt, runtime: str) -> type:
+    choices = fmt.record.runtimes if fmt.exported else {}
+    if not choices:
+        with_choices = [b.extension for b in RECORDS if b.runtimes]
+        raise ModelLoadError(
+            f"{path} is a {fmt.name} model, which runs only in its own runtime: leave the "
+            f"runtime out (runtime {runtime!r} is for {', '.join(with_choices)} models)"
+        )
+    if runtime not in choices:
+        raise ModelLoadError(f"runtime {runtime!r} does not run {fmt.name} models; choose one of: {', '.join(choices)}")
+    return fmt.record.runtime_class(runtime=runtime)
+
+
+def _platform_backend(path: Path, fmt, runtime: str | None, platform: str) -> type:
+    names = sorted({name for b in RECORDS for name in b.platforms})
     if platform not in names:
         raise ModelLoadError(f"unknown platform {platform!r}; choose host or {', '.join(names)}")
-    if platform not in platforms.get(fmt.backend, {}):
-        formats = [f for f, choices in platforms.items() if platform in choices]
+    if not fmt.exported or platform not in fmt.record.platforms:
+        formats = [b.extension for b in RECORDS if platform in b.platforms]
         raise ModelLoadError(
             f"{path} is a {fmt.name} model; the {platform} platform runs only "
-            f"{', '.join('.' + f for f in formats)} files: export one, or leave --platform out"
+            f"{', '.join(formats)} files: export one, or leave --platform out"
         )
     if runtime is not None:
-        raise ModelLoadError(f"the {platform} platform runs LiteRT only: leave --runtime {runtime} out")
-    return platforms[fmt.backend][platform]
+        raise ModelLoadError(
+            f"the {platform} platform runs {fmt.record.title} files in their own runtime only: leave --runtime "
+            f"{runtime} out"
+        )
+    return fmt.record.runtime_class(platform=platform)
 
 
 __all__ = ["ModelLoadError", "Prediction", "Predictor", "load"]

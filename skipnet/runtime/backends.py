@@ -62,6 +62,12 @@ class OnnxBackend:
         self.input_side = side if isinstance(side, int) else None
         self.num_outputs = classes if isinstance(classes, int) else None
 
+    @classmethod
+    def for_timing(cls, path: Path, threads: int, config: dict[str, Any] | None = None) -> OnnxBackend:
+        # No spinning: onnxruntime's idle workers busy-wait after each run and would slow the next
+        # model in the round (measured: LiteRT 1.8 -> 3.2 ms beside a spinning session on 2 cores).
+        return cls(path, threads, config, spin=False)
+
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         x = pixels if self.nhwc else pixels.transpose(0, 3, 1, 2)
         return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
@@ -217,21 +223,27 @@ class CoreMLBackend:
 
     format = "coreml"
 
-    def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None):
+    def __init__(
+        self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None, compute_units: str = "ALL"
+    ):
         try:
             import coremltools as ct
         except ImportError:
             raise ModelLoadError(
                 "running .mlpackage models needs coremltools: pip install 'skipnet-deploy[coreml]'"
             ) from None
-        try:
-            self.model = ct.models.MLModel(str(path))
+        try:  # coremltools has no thread setting; it picks the compute units (CPU only, or all)
+            self.model = ct.models.MLModel(str(path), compute_units=getattr(ct.ComputeUnit, compute_units))
         except Exception as e:  # coremltools raises several types for unreadable packages
             raise ModelLoadError(f"{path} is not a loadable CoreML model ({first_line(e)}); re-export it") from None
         self.config = config or _config_from(None, path)
         self.precision = self.config.get("precision", "float32")
         self.labels = list(self.config["class_names"])
         self.input_side = self.num_outputs = None  # the spec was checked at export (validate_coreml)
+
+    @classmethod
+    def for_timing(cls, path: Path, threads: int, config: dict[str, Any] | None = None, compute_units: str = "ALL"):
+        return cls(path, threads, config, compute_units)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         from PIL import Image
@@ -285,10 +297,3 @@ class MediaPipeBackend:
                     )
                 row[c.index] = c.score
         return log_probabilities(rows)
-
-
-BACKENDS = {"torch": TorchBackend, "onnx": OnnxBackend, "tflite": TFLiteBackend, "coreml": CoreMLBackend}
-# Other runtimes for a format: load(path, runtime=...) and skipnet-eval --runtime.
-RUNTIMES = {"tflite": {"litert": TFLiteBackend, "mediapipe": MediaPipeBackend}}
-# Other machines a format's default runtime can run on: load(path, platform=...) and --platform.
-PLATFORMS = {"tflite": {"arm64": Arm64Backend}}

@@ -91,15 +91,16 @@ def interleaved_times(
     return times
 
 
-def file_runner(path: str | os.PathLike, threads: int, config: dict[str, Any] | None = None):
-    """The backend timing an exported file: its ``logits`` takes raw uint8 NHWC pixels."""
+def file_runner(path: str | os.PathLike, threads: int, config: dict[str, Any] | None = None, **options: Any):
+    """The backend timing an exported file: its ``logits`` takes raw uint8 NHWC pixels. A runtime
+    that times differently from how it predicts has a ``for_timing`` constructor (``options``: a
+    backend record's timing variant)."""
+    from ..common.contract import format_of_path
     from . import load
-    from .backends import OnnxBackend
 
-    if Path(path).suffix == ".onnx":
-        # No spinning: onnxruntime's idle workers busy-wait after each run and would slow the next
-        # model in the round (measured: LiteRT 1.8 -> 3.2 ms beside a spinning session on 2 cores).
-        return OnnxBackend(Path(path), threads, config, spin=False)
+    runtime = format_of_path(path).record.runtime_class()
+    if hasattr(runtime, "for_timing"):
+        return runtime.for_timing(Path(path), threads, config, **options)
     return load(path, threads=threads, config=config).backend
 
 

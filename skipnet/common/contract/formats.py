@@ -1,8 +1,9 @@
 """The format table: every model format the toolkit writes, runs or times, in one place.
 
 A format's name is what users type (`skipnet-export --format tflite-int8`, the pipeline's
-`export: formats:`, `skipnet-bench --formats`); its backend picks the exporter (skipnet.export)
-and the runtime (skipnet.runtime); its extension names the file.
+`export: formats:`, `skipnet-bench --formats`); its backend's record (backends.py) picks the
+exporter (skipnet.export) and the runtime (skipnet.runtime); its extension names the file. The
+table is derived from the records: a backend's float format, and one per int8 variant.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from .backends import BACKEND_RECORDS, RECORDS, Backend
 
 
 @dataclass(frozen=True)
@@ -20,31 +22,37 @@ class Format:
     extension: str  # "" for a run directory (PyTorch)
     precision: str  # "float32" or "int8"
     int8: str | None = None  # how: "ptq" (post-training), "qat" (quantisation-aware), "weights" (weights only)
-    macos_only: bool = False  # runs (and so can be timed or checked numerically) only on macOS
 
     @property
     def exported(self) -> bool:
-        return self.backend != "torch"
+        return self.backend in BACKEND_RECORDS
+
+    @property
+    def record(self) -> Backend:
+        """The backend's record; only for exported formats (a run directory has none)."""
+        return BACKEND_RECORDS[self.backend]
+
+    @property
+    def runs_here(self) -> bool:
+        """Whether its runtime runs on this OS (and so whether it can be timed or checked numerically here)."""
+        return not self.exported or self.record.runs_here
 
     @property
     def needs_calibration(self) -> bool:
         return self.int8 in ("ptq", "qat")
 
 
+def _formats(b: Backend) -> list[Format]:
+    """A backend's float format, its post-training int8 one (calibrated, or weights only) and its QAT one."""
+    out = [Format(b.name, b.name, b.extension, "float32")]
+    out += [Format(f"{b.name}-int8", b.name, b.extension, "int8", v) for v in b.int8 if v != "qat"]
+    out += [Format(f"{b.name}-int8-qat", b.name, b.extension, "int8", "qat") for v in b.int8 if v == "qat"]
+    return out
+
+
+# "torch": the run directory itself (PyTorch), the source of every export.
 FORMATS: dict[str, Format] = {
-    f.name: f
-    for f in (
-        Format("torch", "torch", "", "float32"),
-        Format("onnx", "onnx", ".onnx", "float32"),
-        Format("onnx-int8", "onnx", ".onnx", "int8", "ptq"),
-        Format("onnx-int8-qat", "onnx", ".onnx", "int8", "qat"),
-        Format("tflite", "tflite", ".tflite", "float32"),
-        Format("tflite-int8", "tflite", ".tflite", "int8", "ptq"),
-        Format("tflite-int8-qat", "tflite", ".tflite", "int8", "qat"),
-        Format("coreml", "coreml", ".mlpackage", "float32", None, macos_only=True),
-        Format("coreml-int8", "coreml", ".mlpackage", "int8", "weights", macos_only=True),
-        Format("coreml-int8-qat", "coreml", ".mlpackage", "int8", "qat", macos_only=True),
-    )
+    f.name: f for f in [Format("torch", "torch", "", "float32"), *(f for b in RECORDS for f in _formats(b))]
 }
 EXPORT_FORMATS = [name for name, f in FORMATS.items() if f.exported]
 BACKENDS = list(dict.fromkeys(f.backend for f in FORMATS.values() if f.exported))
@@ -61,7 +69,14 @@ def export_format(name: str, int8: bool = False, qat: bool = False) -> Format:
     if name in BACKENDS:
         if qat and not int8:
             raise UserError("--qat-epochs fine-tunes for int8: add --int8")
-        return FORMATS[name + ("-int8" if int8 else "") + ("-qat" if qat else "")]
+        full = name + ("-int8" if int8 else "") + ("-qat" if qat else "")
+        if full not in FORMATS:
+            able = [f.backend for f in FORMATS.values() if f.int8 == ("qat" if qat else "ptq")]
+            raise UserError(
+                f"--format {name} has no {'QAT' if qat else 'int8'} export; "
+                f"{'QAT' if qat else 'int8'} is exported for --format {', '.join(able)}"
+            )
+        return FORMATS[full]
     fmt = FORMATS.get(name)
     if fmt is None or not fmt.exported:
         raise UserError(f"unknown format {name!r}; choose one of: {', '.join(EXPORT_FORMATS)}")
