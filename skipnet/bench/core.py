@@ -150,7 +150,13 @@ def _check(
         raise UserError(f"unknown format(s) {', '.join(bad)}; choose from: {', '.join([*FORMATS, *ALIASES])}")
     for f in formats:
         if _table_format(f).exported:  # exported and timed here: before minutes of export
-            _table_format(f).record.require(f"--formats {f}")
+            record = _table_format(f).record
+            record.require(f"--formats {f}")
+            if record.one_thread_count and len(set(threads)) > 1:
+                raise UserError(
+                    f"--formats {f}: {record.title} runs one thread count per process; time each --threads "
+                    "value in its own skipnet-bench call"
+                )
     if formats and not any(_table_format(f).runs_here for f in formats):
         where = sorted(
             {f"{_table_format(f).record.title} models run only on {_table_format(f).record.where}" for f in formats}

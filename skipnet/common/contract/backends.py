@@ -39,6 +39,7 @@ class Backend:
     variants: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     slow_int8: str = ""  # what an int8 file slower than float on this host means, and what to do
     qat_exact: bool = False  # a QAT file mirrors the fake-quantised graph op by op (parity.py's stricter bar)
+    one_thread_count: bool = False  # its runtime runs one thread count per process
 
     @property
     def runs_here(self) -> bool:
