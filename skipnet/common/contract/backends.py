@@ -124,6 +124,20 @@ RECORDS: tuple[Backend, ...] = (
             "coreml-all": ("all compute units", {"compute_units": "ALL"}),
         },
     ),
+    Backend(
+        name="executorch",
+        title="ExecuTorch",
+        extension=".pte",
+        exporter="skipnet.export.executorch_export:ExecuTorchExporter",
+        runtime="skipnet.runtime.executorch_runtime:ExecuTorchBackend",
+        extra="executorch",
+        needs=("executorch",),
+        runtime_label=("executorch", "ExecuTorch {version} XNNPACK"),
+        int8=("ptq",),
+        one_thread_count=True,
+        slow_int8="a phone's ARM kernels differ: time the .pte there (ExecuTorch's executor_runner) before "
+        "shipping float instead",
+    ),
 )
 BACKEND_RECORDS: dict[str, Backend] = {b.name: b for b in RECORDS}
 
