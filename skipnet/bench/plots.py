@@ -6,19 +6,12 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ..common import UserError, atomic_path
+from ..common.plot import pyplot, save_png
 
 
 def figure(ncols: int = 1, width: float = 5.5):
     """A matplotlib figure with ``ncols`` axes (Agg backend), or a UserError naming the extra."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("plots need matplotlib: pip install 'skipnet-deploy[plot]'") from None
-    fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, 4.2), squeeze=False)
+    fig, axes = pyplot().subplots(1, ncols, figsize=(width * ncols, 4.2), squeeze=False)
     return fig, list(axes[0])
 
 
@@ -37,10 +30,6 @@ def draw_accuracy(ax, points: list[dict[str, Any]], x: str, xlabel: str) -> None
 
 
 def save(fig, path: str | os.PathLike, title: str) -> None:
-    import matplotlib.pyplot as plt
-
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)

@@ -229,15 +229,9 @@ def gate_failures(report: dict[str, Any]) -> list[str]:
 
 
 def plot_confusion(report: dict[str, Any], names: list[str], path: str | os.PathLike) -> None:
-    try:
-        import matplotlib
+    from ..common.plot import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("--plot needs matplotlib: pip install 'skipnet-deploy[plot]'") from None
-    from ..common import atomic_path
-
+    plt = pyplot()
     cm = np.asarray(report["confusion"], dtype=float)
     rows = cm / np.maximum(cm.sum(1, keepdims=True), 1)
     fig, ax = plt.subplots(figsize=(1.2 + 0.6 * len(names), 1.0 + 0.6 * len(names)))
@@ -265,6 +259,4 @@ def plot_confusion(report: dict[str, Any], names: list[str], path: str | os.Path
                         color="white" if rows[i, j] > 0.5 else "black",
                     )
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)

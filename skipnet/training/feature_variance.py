@@ -144,16 +144,9 @@ def plot_deciles(
 ) -> None:
     """Top-1 (fractions) against variance bin: one panel per title, one line per label in it; a PNG,
     written atomically."""
-    try:
-        import matplotlib
+    from ..common.plot import pyplot, save_png
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise UserError("--plot needs matplotlib: pip install 'skipnet-deploy[plot]'") from None
-    from ..common import atomic_path
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
+    fig, axes = pyplot().subplots(1, len(panels), figsize=(5.5 * len(panels), 4), squeeze=False)
     for ax, (title, lines) in zip(axes[0], panels.items()):
         for label, top1 in lines.items():
             ax.plot(range(1, len(top1) + 1), [100 * t for t in top1], marker="o", label=label)
@@ -166,6 +159,4 @@ def plot_deciles(
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
