@@ -41,6 +41,10 @@ class ExecuTorchExporter:
     """uint8 NHWC pixels in (batch 1), float32 logits out, lowered to XNNPACK; int8 by PT2E."""
 
     def write(self, job, path: Path) -> dict[str, Any]:
+        from ..runtime.executorch_runtime import size_thread_pool
+
+        _executorch()
+        size_thread_pool()  # before lowering: the parity and speed checks run the files in this process
         net = _Uint8Pixels(job.pixel_model("nhwc")).eval()
         example = (torch.zeros((1, job.img_size, job.img_size, 3), dtype=torch.uint8),)
         spec = {

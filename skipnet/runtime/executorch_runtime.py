@@ -80,6 +80,12 @@ def _check_header(path: Path) -> None:
 _pool: dict[str, int | None] = {"size": None}
 
 
+def size_thread_pool(threads: int | None = None) -> None:
+    """Size the pool now, before any ExecuTorch work in this process (lowering included): resizing it
+    after ExecuTorch has lowered or run a program crashed the process (SIGSEGV)."""
+    _use_threads(threads)
+
+
 def _use_threads(threads: int | None) -> None:
     """Size the pool at the first run (``threads``, or 1 when not asked); refuse another size after."""
     from executorch.extension.pybindings import portable_lib
