@@ -166,11 +166,17 @@ def census(path, platform: str = "host", threads: int | None = None) -> dict[str
     return delegation(log, nodes(interpreter))
 
 
-def _check_tflite_header(path: Path) -> None:
+def check_identifier(path: Path, identifier: bytes, what: str) -> None:
+    """Refuse a file without the flatbuffer file identifier (bytes 4..8) of ``what``: never hand a
+    runtime random bytes."""
     with open(path, "rb") as f:
         head = f.read(8)
-    if head[4:8] != b"TFL3":  # the flatbuffer file identifier; never hand the interpreter random bytes
-        raise ModelLoadError(f"{path} is not a TFLite model (no TFL3 identifier); re-export it")
+    if head[4:8] != identifier:
+        raise ModelLoadError(f"{path} is not {what} (no {identifier.decode()} identifier); re-export it")
+
+
+def _check_tflite_header(path: Path) -> None:
+    check_identifier(path, b"TFL3", "a TFLite model")
 
 
 def to_input(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:

@@ -13,7 +13,7 @@ import torch
 
 from ..common import first_line
 from ..common.io import native_stderr_to
-from .backends import _config_from
+from .backends import _config_from, check_identifier
 from .predictor import ModelLoadError
 
 _IDENTIFIER = b"ET12"  # a .pte flatbuffer's file identifier (bytes 4..8)
@@ -67,12 +67,7 @@ def _silenced():
 
 
 def _check_header(path: Path) -> None:
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if head[4:8] != _IDENTIFIER:  # never hand the runtime random bytes
-        raise ModelLoadError(
-            f"{path} is not an ExecuTorch program (no {_IDENTIFIER.decode()} identifier); re-export it"
-        )
+    check_identifier(path, _IDENTIFIER, "an ExecuTorch program")
 
 
 # XNNPACK's thread pool is one per process. Resizing it after a program has run corrupted memory
