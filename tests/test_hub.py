@@ -1,5 +1,6 @@
 """The ecosystem entry points: timm.create_model after `import skipnet`, and torch.hub from this checkout."""
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -50,3 +51,29 @@ def test_torch_hub_local_loads_trained_weights(tmp_path):
     x = torch.rand(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(m(x), ref(x))
+
+
+def test_timm_create_model_after_import_timm():
+    # The other order: timm first, then skipnet, which registers at once.
+    pytest.importorskip("timm")
+    code = (
+        "import timm, torch, skipnet\nm = timm.create_model('skipnet_s', num_classes=3).eval()\n"
+        "print(tuple(m(torch.zeros(1, 3, 64, 64)).shape))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "(1, 3)"
+
+
+def test_entry_points_are_the_registry_s_published_models():
+    timm = pytest.importorskip("timm")
+    from skipnet.models.registry import published
+
+    spec = importlib.util.spec_from_file_location("hubconf", ROOT / "hubconf.py")
+    hubconf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hubconf)
+
+    family = ["skipnet_xs", "skipnet_s", "skipnet_m", "skipnet_l"]
+    assert [e.name for e in published()] == family
+    assert sorted(timm.list_models(module="skipnet")) == sorted(family)
+    assert all(callable(getattr(hubconf, name)) for name in family) and not hasattr(hubconf, "resnet18")
+    assert timm.models.get_pretrained_cfg("skipnet_m").first_conv == "first_layer.0"

@@ -1,4 +1,5 @@
-"""Entry points for the ecosystem: ``timm.create_model("skipnet_m")`` and
+"""Entry points for the ecosystem, derived from the registry's published models (those registered
+with a pretrained_cfg: the SkipNet family): ``timm.create_model("skipnet_m")`` and
 ``torch.hub.load(REPO, "skipnet_m", source="local")`` (hubconf.py) build the same models as
 ``skipnet.create_model``. Nothing is downloaded: there are no hosted weights, so trained weights
 come from a path (a run directory, .safetensors or a state_dict .pth) through ``weights=``.
@@ -12,10 +13,12 @@ from typing import Any
 
 from torch import nn
 
-SKIPNET_FAMILY = ("skipnet_xs", "skipnet_s", "skipnet_m", "skipnet_l")
+from .registry import ModelEntry, published
+
+_registered = False
 
 
-def _entrypoint(name: str) -> Callable[..., nn.Module]:
+def _entrypoint(entry: ModelEntry) -> Callable[..., nn.Module]:
     def build(
         pretrained: bool = False, num_classes: int | None = None, weights: str | None = None, **kwargs: Any
     ) -> nn.Module:
@@ -25,25 +28,25 @@ def _entrypoint(name: str) -> Callable[..., nn.Module]:
             kwargs.pop(key, None)  # nothing is hosted or downloaded, so they have nothing to say
         if pretrained:
             raise ValueError(
-                f"{name}: no pretrained weights are hosted (nothing is downloaded); train one with "
-                f"skipnet-train --model {name} and pass weights=RUN_DIR"
+                f"{entry.name}: no pretrained weights are hosted (nothing is downloaded); train one with "
+                f"skipnet-train --model {entry.name} and pass weights=RUN_DIR"
             )
-        return create_model(name, num_classes, weights=weights, **kwargs)
+        return create_model(entry.name, num_classes, weights=weights, **kwargs)
 
-    build.__name__ = build.__qualname__ = name
-    build.__module__ = __name__
-    build.__doc__ = f"{name} (SkipNet family, Bias Loss paper). weights: a run directory, .safetensors or .pth."
+    build.__name__ = build.__qualname__ = entry.name
+    # timm files an entry point under its __module__ and reads that module's default_cfgs.
+    build.__module__ = entry.builder.__module__
+    build.__doc__ = f"{entry.builder.__doc__} weights: a run directory, .safetensors or .pth file."
     return build
 
 
-ENTRYPOINTS = {name: _entrypoint(name) for name in SKIPNET_FAMILY}
-globals().update(ENTRYPOINTS)  # skipnet.models.hub.skipnet_m etc., for hubconf.py
-__all__ = ["SKIPNET_FAMILY", "ENTRYPOINTS", "register_timm", *SKIPNET_FAMILY]
-_registered = False
+def torch_hub_entrypoints() -> dict[str, Callable[..., nn.Module]]:
+    """{name: entry point} for hubconf.py."""
+    return {e.name: _entrypoint(e) for e in published()}
 
 
 def register_timm() -> bool:
-    """Register the family with timm when it is installed (once); False when it is not."""
+    """Register the published models with timm when it is installed (once); False when it is not."""
     global _registered
     if _registered:
         return True
@@ -51,7 +54,7 @@ def register_timm() -> bool:
         return False
     from timm.models import register_model
 
-    for fn in ENTRYPOINTS.values():
-        register_model(fn)  # timm reads fn.__module__ / __name__: this module, the model's name
+    for entry in published():
+        register_model(_entrypoint(entry))
     _registered = True
     return True

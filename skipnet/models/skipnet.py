@@ -23,6 +23,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .registry import pretrained_cfgs, register_model
+
 
 def make_divisible(v: float, divisor: int = 8, min_value: int | None = None) -> int:
     """Round ``v`` to the nearest multiple of ``divisor`` without going more than 10% below it (MobileNet rule)."""
@@ -232,3 +234,53 @@ class SkipNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+# timm's pretrained_cfg of a SkipNet without a run: ImageNet at 224x224, as the paper trained it and as
+# `skipnet-train --data imagefolder --img-size 224` preprocesses. No weights are hosted (url ""):
+# trained weights come from a run directory or a file.
+_CFG = {
+    "url": "",
+    "num_classes": 1000,
+    "input_size": (3, 224, 224),
+    "pool_size": (7, 7),
+    "crop_pct": 0.875,
+    "crop_mode": "center",
+    "interpolation": "bilinear",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+    "first_conv": "first_layer.0",
+    "classifier": "classifier.3",
+    "paper_name": "Bias Loss for Mobile Neural Networks",
+    "paper_ids": "arXiv:2107.11170",
+}
+
+
+@register_model(pretrained_cfg=_CFG)
+def skipnet_xs(num_classes: int = 1000, **kwargs) -> SkipNet:
+    """SkipNet-XS: width 0.5."""
+    return SkipNet(num_classes, 0.5, **kwargs)
+
+
+@register_model(pretrained_cfg=_CFG)
+def skipnet_s(num_classes: int = 1000, **kwargs) -> SkipNet:
+    """SkipNet-S: width 0.75."""
+    return SkipNet(num_classes, 0.75, **kwargs)
+
+
+@register_model(pretrained_cfg=_CFG)
+def skipnet_m(num_classes: int = 1000, **kwargs) -> SkipNet:
+    """SkipNet-M: width 1.0, the paper's network."""
+    return SkipNet(num_classes, 1.0, **kwargs)
+
+
+@register_model(pretrained_cfg=_CFG)
+def skipnet_l(num_classes: int = 1000, **kwargs) -> SkipNet:
+    """SkipNet-L: width 1.25."""
+    return SkipNet(num_classes, 1.25, **kwargs)
+
+
+# timm's register_model looks up an entry point's pretrained_cfg in its module's default_cfgs;
+# skipnet.models.hub registers these builders' timm entry points under this module.
+default_cfgs = pretrained_cfgs(__name__)
+__all__ = ["SkipNet", "make_divisible", "default_cfgs", *default_cfgs]
