@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: demo test test-matrix setup data arm64 lint format clean
+.PHONY: demo test test-matrix test-timm setup data arm64 lint format clean
 
 setup: $(STAMP) data
 
@@ -42,6 +42,14 @@ test: setup arm64 lint
 # pass, so that CI passes on whichever CPU it gets. Not part of `make test` (tests/matrix.py).
 test-matrix: setup arm64
 	$(PY) tests/matrix.py $(if $(OUT),--out $(OUT))
+
+# timm's own model tests (tests/test_models.py of the installed timm's sdist) on the SkipNet family:
+# forward, backward, default_cfgs, features_only, forward_intermediates, TorchScript and FX, as timm's
+# models pass them. The sdist is downloaded once into ~/.cache/skipnet/timm-tests (later runs work
+# offline). ARGS: more pytest arguments, e.g. ARGS='-k mobilenetv3_small_050' runs a timm model
+# instead. Not part of `make test` (tests/timm_peer/run.py).
+test-timm: $(STAMP)
+	$(PY) tests/timm_peer/run.py $(ARGS)
 
 # One style (pyproject.toml's [tool.ruff]): `make lint` checks it, as make test does; `make format` applies it.
 lint: $(STAMP)

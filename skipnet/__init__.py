@@ -33,11 +33,12 @@ def __getattr__(name: str):
 
 
 class _RegisterWithTimm(importlib.abc.MetaPathFinder):
-    """Registers skipnet_xs..l with timm right after timm is imported, so that
-    `timm.create_model("skipnet_m")` works after `import skipnet` without making every
-    `import skipnet` pay for importing timm (seconds). A library that only asks whether timm
-    is installed (`importlib.util.find_spec("timm")`) passes through here too: the finder stays
-    until timm has really been loaded."""
+    """Registers the registry's published models (skipnet.models.hub.register_timm) with timm right
+    after timm is imported, so that `timm.create_model("skipnet_m")` works after `import skipnet`
+    without making every `import skipnet` pay for importing timm (seconds); timm has no plugin
+    discovery of its own. A library that only asks whether timm is installed
+    (`importlib.util.find_spec("timm")`) passes through here too: the finder stays until timm has
+    really been loaded."""
 
     _busy = False
 

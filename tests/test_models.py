@@ -79,6 +79,22 @@ def test_baselines_features_and_head_compose(name):
         assert m.get_submodule(m.feature_layer) is not None
 
 
+def test_feature_levels_and_pruning():
+    # timm's feature API on the project's model: the five levels of feature_info, and pruning to one.
+    m = create_model("skipnet_xs", 10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        final, levels = m.forward_intermediates(x)
+        torch.testing.assert_close(final, m.forward_features(x))
+        want = [(i["num_chs"], 64 // i["reduction"], 64 // i["reduction"]) for i in m.feature_info]
+        assert [tuple(t.shape[1:]) for t in levels] == want
+        assert [i["reduction"] for i in m.feature_info] == [2, 8, 16, 16, 32]
+        m.prune_intermediate_layers([2], prune_norm=True)
+        assert len(m.blocks) == 2 and isinstance(m.conv, nn.Identity)
+        torch.testing.assert_close(m.forward_features(x), levels[2])
+        torch.testing.assert_close(m(x), levels[2])  # no head left: forward gives the features
+
+
 def test_width_scales_skip_blocks():
     # The reference hard-codes the skip blocks' 16 input channels; at width 0.5 the base block has 8.
     m = create_model("skipnet_xs", 10)

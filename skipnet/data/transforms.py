@@ -16,6 +16,7 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import InterpolationMode
 
 from skipnet.common import UserError
+from skipnet.common.contract import RESIZE_INTERPOLATION
 
 from .info import DatasetInfo, dataset_spec
 
@@ -77,13 +78,14 @@ def build_transform(
     follows the preprocess section (a resize larger than the crop means ImageNet-style).
     """
     p = _checked(preprocess)
-    resize = v2.Resize(p["resize"], interpolation=InterpolationMode.BILINEAR, antialias=True)
+    interpolation = InterpolationMode(RESIZE_INTERPOLATION)
+    resize = v2.Resize(p["resize"], interpolation=interpolation, antialias=True)
     steps: list[Callable] = [ToRGB(p["grayscale_to_rgb"])]
     if not train:
         steps += [resize, v2.CenterCrop(p["crop"])]
     elif _imagenet_style(p, dataset):
         steps += [
-            v2.RandomResizedCrop(p["crop"], interpolation=InterpolationMode.BILINEAR, antialias=True),
+            v2.RandomResizedCrop(p["crop"], interpolation=interpolation, antialias=True),
             v2.RandomHorizontalFlip(),
         ]
     else:

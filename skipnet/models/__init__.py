@@ -10,13 +10,15 @@ Usage:
 from __future__ import annotations
 
 import os
-from functools import partial
 from typing import Any
 
 from torch import nn
 
 from ..common import UserError
-from .baselines import BASELINES, build_baseline
+
+# The SkipNet family registers first, so list_models() names it before the baselines.
+from .skipnet import SkipNet, make_divisible  # isort: skip
+from . import baselines  # noqa: F401  (registers the torchvision baselines)  # isort: skip
 from .checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
@@ -29,14 +31,6 @@ from .checkpoint import (
 from .complexity import count_macs, count_params
 from .pixels import PixelModel
 from .registry import get_builder, list_models, register_model
-from .skipnet import SkipNet, make_divisible
-
-SKIPNET_WIDTHS = {"skipnet_xs": 0.5, "skipnet_s": 0.75, "skipnet_m": 1.0, "skipnet_l": 1.25}
-
-for _name, _width in SKIPNET_WIDTHS.items():
-    register_model(_name)(partial(lambda width, num_classes=1000, **kw: SkipNet(num_classes, width, **kw), _width))
-for _name in BASELINES:
-    register_model(_name)(partial(build_baseline, _name))
 
 
 def create_model(

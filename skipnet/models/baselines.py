@@ -12,6 +12,8 @@ import torchvision.models as tvm
 from torch import nn
 from torch.nn import functional as F
 
+from .registry import register_model
+
 
 class Baseline(nn.Module):
     input_multiple = 32
@@ -84,16 +86,30 @@ class DenseNet(Baseline):
         return self.net.classifier(torch.flatten(F.adaptive_avg_pool2d(f, 1), 1))
 
 
-BASELINES: dict[str, tuple[type[Baseline], object]] = {
-    "mobilenet_v3_small": (MobileNetV3, tvm.mobilenet_v3_small),
-    "mobilenet_v3_large": (MobileNetV3, tvm.mobilenet_v3_large),
-    "resnet18": (ResNet, tvm.resnet18),
-    "shufflenet_v2_x0_5": (ShuffleNetV2, tvm.shufflenet_v2_x0_5),
-    "densenet121": (DenseNet, tvm.densenet121),
-}
+# weights=None: nothing may be downloaded at run time; pretrained weights come via create_model(weights=...).
+# Registered without a pretrained_cfg: these are torchvision's networks, whose names timm already uses.
 
 
-def build_baseline(name: str, num_classes: int, **kwargs) -> Baseline:
-    wrapper, builder = BASELINES[name]
-    # weights=None: nothing may be downloaded at run time; pretrained weights come via create_model(weights=...).
-    return wrapper(builder(weights=None, num_classes=num_classes, **kwargs))
+@register_model()
+def mobilenet_v3_small(num_classes: int = 1000, **kwargs) -> Baseline:
+    return MobileNetV3(tvm.mobilenet_v3_small(weights=None, num_classes=num_classes, **kwargs))
+
+
+@register_model()
+def mobilenet_v3_large(num_classes: int = 1000, **kwargs) -> Baseline:
+    return MobileNetV3(tvm.mobilenet_v3_large(weights=None, num_classes=num_classes, **kwargs))
+
+
+@register_model()
+def resnet18(num_classes: int = 1000, **kwargs) -> Baseline:
+    return ResNet(tvm.resnet18(weights=None, num_classes=num_classes, **kwargs))
+
+
+@register_model()
+def shufflenet_v2_x0_5(num_classes: int = 1000, **kwargs) -> Baseline:
+    return ShuffleNetV2(tvm.shufflenet_v2_x0_5(weights=None, num_classes=num_classes, **kwargs))
+
+
+@register_model()
+def densenet121(num_classes: int = 1000, **kwargs) -> Baseline:
+    return DenseNet(tvm.densenet121(weights=None, num_classes=num_classes, **kwargs))

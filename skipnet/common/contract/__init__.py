@@ -29,7 +29,18 @@ from .paths import (
     sidecar_path,
     temp_files,
 )
-from .schemas import QAT_LR, FileRecord, PipelineConfig, Preprocess, RunConfig, Sidecar, TrainerState, describe, parse
+from .schemas import (
+    QAT_LR,
+    RESIZE_INTERPOLATION,
+    FileRecord,
+    PipelineConfig,
+    Preprocess,
+    RunConfig,
+    Sidecar,
+    TrainerState,
+    describe,
+    parse,
+)
 
 __all__ = [
     "BACKENDS",
@@ -40,6 +51,7 @@ __all__ = [
     "METRICS_FILE",
     "PIPELINE_FILE",
     "QAT_LR",
+    "RESIZE_INTERPOLATION",
     "RUN_FILES",
     "STATE_FILE",
     "TENSORBOARD_DIR",

@@ -30,6 +30,12 @@ class _Settings(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
 
 
+# How the "preprocess" section's resize is done (skipnet.data.transforms builds it; the timm
+# data config of a run, skipnet.models.hub, names it): the shorter side to ``resize`` with this
+# interpolation, antialiased, then a centre crop of ``crop``.
+RESIZE_INTERPOLATION = "bilinear"
+
+
 class Preprocess(_Written):
     img_size: Positive
     resize: Positive
