@@ -262,6 +262,9 @@ def benchmark(
         _check_android(android, formats)
     if platform == "arm64":
         _check_arm64(formats, android)
+    for f in formats:
+        if _table_format(f).exported:
+            _table_format(f).record.size_thread_pool(threads[0])  # before its exporter lowers anything in this process
     calib = calibration_pixels(calibration, img_size, data_dir)
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:

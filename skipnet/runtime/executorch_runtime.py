@@ -52,6 +52,10 @@ class ExecuTorchBackend:
         self.input_side = int(sizes[1]) if len(sizes) == 4 else -1
         self.num_outputs = int(out[-1]) if out else -1
 
+    @staticmethod
+    def size_thread_pool(threads: int | None = None) -> None:
+        size_thread_pool(threads)
+
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         _use_threads(self.threads)
         x = np.ascontiguousarray(pixels, dtype=np.uint8)

@@ -39,7 +39,9 @@ class Backend:
     variants: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     slow_int8: str = ""  # what an int8 file slower than float on this host means, and what to do
     qat_exact: bool = False  # a QAT file mirrors the fake-quantised graph op by op (parity.py's stricter bar)
-    one_thread_count: bool = False  # its runtime runs one thread count per process
+    # Its runtime runs one thread count per process, set by the runtime class's
+    # size_thread_pool(threads) before any of its work (lowering included).
+    one_thread_count: bool = False
 
     @property
     def runs_here(self) -> bool:
@@ -60,6 +62,11 @@ class Backend:
                 f"{why} needs the {self.title} packages ({', '.join(self.missing())} missing): "
                 f"pip install 'skipnet-deploy[{self.extra}]'"
             )
+
+    def size_thread_pool(self, threads: int) -> None:
+        """For a one_thread_count backend: fix this process's thread count before any of its work."""
+        if self.one_thread_count:
+            self.runtime_class().size_thread_pool(threads)
 
     def exporter_class(self) -> type:
         return load_object(self.exporter)
