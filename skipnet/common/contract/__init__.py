@@ -29,14 +29,29 @@ from .paths import (
     sidecar_path,
     temp_files,
 )
-from .schemas import QAT_LR, FileRecord, PipelineConfig, Preprocess, RunConfig, Sidecar, TrainerState, describe, parse
+from .schemas import (
+    DYNAMIC_BATCH,
+    MAX_BATCH,
+    QAT_LR,
+    FileRecord,
+    PipelineConfig,
+    Preprocess,
+    RunConfig,
+    Sidecar,
+    TrainerState,
+    batch_size,
+    describe,
+    parse,
+)
 
 __all__ = [
     "BACKENDS",
     "CONFIG_FILE",
+    "DYNAMIC_BATCH",
     "EXPORT_FORMATS",
     "FORMATS",
     "LOCK_FILE",
+    "MAX_BATCH",
     "METRICS_FILE",
     "PIPELINE_FILE",
     "QAT_LR",
@@ -51,6 +66,7 @@ __all__ = [
     "RunConfig",
     "Sidecar",
     "TrainerState",
+    "batch_size",
     "check_output_file",
     "check_run_out",
     "check_writable_dir",
