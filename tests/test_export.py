@@ -93,6 +93,60 @@ def test_predict_cli_prints_top5(onnx_export, tmp_path):
     assert lines[0] == str(img) and len(lines) == 6 and lines[1].strip().endswith(tuple(load(onnx_export.path).labels))
 
 
+@pytest.fixture(scope="module")
+def onnx_int8_export(small_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("exports") / "xs_int8.onnx"
+    return export(small_run, "onnx", path, int8=True, verify_samples=64, calibration_samples=64)
+
+
+def _mobile_checker(path) -> dict[str, tuple[int, str]]:
+    """onnxruntime's own mobile checker on ``path``, as its command prints it: execution provider ->
+    (partitions, "supported/all" nodes) of the file as it is."""
+    import re
+
+    r = subprocess.run(
+        [sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    found = {}
+    for m in re.finditer(r"(\d+) partitions with a total of (\d+/\d+) nodes can be handled by the (.+) EP\.", r.stderr):
+        found.setdefault(m[3], (int(m[1]), m[2]))  # the first line per provider is the file as it is
+    assert set(found) == {"NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram"}, r.stderr
+    return found
+
+
+def _sidecar_mobile(result) -> dict[str, tuple[int, str]]:
+    mobile = json.loads(result.sidecar.read_text())["mobile"]
+    names = {"nnapi": "NNAPI", "coreml_neuralnetwork": "CoreML NeuralNetwork", "coreml_mlprogram": "CoreML MLProgram"}
+    return {names[k]: (v["partitions"], v["nodes"]) for k, v in mobile.items() if k in names}
+
+
+def _whole(partitions_nodes: tuple[int, str]) -> bool:
+    partitions, nodes = partitions_nodes
+    supported, everything = nodes.split("/")
+    return partitions == 1 and supported == everything
+
+
+@needs_fmnist
+def test_onnx_files_for_phones_run_whole_on_their_execution_providers(onnx_export, onnx_int8_export):
+    """The default batch-1 files, judged by onnxruntime's mobile checker: NNAPI takes the int8 file and
+    CoreML MLProgram the float one, each whole in one partition; the sidecar records the same."""
+    for r in (onnx_export, onnx_int8_export):
+        side = json.loads(r.sidecar.read_text())
+        assert side["input"]["batch"] == 1 and side["input"]["shape"] == [1, 3, 32, 32]
+        assert [d.dim_value for d in onnx.load(str(r.path)).graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
+        assert _sidecar_mobile(r) == _mobile_checker(r.path)
+    assert _whole(_sidecar_mobile(onnx_int8_export)["NNAPI"])
+    assert _whole(_sidecar_mobile(onnx_export)["CoreML MLProgram"])
+    nnapi = json.loads(onnx_export.sidecar.read_text())["mobile"]["nnapi"]
+    # the float file's h-swish and h-sigmoid (as onnxruntime optimises them) are what NNAPI lacks
+    assert nnapi["unsupported_ops"] == ["ai.onnx:HardSigmoid"] and nnapi["verdict"] == "NO", nnapi
+    assert onnx_int8_export.parity["images"] == 64  # parity ran through the batch-1 file
+
+
 @needs_fmnist
 def test_onnx_batch_dynamic_and_fixed(small_run, onnx_export, tmp_path):
     """--batch dynamic: any batch in one run (for servers; no phone provider takes it); a fixed batch
@@ -104,6 +158,8 @@ def test_onnx_batch_dynamic_and_fixed(small_run, onnx_export, tmp_path):
     side = json.loads((tmp_path / "dyn.onnx.json").read_text())
     assert side["input"]["batch"] == "dynamic" and side["input"]["shape"] == [-1, 3, 32, 32]
     assert onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    assert all(v["partitions"] == 0 for k, v in side["mobile"].items() if k != "checker"), side["mobile"]
+    assert _mobile_checker(out)["NNAPI"] == (0, side["mobile"]["nnapi"]["nodes"])
     fixed = export(small_run, "onnx", tmp_path / "b3.onnx", batch=3, verify_samples=64)  # 64 = 21 x 3 + 1
     assert fixed.parity["passed"] and fixed.parity["max_abs_logit_diff"] <= 1e-3
     pixels = load(onnx_export.path).prepare(_real_images(7))

@@ -45,6 +45,9 @@ class OnnxExporter:
             export_onnx(job.pixel_model("nchw"), job.img_size, path, job.config, fixed)
         else:
             self._write_int8(job, path, fixed, spec)
+        from .onnx_mobile import mobile_usability
+
+        spec["mobile"] = mobile_usability(path)
         return spec
 
     @staticmethod

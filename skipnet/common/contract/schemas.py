@@ -101,6 +101,7 @@ class Sidecar(RunConfig):
     file: FileRecord
     parity: dict[str, Any] | None = None
     speed: dict[str, Any] | None = None  # int8 files: timed against float on the exporting host
+    mobile: dict[str, Any] | None = None  # .onnx files: onnxruntime's mobile checker, per execution provider
 
 
 class TrainerState(BaseModel):
