@@ -14,6 +14,7 @@ from conftest import binomial_floor, needs_fmnist
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
+from skipnet.common import UserError  # noqa: E402
 from skipnet.common.contract import QAT_LR  # noqa: E402
 from skipnet.export import export  # noqa: E402
 from skipnet.export.cli import held_out_line  # noqa: E402
@@ -69,10 +70,10 @@ def test_predictor_same_top1_as_pytorch_on_real_images(onnx_export, small_run):
     assert [p.indices[0] for p in torch_pred] == [p.indices[0] for p in onnx_pred]
     assert all(abs(a.probs[0] - b.probs[0]) < 1e-4 for a, b in zip(torch_pred, onnx_pred))
     assert onnx_pred[0].labels[0] in load(onnx_export.path).labels
-    # dynamic batch: any batch size runs
+    # a batch-1 file (the default) is fed a batch of 3 one image at a time
     pixels = load(onnx_export.path).prepare(images[:3])
     assert pixels.shape == (3, 32, 32, 3) and pixels.dtype == np.uint8
-    assert load(onnx_export.path).logits(pixels).shape == (3, 10)
+    assert load(onnx_export.path).backend.batch == 1 and load(onnx_export.path).logits(pixels).shape == (3, 10)
 
 
 @needs_fmnist
@@ -90,6 +91,98 @@ def test_predict_cli_prints_top5(onnx_export, tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.strip().splitlines()
     assert lines[0] == str(img) and len(lines) == 6 and lines[1].strip().endswith(tuple(load(onnx_export.path).labels))
+
+
+@pytest.fixture(scope="module")
+def onnx_int8_export(small_run, tmp_path_factory):
+    path = tmp_path_factory.mktemp("exports") / "xs_int8.onnx"
+    return export(small_run, "onnx", path, int8=True, verify_samples=64, calibration_samples=64)
+
+
+def _mobile_checker(path) -> dict[str, tuple[int, str]]:
+    """onnxruntime's own mobile checker on ``path``, as its command prints it: execution provider ->
+    (partitions, "supported/all" nodes) of the file as it is."""
+    import re
+
+    r = subprocess.run(
+        [sys.executable, "-m", "onnxruntime.tools.check_onnx_model_mobile_usability", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert r.returncode == 0, r.stderr
+    found = {}
+    for m in re.finditer(r"(\d+) partitions with a total of (\d+/\d+) nodes can be handled by the (.+) EP\.", r.stderr):
+        found.setdefault(m[3], (int(m[1]), m[2]))  # the first line per provider is the file as it is
+    assert set(found) == {"NNAPI", "CoreML NeuralNetwork", "CoreML MLProgram"}, r.stderr
+    return found
+
+
+def _sidecar_mobile(result) -> dict[str, tuple[int, str]]:
+    mobile = json.loads(result.sidecar.read_text())["mobile"]
+    names = {"nnapi": "NNAPI", "coreml_neuralnetwork": "CoreML NeuralNetwork", "coreml_mlprogram": "CoreML MLProgram"}
+    return {names[k]: (v["partitions"], v["nodes"]) for k, v in mobile.items() if k in names}
+
+
+def _whole(partitions_nodes: tuple[int, str]) -> bool:
+    partitions, nodes = partitions_nodes
+    supported, everything = nodes.split("/")
+    return partitions == 1 and supported == everything
+
+
+@needs_fmnist
+def test_onnx_files_for_phones_run_whole_on_their_execution_providers(onnx_export, onnx_int8_export):
+    """The default batch-1 files, judged by onnxruntime's mobile checker: NNAPI takes the int8 file and
+    CoreML MLProgram the float one, each whole in one partition; the sidecar records the same."""
+    for r in (onnx_export, onnx_int8_export):
+        side = json.loads(r.sidecar.read_text())
+        assert side["input"]["batch"] == 1 and side["input"]["shape"] == [1, 3, 32, 32]
+        assert [d.dim_value for d in onnx.load(str(r.path)).graph.input[0].type.tensor_type.shape.dim] == [1, 3, 32, 32]
+        assert _sidecar_mobile(r) == _mobile_checker(r.path)
+    assert _whole(_sidecar_mobile(onnx_int8_export)["NNAPI"])
+    assert _whole(_sidecar_mobile(onnx_export)["CoreML MLProgram"])
+    nnapi = json.loads(onnx_export.sidecar.read_text())["mobile"]["nnapi"]
+    # the float file's h-swish and h-sigmoid (as onnxruntime optimises them) are what NNAPI lacks
+    assert nnapi["unsupported_ops"] == ["ai.onnx:HardSigmoid"] and nnapi["verdict"] == "NO", nnapi
+    assert onnx_int8_export.parity["images"] == 64  # parity ran through the batch-1 file
+
+
+@needs_fmnist
+def test_onnx_batch_dynamic_and_fixed(small_run, onnx_export, tmp_path):
+    """--batch dynamic: any batch in one run (for servers; no phone provider takes it); a fixed batch
+    above 1 gets partial batches padded, and gives the batch-1 file's logits."""
+    out = tmp_path / "dyn.onnx"
+    assert (
+        export_main([str(small_run), "--format", "onnx", "--batch", "dynamic", "--out", str(out), "--no-verify"]) == 0
+    )
+    side = json.loads((tmp_path / "dyn.onnx.json").read_text())
+    assert side["input"]["batch"] == "dynamic" and side["input"]["shape"] == [-1, 3, 32, 32]
+    assert onnx.load(str(out)).graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    assert all(v["partitions"] == 0 for k, v in side["mobile"].items() if k != "checker"), side["mobile"]
+    assert _mobile_checker(out)["NNAPI"] == (0, side["mobile"]["nnapi"]["nodes"])
+    fixed = export(small_run, "onnx", tmp_path / "b3.onnx", batch=3, verify_samples=64)  # 64 = 21 x 3 + 1
+    assert fixed.parity["passed"] and fixed.parity["max_abs_logit_diff"] <= 1e-3
+    pixels = load(onnx_export.path).prepare(_real_images(7))
+    one = load(onnx_export.path).logits(pixels)
+    for path, batch in ((out, None), (fixed.path, 3)):
+        assert load(path).backend.batch == batch
+        np.testing.assert_allclose(load(path).logits(pixels), one, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5", "257", "9" * 40, "", " 1", "Dynamic", "1e3"])
+def test_onnx_export_refuses_a_bad_batch(capsys, tmp_path, value):
+    # checked before the run is read: this one does not exist
+    _bad(
+        capsys, export_main, [tmp_path / "run", "--format", "onnx", f"--batch={value}"], "--batch must be a batch size"
+    )
+
+
+def test_onnx_only_batch_refused_for_other_formats(capsys, tmp_path):
+    for fmt in (["tflite"], ["tflite", "--int8"], ["coreml"], ["executorch"]):
+        err = _bad(capsys, export_main, [tmp_path / "run", "--format", *fmt, "--batch", "1"], "--batch applies to")
+        assert "--format onnx" in err
+    with pytest.raises(UserError, match="--batch must be"):
+        export(tmp_path / "run", "onnx", batch=True)
 
 
 def _bad(capsys, main, args, match):

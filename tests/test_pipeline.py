@@ -153,6 +153,8 @@ def test_pipeline_bad_settings(flags, message):
         ("gate: {max-drop: 0.5, min-top1: 95}", "min-top1.*got 95.*fraction"),
         ("train: {model: skipnet_m}", "put it at the top level"),
         ("trian: {}", "unknown key 'trian'"),
+        ("export: {formats: [onnx], batch: 0}", "field export.batch: must be a batch size 1..256 .* or 'dynamic'"),
+        ("export: {formats: [onnx], batch: any}", r"field export.batch: must be a batch size .*\(got 'any'\)"),
         pytest.param(
             "export: {formats: [coreml]}",
             "CoreML models run only on macOS.*add .*tflite-int8",
@@ -165,6 +167,14 @@ def test_pipeline_bad_yaml_keys(tmp_path, yaml, message):
     bad.write_text(yaml + "\n")
     with pytest.raises(UserError, match=message):
         load_config(str(bad))
+
+
+def test_pipeline_onnx_batch(tmp_path):
+    """export: batch: the .onnx files' batch size, 1 unless set (the other formats have none to set)."""
+    assert load_config()["export"]["batch"] == 1
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("export: {formats: [tflite-int8, onnx], batch: dynamic}\n")
+    assert load_config(str(mine))["export"]["batch"] == "dynamic"
 
 
 def test_full_and_demo_defaults(tmp_path):

@@ -76,17 +76,7 @@ def export(
     t0 = time.perf_counter()
     opts = replace(options or ExportOptions(), **flags).check()
     fmt = export_format(format, opts.int8, opts.qat_epochs > 0)
-    if opts.full_integer and not (fmt.record.full_integer and fmt.precision == "int8"):
-        why = (
-            "a float graph has nothing to quantise"
-            if fmt.precision != "int8"
-            else f"its int8 {fmt.record.title} graph is integer throughout already"
-        )
-        which = " or ".join(b.name for b in RECORDS if b.full_integer)
-        raise UserError(
-            f"--full-integer applies to --format {which} --int8, not {fmt.name} ({why}); "
-            f"drop it or export {which} with --int8"
-        )
+    _check_format_flags(opts, fmt)
     fmt.record.require(f"--format {fmt.name}")  # before reading the run: a missing extra fails in a second
     if fmt.int8 == "qat" and not opts.qat_epochs:
         opts = replace(opts, qat_epochs=1)
@@ -117,6 +107,26 @@ def export(
     return ExportResult(
         path, sidecar_path(path), sidecar["parity"], time.perf_counter() - t0, sidecar["speed"], sidecar.get("qat")
     )
+
+
+def _check_format_flags(opts: ExportOptions, fmt: Format) -> None:
+    """Refuse a flag that the format does not have, in one line, before any work."""
+    if opts.full_integer and not (fmt.record.full_integer and fmt.precision == "int8"):
+        why = (
+            "a float graph has nothing to quantise"
+            if fmt.precision != "int8"
+            else f"its int8 {fmt.record.title} graph is integer throughout already"
+        )
+        which = " or ".join(b.name for b in RECORDS if b.full_integer)
+        raise UserError(
+            f"--full-integer applies to --format {which} --int8, not {fmt.name} ({why}); "
+            f"drop it or export {which} with --int8"
+        )
+    if opts.batch is not None and not fmt.record.batch_option:
+        which = " or ".join(b.name for b in RECORDS if b.batch_option)
+        raise UserError(
+            f"--batch applies to --format {which}, not {fmt.name} (its files take one image at a time); drop it"
+        )
 
 
 def _stage(job: ExportJob, staged: Path, model, pixels, labels) -> dict[str, Any]:

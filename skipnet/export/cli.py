@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 
@@ -59,7 +58,12 @@ def _parser() -> ArgumentParser:
         help=f"QAT's Adam learning rate, decayed to 0 by a cosine (default {QAT_LR:g})",
     )
     p.add_argument("--no-verify", action="store_true", help="skip the parity check")
-    p.add_argument("--dynamic-batch", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument(
+        "--batch",
+        metavar="N|dynamic",
+        help="with --format onnx: the file's batch size, fixed (default 1: phones' NNAPI and CoreML execution "
+        "providers need fixed shapes) or dynamic (any batch, for servers)",
+    )
     return p
 
 
@@ -125,7 +129,7 @@ def _main(argv: Sequence[str] | None) -> int:
         verify_samples=a.verify_samples,
         calibration_samples=a.calibration_samples,
         data_dir=a.data_dir,
-        dynamic_batch=a.dynamic_batch,
+        batch=a.batch,
         qat_epochs=a.qat_epochs,
         qat_limit=a.qat_limit,
         qat_lr=a.qat_lr,

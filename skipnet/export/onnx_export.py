@@ -17,64 +17,76 @@ import torch
 from torch import nn
 
 from ..common import UserError, atomic_path
+from ..common.contract import DYNAMIC_BATCH
 
 OPSET = 18
 
 
 class OnnxExporter:
-    """NCHW float32 raw pixels in (dynamic batch unless told otherwise), float32 logits out; int8 is
-    onnxruntime's static QDQ quantisation of the float graph."""
+    """NCHW float32 raw pixels in (batch 1 unless told otherwise: phones' execution providers need
+    fixed shapes), float32 logits out; int8 is onnxruntime's static QDQ quantisation of the float graph."""
 
     def write(self, job, path: Path) -> dict[str, Any]:
-        import tempfile
-
-        model, dynamic = job.pixel_model("nchw"), job.options.dynamic_batch
-        shape = [-1 if dynamic else 1, 3, job.img_size, job.img_size]
+        batch = 1 if job.options.batch is None else job.options.batch
+        fixed = None if batch == DYNAMIC_BATCH else batch
         spec = {
             "input": {
                 "name": "pixels",
                 "layout": "NCHW",
                 "dtype": "float32",
-                "shape": shape,
+                "shape": [fixed or -1, 3, job.img_size, job.img_size],
+                "batch": batch,
                 "range": [0, 255],
                 "quantization": None,
             },
             "output": {"name": "logits", "dtype": "float32", "quantization": None},
         }
         if job.fmt.precision != "int8":
-            export_onnx(model, job.img_size, path, job.config, dynamic)
-            return spec
+            export_onnx(job.pixel_model("nchw"), job.img_size, path, job.config, fixed)
+        else:
+            self._write_int8(job, path, fixed, spec)
+        from .onnx_mobile import mobile_usability
+
+        spec["mobile"] = mobile_usability(path)
+        return spec
+
+    @staticmethod
+    def _write_int8(job, path: Path, fixed: int | None, spec: dict[str, Any]) -> None:
+        import tempfile
+
+        model = job.pixel_model("nchw")
         with tempfile.TemporaryDirectory() as tmp:
             float_path = Path(tmp) / "float.onnx"
             if job.fmt.int8 != "qat":
-                export_onnx(model, job.img_size, float_path, job.config, dynamic)
+                export_onnx(model, job.img_size, float_path, job.config, fixed)
                 if job.float_copy is not None:
                     shutil.copyfile(float_path, job.float_copy)
                 quantize_onnx_int8(float_path, job.calibration, path)
-                return spec
+                return
             if job.float_copy is not None:  # QAT's float graph below is the fake-quantised one, not what ships in float
-                export_onnx(model, job.img_size, job.float_copy, job.config, dynamic)
+                export_onnx(model, job.img_size, job.float_copy, job.config, fixed)
             from .fake_quant import NCHWInput
             from .qat import report, settings_of, train
 
             graph, spec["qat"], _ = train(job, settings_of(job), Path(tmp), progress=True)
             graph.quantize, graph.features_tensor = False, None  # in float; Bias Loss's features were for training
-            export_onnx(NCHWInput(graph), job.img_size, float_path, job.config, dynamic)
+            export_onnx(NCHWInput(graph), job.img_size, float_path, job.config, fixed)
             spec["qat"]["scales"] = quantize_onnx_qat(float_path, graph, job.calibration, path)
         report(spec, graph, job, path)
-        return spec
 
 
 def export_onnx(
-    pixel_model: nn.Module, img_size: int, path: Path, config: dict[str, Any], dynamic_batch: bool = True
+    pixel_model: nn.Module, img_size: int, path: Path, config: dict[str, Any], batch: int | None = None
 ) -> None:
+    """``pixel_model`` as an ONNX file taking ``batch`` images (None: any number)."""
     try:
         import onnx
         import onnxsim
     except ImportError:
         raise UserError("ONNX export needs onnx and onnxsim: pip install 'skipnet-deploy[onnx]'") from None
-    x = torch.rand(2, 3, img_size, img_size) * 255
-    dynamic = {"pixels": {0: torch.export.Dim("batch", min=1)}} if dynamic_batch else None
+    # A dynamic batch is traced at 2: torch.export specialises a dimension of size 1 to a constant.
+    x = torch.rand(batch or 2, 3, img_size, img_size) * 255
+    dynamic = None if batch else {"pixels": {0: torch.export.Dim("batch", min=1)}}
     program = torch.onnx.export(
         pixel_model.eval(),
         (x,),
@@ -139,11 +151,17 @@ def quantize_onnx_int8(
     except ImportError:
         raise UserError("ONNX int8 needs onnxruntime: pip install 'skipnet-deploy[onnx]'") from None
 
+    import onnxruntime as ort
+
+    from ..runtime.backends import fixed_batches, input_batch
+
     nchw = np.ascontiguousarray(calibration_pixels.transpose(0, 3, 1, 2), dtype=np.float32)
+    # A fixed batch is calibrated in batches of its size, a dynamic one image by image.
+    batch = input_batch(ort.InferenceSession(str(float_path), providers=["CPUExecutionProvider"])) or 1
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
-            self.batches = iter(nchw[i : i + 1] for i in range(len(nchw)))
+            self.batches = (part for part, _ in fixed_batches(nchw, batch))
 
         def get_next(self):
             batch = next(self.batches, None)
@@ -197,6 +215,8 @@ def _tflite_scales(model, graph, pixels) -> tuple[dict, list[str], list[str]]:
     import onnx
     import onnxruntime as ort
 
+    from ..runtime.backends import input_batch, run_batched
+
     producer = {o: n for n in model.graph.node for o in n.output}
     consumers: dict[str, list] = {}
     for n in model.graph.node:
@@ -208,7 +228,7 @@ def _tflite_scales(model, graph, pixels) -> tuple[dict, list[str], list[str]]:
     probe.graph.output.extend(onnx.helper.make_empty_tensor_value_info(o) for o in producer)
     session = ort.InferenceSession(probe.SerializeToString(), providers=["CPUExecutionProvider"])
     nchw = np.ascontiguousarray(pixels.transpose(0, 3, 1, 2), dtype=np.float32)
-    onnx_values = dict(zip(producer, session.run(None, {"pixels": nchw})))
+    onnx_values = dict(zip(producer, run_batched(session, nchw, input_batch(session))))
     values = graph.float_values(torch.from_numpy(pixels).float())
     overrides, float_nodes, unmatched = {}, [], []
     for name, v in onnx_values.items():

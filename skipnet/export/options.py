@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 from ..common import UserError
-from ..common.contract import QAT_LR, Format
+from ..common.contract import QAT_LR, Format, batch_size
 from ..models import PixelModel
 
 
@@ -25,7 +25,7 @@ class ExportOptions:
     verify_samples: int = 256
     calibration_samples: int = 256
     data_dir: str | None = None  # default: the run's
-    dynamic_batch: bool = True  # ONNX: any batch size
+    batch: int | str | None = None  # ONNX: a fixed batch size or "dynamic" (any); None: the format's own (1)
     qat_epochs: int = 0
     qat_limit: int | None = None  # training images per QAT epoch (default: all)
     qat_lr: float = QAT_LR  # QAT's initial learning rate (Adam, cosine decay)
@@ -47,7 +47,12 @@ class ExportOptions:
             raise UserError(f"full_integer must be True or False, got {self.full_integer!r}")
         if isinstance(self.qat_lr, bool) or not isinstance(self.qat_lr, (int, float)) or not 0 < self.qat_lr <= 1:
             raise UserError(f"--qat-lr must be a number in (0, 1], got {self.qat_lr!r}")
-        return self
+        if self.batch is None:
+            return self
+        try:
+            return replace(self, batch=batch_size(self.batch))
+        except ValueError as e:
+            raise UserError(f"--batch {e}, got {self.batch!r}") from None
 
 
 class Exporter(Protocol):

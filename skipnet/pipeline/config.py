@@ -9,6 +9,7 @@ A config file, every key optional:
     baseline: mobilenet_v3_large   # latency ratios against it (default: the second model)
     export: {formats: [tflite-int8, onnx, coreml], verify-samples: 1000}   # *-int8-qat: qat-epochs, qat-limit, qat-lr
                                    # full-integer: true: int8 TFLite with every op int8 (NPU delegates)
+                                   # batch: 1 (default) or dynamic: the .onnx files' batch size
     gate: {max-drop: 1.0, min-top1: null, limit: null}     # int8 vs float, skipnet-eval's gates
     bench: {threads: 1, runs: 200, warmup: 10}
 """
@@ -38,6 +39,7 @@ DEFAULTS: dict[str, Any] = {
         "qat_limit": None,
         "qat_lr": QAT_LR,
         "full_integer": False,
+        "batch": 1,
     },
     "gate": {"max_drop": 1.0, "min_top1": None, "limit": None},
     "bench": {"threads": 1, "runs": 200, "warmup": 10},

@@ -189,6 +189,7 @@ class Pipeline:
             qat_lr=e["qat_lr"],
             qat_epochs=e["qat_epochs"] if FORMATS[fmt].int8 == "qat" else 0,
             full_integer=e["full_integer"],
+            batch=e["batch"] if FORMATS[fmt].record.batch_option else None,
         )
 
         log = self.out / "logs" / f"export_{model}_{fmt}.log"

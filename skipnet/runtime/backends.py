@@ -54,7 +54,7 @@ class OnnxBackend:
         meta = self.session.get_modelmeta().custom_metadata_map
         self.config = config or _config_from(meta.get("skipnet_config"), path)
         inp = self.session.get_inputs()[0]
-        self.input_name = inp.name
+        self.batch = input_batch(self.session)
         self.precision = self.config.get("precision", "float32")
         self.nhwc = self.config.get("input", {}).get("layout", "NCHW") == "NHWC"
         side = inp.shape[2 if self.nhwc else 3] if len(inp.shape) == 4 else -1
@@ -70,7 +70,35 @@ class OnnxBackend:
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
         x = pixels if self.nhwc else pixels.transpose(0, 3, 1, 2)
-        return self.session.run(None, {self.input_name: np.ascontiguousarray(x, dtype=np.float32)})[0]
+        return run_batched(self.session, np.ascontiguousarray(x, dtype=np.float32), self.batch)[0]
+
+
+def input_batch(session) -> int | None:
+    """The batch size an onnxruntime session's input is fixed to; None where it takes any."""
+    dim = session.get_inputs()[0].shape[0]
+    return dim if isinstance(dim, int) else None
+
+
+def fixed_batches(x: np.ndarray, batch: int):
+    """``x`` in batches of exactly ``batch`` images, the last padded with copies of its own images
+    (which change neither another image's output nor a min..max calibration range); yields
+    (batch, how many of its images are real)."""
+    for start in range(0, len(x), batch):
+        part = x[start : start + batch]
+        yield part[np.arange(batch) % len(part)], len(part)
+
+
+def run_batched(session, x: np.ndarray, batch: int | None) -> list[np.ndarray]:
+    """Every output of an onnxruntime session on ``x``, its one input: at once where the input takes
+    any batch, else in fixed batches, the padding's outputs dropped. An output that does not start
+    with the batch dimension is the first batch's."""
+    name = session.get_inputs()[0].name
+    if batch is None:
+        return session.run(None, {name: x})
+    runs = [(session.run(None, {name: part}), real) for part, real in fixed_batches(x, batch)]
+    first = runs[0][0]
+    batched = [out.ndim > 0 and len(out) == batch for out in first]
+    return [np.concatenate([r[k][:real] for r, real in runs]) if batched[k] else first[k] for k in range(len(first))]
 
 
 def _config_from(embedded: str | None, path: Path) -> dict[str, Any]:

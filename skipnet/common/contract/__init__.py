@@ -30,6 +30,8 @@ from .paths import (
     temp_files,
 )
 from .schemas import (
+    DYNAMIC_BATCH,
+    MAX_BATCH,
     QAT_LR,
     RESIZE_INTERPOLATION,
     FileRecord,
@@ -38,6 +40,7 @@ from .schemas import (
     RunConfig,
     Sidecar,
     TrainerState,
+    batch_size,
     describe,
     parse,
 )
@@ -45,9 +48,11 @@ from .schemas import (
 __all__ = [
     "BACKENDS",
     "CONFIG_FILE",
+    "DYNAMIC_BATCH",
     "EXPORT_FORMATS",
     "FORMATS",
     "LOCK_FILE",
+    "MAX_BATCH",
     "METRICS_FILE",
     "PIPELINE_FILE",
     "QAT_LR",
@@ -63,6 +68,7 @@ __all__ = [
     "RunConfig",
     "Sidecar",
     "TrainerState",
+    "batch_size",
     "check_output_file",
     "check_run_out",
     "check_writable_dir",

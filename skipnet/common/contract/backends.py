@@ -35,6 +35,7 @@ class Backend:
     platforms: dict[str, str] = field(default_factory=dict)  # other machines: name -> "module:Class"
     android: bool = False  # skipnet-bench --android times its files on a phone (benchmark_model)
     full_integer: bool = False  # --full-integer: an int8 graph with no float ops
+    batch_option: bool = False  # --batch: its files have a fixed batch size of the user's choice, or any (else 1)
     # skipnet-bench times its float file once per variant: name -> (label, runtime options for for_timing)
     variants: dict[str, tuple[str, dict[str, Any]]] = field(default_factory=dict)
     slow_int8: str = ""  # what an int8 file slower than float on this host means, and what to do
@@ -92,6 +93,7 @@ RECORDS: tuple[Backend, ...] = (
         extra="onnx",
         needs=("onnx", "onnxsim", "onnxruntime", "onnxscript"),
         runtime_label=("onnxruntime", "onnxruntime {version} CPU"),
+        batch_option=True,
         slow_int8="int8 ONNX pays off on ARM CPUs and with the NNAPI and QNN execution providers; on x86 "
         "ship the float .onnx",
     ),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ..errors import UserError
 from .formats import BACKENDS, EXPORT_FORMATS
@@ -107,6 +107,7 @@ class Sidecar(RunConfig):
     file: FileRecord
     parity: dict[str, Any] | None = None
     speed: dict[str, Any] | None = None  # int8 files: timed against float on the exporting host
+    mobile: dict[str, Any] | None = None  # .onnx files: onnxruntime's mobile checker, per execution provider
 
 
 class TrainerState(BaseModel):
@@ -136,6 +137,25 @@ class TrainerState(BaseModel):
 # distillation keeps it near its float self (benchmarks/results/issue15/NOTES.md).
 QAT_LR = 3e-5
 
+# An exported file's batch size (skipnet-export --batch): a fixed one, which phones' execution providers
+# need, or any (DYNAMIC_BATCH). MAX_BATCH bounds a fixed one because the export traces, calibrates and
+# checks the file in batches of that size; a server that wants large batches takes DYNAMIC_BATCH.
+DYNAMIC_BATCH = "dynamic"
+MAX_BATCH = 256
+
+
+def batch_size(value: Any) -> int | str:
+    """A batch setting as an int 1..MAX_BATCH or DYNAMIC_BATCH (a flag's digits are read as a number);
+    ValueError for anything else."""
+    if isinstance(value, str) and value.isascii() and value.isdigit() and len(value) < 10:
+        value = int(value)
+    if value == DYNAMIC_BATCH or (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= MAX_BATCH):
+        return value
+    raise ValueError(
+        f"must be a batch size 1..{MAX_BATCH} (fixed, as phones' execution providers need) or "
+        f"{DYNAMIC_BATCH!r} (any batch, for servers)"
+    )
+
 
 class ExportSettings(_Settings):
     formats: Annotated[list[Literal[tuple(EXPORT_FORMATS)]], Field(min_length=1)]  # type: ignore[valid-type]
@@ -145,6 +165,7 @@ class ExportSettings(_Settings):
     qat_limit: Positive | None = None
     qat_lr: Annotated[float, Field(gt=0, le=1)] = QAT_LR
     full_integer: bool = False  # int8 TFLite: every op int8 (skipnet-export --full-integer)
+    batch: Annotated[int | str, BeforeValidator(batch_size)] = 1  # ONNX files (skipnet-export --batch)
 
 
 class GateSettings(_Settings):
