@@ -28,13 +28,17 @@ class ExecuTorchBackend:
 
     def __init__(self, path: Path, threads: int | None = None, config: dict[str, Any] | None = None):
         try:
-            from executorch.runtime import Runtime, Verification
+            with _silenced():  # torch logs a deprecation warning when ExecuTorch's modules import
+                from executorch.runtime import Runtime, Verification
         except ImportError:
             raise ModelLoadError(
                 "running .pte models needs executorch: pip install 'skipnet-deploy[executorch]'"
             ) from None
         _check_header(path)
         self.threads = threads
+        # Before the program loads: XNNPACK's delegate binds the pool when the method is loaded, and a
+        # pool resized after that crashed the process (SIGSEGV) at its first run.
+        _use_threads(threads)
         try:
             # InternalConsistency: the flatbuffer is verified; Minimal crashes the process on a mutated file.
             with _silenced():  # it logs its CPU probing on every load, and why it refuses a file
@@ -91,8 +95,8 @@ def _use_threads(threads: int | None) -> None:
 
     if _pool["size"] is None:
         want = threads or 1
-        if portable_lib._threadpool_get_thread_count() != want:
-            with _silenced():  # it logs the resize
+        with _silenced():  # it logs its CPU probing and the resize
+            if portable_lib._threadpool_get_thread_count() != want:
                 portable_lib._unsafe_reset_threadpool(want)
         _pool["size"] = want
     elif threads and threads != _pool["size"]:
