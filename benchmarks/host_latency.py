@@ -1,14 +1,16 @@
 """SkipNet-XS..L against MobileNetV3-Small/Large on this host: parameters, MACs, and float and int8
-latency in LiteRT (XNNPACK) and onnxruntime at 1 and 2 threads, 224x224.
+latency in LiteRT (XNNPACK), onnxruntime and ExecuTorch (XNNPACK) at 1 and 2 threads, 224x224.
 
-    python benchmarks/host_latency.py                  # the published figures (about 10 minutes)
+    python benchmarks/host_latency.py                  # the published figures (about 25 minutes)
     python benchmarks/host_latency.py --runs 20 --out /tmp/quick
 
 Everything is timed through skipnet.bench.benchmark, the code behind skipnet-bench: each model is
-exported once per format with the export stage's converters (int8 calibrated on 64 real
-Fashion-MNIST images), then every (model, format, thread count) is timed once per round, in turn,
-for --runs rounds. Ratios (int8 vs float, 2 vs 1 threads, against MobileNetV3-Large) are medians of
-per-round ratios, so a slow spell of this shared machine hits both sides of each ratio alike.
+exported per format with the export stage's converters (int8 calibrated on 64 real Fashion-MNIST
+images), then every (model, format) is timed once per round, in turn, for --runs rounds. Ratios
+(int8 vs float, one runtime against another, against MobileNetV3-Large) are medians of per-round
+ratios, so a slow spell of this shared machine hits both sides of each ratio alike. ExecuTorch runs
+one thread count per process, so each thread count is measured in a process of its own (one after
+the other); the 2-vs-1-thread speed-ups are therefore ratios of medians from two runs, not paired.
 Writes OUT.md (tables with the command, machine and date), OUT.json (every row with its per-round
 times) and OUT.png (latency against MACs).
 """
@@ -16,40 +18,85 @@ times) and OUT.png (latency against MACs).
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from skipnet.bench import benchmark, paired_ratio, study_out, write_study
-from skipnet.common import UserError, atomic_path
+from skipnet.common import UserError
 from skipnet.common.cli import run_cli
+from skipnet.common.plot import pyplot, save_png
 
 MODELS = ("skipnet_xs", "skipnet_s", "skipnet_m", "skipnet_l", "mobilenet_v3_small", "mobilenet_v3_large")
-FORMATS = ("tflite", "tflite-int8", "onnx", "onnx-int8")
-LABELS = {"tflite": "LiteRT float", "tflite-int8": "LiteRT int8", "onnx": "ORT float", "onnx-int8": "ORT int8"}
+RUNTIMES = {"tflite": "LiteRT", "onnx": "ORT", "executorch": "ExecuTorch"}  # float format -> label
+FORMATS = tuple(f for fp in RUNTIMES for f in (fp, f"{fp}-int8"))
+LABELS = {f: f"{RUNTIMES[f.removesuffix('-int8')]} {'int8' if f.endswith('-int8') else 'float'}" for f in FORMATS}
+# Part 4 of the ExecuTorch work: SkipNet-M at 224, 1 thread.
+TARGET_MODEL, INT8_SPEEDUP, VS_LITERT = "skipnet_m", 1.5, 1.05
+
+
+def _fastest(r: dict, precision: str) -> str:
+    fmts = [f for f in FORMATS if f.endswith("-int8") == (precision == "int8")]
+    return RUNTIMES[min(fmts, key=lambda f: r[f]["p50_ms"]).removesuffix("-int8")]
+
+
+def _latency_table(by: dict, models: list[str], t: int) -> list[str]:
+    head = " | ".join(f"{RUNTIMES[fp]} float | {RUNTIMES[fp]} int8 | {RUNTIMES[fp]} int8 speed-up" for fp in RUNTIMES)
+    out = [
+        f"### {t} thread{'s' if t > 1 else ''}: median latency (ms), int8 speed-up over float, fastest runtime",
+        "",
+        f"| model | params (M) | MACs (M) | {head} | fastest float | fastest int8 |",
+        "|---" * (5 + 3 * len(RUNTIMES)) + "|",
+    ]
+    for m in models:
+        r = {f: by[(m, f, t)] for f in FORMATS}
+        cells = [
+            f"{r[fp]['p50_ms']:.2f} | {r[fp + '-int8']['p50_ms']:.2f} | "
+            f"{paired_ratio(r[fp]['times_ms'], r[fp + '-int8']['times_ms']):.2f}x"
+            for fp in RUNTIMES
+        ]
+        out.append(
+            f"| {m} | {r['tflite']['params'] / 1e6:.2f} | {r['tflite']['macs'] / 1e6:.1f} | {' | '.join(cells)} | "
+            f"{_fastest(r, 'float')} | {_fastest(r, 'int8')} |"
+        )
+    return [*out, ""]
+
+
+def _executorch_vs_litert(by: dict, models: list[str], threads: list[int]) -> list[str]:
+    out = [
+        "### ExecuTorch latency relative to LiteRT, same precision (below 1.00x: ExecuTorch faster)",
+        "",
+        "| model | threads | float | int8 |",
+        "|---|---|---|---|",
+    ]
+    for m in models:
+        for t in threads:
+            ratio = [paired_ratio(by[(m, f"executorch{q}", t)]["times_ms"], by[(m, f"tflite{q}", t)]["times_ms"])
+                     for q in ("", "-int8")]  # fmt: skip
+            out.append(f"| {m} | {t} | {ratio[0]:.2f}x | {ratio[1]:.2f}x |")
+    return [*out, ""]
+
+
+def targets(by: dict) -> list[str]:
+    """The two ExecuTorch targets, measured: (line, met) for SkipNet-M at 1 thread."""
+    et, et8, lt8 = (by[(TARGET_MODEL, f, 1)]["times_ms"] for f in ("executorch", "executorch-int8", "tflite-int8"))
+    speedup, vs = paired_ratio(et, et8), paired_ratio(et8, lt8)
+    return [
+        f"- int8 `.pte` against float `.pte`: {speedup:.2f}x faster (target >= {INT8_SPEEDUP}x): "
+        f"{'met' if speedup >= INT8_SPEEDUP else 'NOT met'}",
+        f"- int8 `.pte` against int8 `.tflite`: {vs:.2f}x the latency (target <= {VS_LITERT:.2f}x): "
+        f"{'met' if vs <= VS_LITERT else 'NOT met'}",
+    ]
 
 
 def tables(rows: list[dict], models: list[str], threads: list[int]) -> str:
     by = {(r["model"], r["format"], r["threads"]): r for r in rows}
-    out = []
-    for t in threads:
-        out += [
-            f"### {t} thread{'s' if t > 1 else ''}: median latency (ms) and int8 speed-up over float",
-            "",
-            "| model | params (M) | MACs (M) | LiteRT float | LiteRT int8 | LiteRT int8 speed-up | ORT float | "
-            "ORT int8 | ORT int8 speed-up |",
-            "|---" * 9 + "|",
-        ]
-        for m in models:
-            r = {f: by[(m, f, t)] for f in FORMATS}
-            out.append(
-                f"| {m} | {r['tflite']['params'] / 1e6:.2f} | {r['tflite']['macs'] / 1e6:.1f} | "
-                f"{r['tflite']['p50_ms']:.2f} | {r['tflite-int8']['p50_ms']:.2f} | "
-                f"{paired_ratio(r['tflite']['times_ms'], r['tflite-int8']['times_ms']):.2f}x | "
-                f"{r['onnx']['p50_ms']:.2f} | {r['onnx-int8']['p50_ms']:.2f} | "
-                f"{paired_ratio(r['onnx']['times_ms'], r['onnx-int8']['times_ms']):.2f}x |"
-            )
-        out.append("")
+    out = [line for t in threads for line in _latency_table(by, models, t)]
+    out += _executorch_vs_litert(by, models, threads)
+    if TARGET_MODEL in models and 1 in threads:
+        out += [f"### ExecuTorch targets ({TARGET_MODEL}, 1 thread)", "", *targets(by), ""]
     out += [
         "### Latency relative to MobileNetV3-Large (below 1.00x: faster)",
         "",
@@ -67,7 +114,7 @@ def tables(rows: list[dict], models: list[str], threads: list[int]) -> str:
         t1, t2 = threads[0], threads[1]
         out += [
             "",
-            f"### Speed-up from {t2} threads over {t1}",
+            f"### Speed-up from {t2} threads over {t1} (ratio of the two runs' medians)",
             "",
             "| model | " + " | ".join(LABELS[f] for f in FORMATS) + " |",
             "|---" * (1 + len(FORMATS)) + "|",
@@ -75,9 +122,7 @@ def tables(rows: list[dict], models: list[str], threads: list[int]) -> str:
         for m in models:
             out.append(
                 f"| {m} | "
-                + " | ".join(
-                    f"{paired_ratio(by[(m, f, t1)]['times_ms'], by[(m, f, t2)]['times_ms']):.2f}x" for f in FORMATS
-                )
+                + " | ".join(f"{by[(m, f, t1)]['p50_ms'] / by[(m, f, t2)]['p50_ms']:.2f}x" for f in FORMATS)
                 + " |"
             )
     out += [
@@ -101,50 +146,39 @@ def tables(rows: list[dict], models: list[str], threads: list[int]) -> str:
 
 
 def plot(rows: list[dict], models: list[str], thread: int, path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=False)
-    for ax, (fp, q, runtime) in zip(
-        axes, (("tflite", "tflite-int8", "LiteRT XNNPACK"), ("onnx", "onnx-int8", "onnxruntime"))
-    ):
+    plt = pyplot()
+    fig, axes = plt.subplots(1, len(RUNTIMES), figsize=(5.5 * len(RUNTIMES), 4.2), sharey=True)
+    for ax, (fp, runtime) in zip(axes, RUNTIMES.items()):
         for family, color in (("skipnet", "tab:red"), ("mobilenet", "tab:blue")):
-            for fmt, style in ((fp, "-s"), (q, "--o")):
+            for fmt, style in ((fp, "-s"), (f"{fp}-int8", "--o")):
                 pts = sorted(
                     (r["macs"] / 1e6, r["p50_ms"], r["model"])
                     for r in rows
-                    if r["format"] == fmt
-                    and r["threads"] == thread
-                    and r["model"].startswith(family)
+                    if r["format"] == fmt and r["threads"] == thread and r["model"].startswith(family)
                     and r["model"] in models
-                )
-                ax.plot(
-                    [p[0] for p in pts],
-                    [p[1] for p in pts],
-                    style,
-                    color=color,
-                    label=f"{'SkipNet' if family == 'skipnet' else 'MobileNetV3'} "
-                    f"{'int8' if 'int8' in fmt else 'float'}",
-                )
+                )  # fmt: skip
+                label = f"{'SkipNet' if family == 'skipnet' else 'MobileNetV3'} {'int8' if 'int8' in fmt else 'float'}"
+                ax.plot([p[0] for p in pts], [p[1] for p in pts], style, color=color, label=label)
                 for x, y, name in pts:
-                    ax.annotate(
-                        name.replace("mobilenet_v3_", "mbv3_"),
-                        (x, y),
-                        fontsize=7,
-                        xytext=(3, 3),
-                        textcoords="offset points",
-                    )
+                    short = name.replace("mobilenet_v3_", "mbv3_")
+                    ax.annotate(short, (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
         ax.set_title(f"{runtime}, {thread} thread{'s' if thread > 1 else ''}", fontsize=10)
         ax.set_xlabel("MACs (M)")
         ax.set_ylabel("latency p50 (ms)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    save_png(fig, path)
+
+
+def measure(models: list[str], img_size: int, threads: int, runs: int, warmup: int) -> list[dict]:
+    """Every model and format at one thread count, in this (fresh) process."""
+    return benchmark(models, list(FORMATS), img_size, threads, runs, warmup, keep_times=True)
+
+
+def _in_own_process(models: list[str], img_size: int, threads: int, runs: int, warmup: int) -> list[dict]:
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(measure, models, img_size, threads, runs, warmup).result()
 
 
 def _main(argv: list[str]) -> int:
@@ -158,28 +192,32 @@ def _main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     out = study_out(a.out)
     models = a.models.split(",")
-    threads = [int(t) for t in a.threads.split(",")]
+    threads = list(dict.fromkeys(int(t) for t in a.threads.split(",")))
     if "mobilenet_v3_large" not in models:
         raise UserError("keep mobilenet_v3_large in --models, it is the reference of every ratio")
     t0 = time.perf_counter()
-    rows = benchmark(models, list(FORMATS), a.img_size, threads, a.runs, a.warmup, keep_times=True)
+    rows = [r for t in threads for r in _in_own_process(models, a.img_size, t, a.runs, a.warmup)]
     wall = time.perf_counter() - t0
     command = "python benchmarks/host_latency.py" + "".join(f" {arg}" for arg in sys.argv[1:])
     r0 = rows[0]
     runtimes = sorted({r["runtime"] for r in rows})
     text = "\n".join(
         [
-            f"# SkipNet vs MobileNetV3 on the host, {a.img_size}x{a.img_size}, float and int8, LiteRT and onnxruntime",
+            f"# SkipNet vs MobileNetV3 on the host, {a.img_size}x{a.img_size}, float and int8: LiteRT, onnxruntime "
+            "and ExecuTorch",
             "",
             f"Command: `{command}` ({wall / 60:.1f} min)",
             "",
             f"Machine: {r0['cpu']}, {r0['cores']} cores; {time.strftime('%Y-%m-%d')}; "
-            f"runtimes: {', '.join(runtimes)}. {a.runs} interleaved rounds, each timing every model, format and "
-            "thread count once; latencies are medians, ratios medians of per-round ratios. Models are freshly "
+            f"runtimes: {', '.join(runtimes)}. Each thread count is one process of {a.runs} interleaved rounds, "
+            "each round timing every model and format once; latencies are medians, ratios medians of per-round "
+            "ratios (the thread speed-ups: ratios of the two processes' medians). Models are freshly "
             "initialised (latency does not depend on the weights) "
             "with BatchNorm statistics from 64 Fashion-MNIST images; int8 files are what "
             "`skipnet-export --int8` writes "
-            "(TFLite: the rewritten graph of tflite_graph.py; ONNX: onnxruntime's static QDQ quantisation). "
+            "(TFLite: the rewritten graph of tflite_graph.py; ONNX: onnxruntime's static QDQ quantisation; "
+            "ExecuTorch: PT2E with the XNNPACK quantizer, lowered whole to XNNPACK). Every runtime runs at the "
+            "thread count of its table (onnxruntime without spinning, as skipnet-bench times it). "
             "Absolute times on this shared VM drift 10-40% between runs; the ratios move far less.",
             "",
             tables(rows, models, threads),
