@@ -139,6 +139,7 @@ STUDY_SCRIPTS = {
     "litert_runtime": [],
     "mediapipe_agreement": ["none.tflite"],
     "onnx_int8": [],
+    "onnx_user_path": [],
     "op_profile": [],
     "qat": [],
     "skipnet_ablation": [],
