@@ -107,3 +107,37 @@ def test_hostile_pte_files(pte, folder_run, tmp_path, capsys):
     _bad(capsys, lambda: export_main([str(folder_run), "--format", "executorch", "--int8", "--qat-epochs", "1",
                                       "--out", str(tmp_path / "q.pte")]), "no QAT export")  # fmt: skip
     assert not (tmp_path / "q.pte").exists()
+
+
+def test_pipeline_ships_an_int8_pte(folder_pipeline, tmp_path):
+    """export: formats: [executorch-int8] in the folder pipeline's settings, as a new pipeline (another
+    export list is another pipeline): trained, exported with its parity check, gated and timed."""
+    from skipnet.pipeline.cli import main as pipeline_main
+
+    out = tmp_path / "pte"
+    config = (folder_pipeline.parent / "mine.yaml").read_text()
+    config = config.replace(str(folder_pipeline), str(out)).replace("[tflite-int8]", "[executorch-int8]")
+    (tmp_path / "pte.yaml").write_text(config)
+    assert pipeline_main(["--config", str(tmp_path / "pte.yaml"), "--quiet"]) in (0, 1)  # the gate is the host's luck
+    m = json.loads((out / "report.json").read_text())["models"]["skipnet_xs"]
+    e = m["exports"]["executorch-int8"]
+    assert e["parity"]["passed"] == (e["parity"]["top1_agreement"] >= 0.97) and e["p50_ms"] > 0
+    assert m["gate_passed"] == (m["drop_points"] <= m["gates"][0]["threshold"])
+    assert (out / "exports" / "skipnet_xs_int8.pte").read_bytes()[4:8] == b"ET12"
+
+
+def test_bench_times_pte_files_at_two_threads(tmp_path):
+    """skipnet-bench in a process of its own at --threads 2: the exporter must not size ExecuTorch's
+    one-per-process pool to 1 thread before the timing asks for 2."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "skipnet.bench", "--models", "skipnet_xs", "--formats", "executorch,executorch-int8",
+           "--threads", "2", "--img-size", "64", "--runs", "2", "--warmup", "1",
+           "--json", str(tmp_path / "b.json")]  # fmt: skip
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = json.loads((tmp_path / "b.json").read_text())
+    rows = rows["rows"] if isinstance(rows, dict) else rows
+    assert {(row["format"], row["threads"]) for row in rows} == {("executorch", 2), ("executorch-int8", 2)}
+    assert all(row["p50_ms"] > 0 for row in rows)
