@@ -22,7 +22,7 @@ _IDENTIFIER = b"ET12"  # a .pte flatbuffer's file identifier (bytes 4..8)
 class ExecuTorchBackend:
     """The program's ``forward`` method, fed uint8 NHWC pixels one image at a time (the file is
     lowered at batch 1). ``threads`` sizes XNNPACK's thread pool, which is one per process: the
-    first program to run sizes it (1 thread unless asked), and another size is refused after."""
+    first program to load sizes it (1 thread unless asked), and another size is refused after."""
 
     format = "executorch"
 
@@ -61,7 +61,6 @@ class ExecuTorchBackend:
         size_thread_pool(threads)
 
     def logits(self, pixels: np.ndarray) -> np.ndarray:
-        _use_threads(self.threads)
         x = np.ascontiguousarray(pixels, dtype=np.uint8)
         return np.concatenate([self.method.execute([torch.from_numpy(x[i : i + 1])])[0].numpy() for i in range(len(x))])
 
@@ -90,7 +89,7 @@ def size_thread_pool(threads: int | None = None) -> None:
 
 
 def _use_threads(threads: int | None) -> None:
-    """Size the pool at the first run (``threads``, or 1 when not asked); refuse another size after."""
+    """Size the pool at its first use (``threads``, or 1 when not asked); refuse another size after."""
     from executorch.extension.pybindings import portable_lib
 
     if _pool["size"] is None:
