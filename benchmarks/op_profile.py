@@ -1,7 +1,7 @@
 """Where the time goes: milliseconds per op type of SkipNet-M and MobileNetV3-Large, float and
-int8, in LiteRT (XNNPACK) and onnxruntime, 224x224, 1 thread.
+int8, in LiteRT (XNNPACK), onnxruntime and ExecuTorch (XNNPACK), 224x224, 1 thread.
 
-    python benchmarks/op_profile.py                                  # both models (about 5 minutes)
+    python benchmarks/op_profile.py                                  # both models (about 6 minutes)
     python benchmarks/op_profile.py --out benchmarks/results/issue16/op_profile_before
 
 The files are what skipnet-bench times (the export stage's exporters; fresh weights with
@@ -15,29 +15,41 @@ LiteRT's Python interpreter has no op profiler, so each op is cut out into a mod
 alone through the same interpreter and delegate, benchmark_model's op-by-op figure without the
 binary: median of --runs blocks of 10 calls, less the per-call cost of the interpreter and the
 delegate (a model adding two single floats). The sum is checked against the whole model's time.
+
+ExecuTorch: its own event tracer (ETDump, read by executorch.devtools.Inspector), which records
+every XNNPACK operator inside the delegate call and every op left to the portable kernels, in the
+whole program's run: the median over --runs calls per op. Recording adds a little to each op, so
+the sum of ops exceeds the whole program's time measured without it.
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import copy
+import io
 import json
+import re
 import statistics
 import sys
 import tempfile
 import time
+import warnings
 from datetime import date
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from skipnet.bench import calibration_pixels, cpu_name, study_out, write_study
 from skipnet.bench.core import model_files
 from skipnet.common.cli import run_cli
 from skipnet.export.tflite_graph import _op_name, _schema, load_model
+from skipnet.runtime.executorch_runtime import size_thread_pool
 
-FORMATS = ("tflite", "tflite-int8", "onnx", "onnx-int8")
+FORMATS = ("tflite", "tflite-int8", "onnx", "onnx-int8", "executorch", "executorch-int8")
+RUNTIMES = {"tflite": "LiteRT (XNNPACK)", "onnx": "onnxruntime (CPU)", "executorch": "ExecuTorch (XNNPACK)"}
 
 
 def _interpreter(content: bytes, threads: int):
@@ -56,14 +68,15 @@ def _interpreter(content: bytes, threads: int):
     return it
 
 
-def _ms_per_call(it, runs: int, block: int = 10) -> float:
+def _ms_per_call(call, runs: int, block: int = 10) -> float:
+    """Median over ``runs`` blocks of ``block`` calls (after 5 unmeasured calls), ms per call."""
     for _ in range(5):
-        it.invoke()
+        call()
     samples = []
     for _ in range(runs):
         t0 = time.perf_counter()
         for _ in range(block):
-            it.invoke()
+            call()
         samples.append((time.perf_counter() - t0) * 1e3 / block)
     return statistics.median(samples)
 
@@ -127,16 +140,16 @@ def _call_overhead(threads: int, runs: int) -> float:
     g = s.SubGraphT()
     g.tensors, g.inputs, g.outputs, g.operators = tensors, [0, 1], [2], [op]
     m.subgraphs = [g]
-    return _ms_per_call(_interpreter(_pack(m), threads), runs)
+    return _ms_per_call(_interpreter(_pack(m), threads).invoke, runs)
 
 
 def tflite_profile(path: Path, threads: int, runs: int) -> dict:
     overhead = _call_overhead(threads, runs)
     ops = []
     for name, shape, content in single_op_models(path):
-        ms = max(_ms_per_call(_interpreter(content, threads), runs) - overhead, 0.0)
+        ms = max(_ms_per_call(_interpreter(content, threads).invoke, runs) - overhead, 0.0)
         ops.append({"op": name, "shape": shape, "ms": round(ms, 4)})
-    whole = _ms_per_call(_interpreter(Path(path).read_bytes(), threads), runs)
+    whole = _ms_per_call(_interpreter(Path(path).read_bytes(), threads).invoke, runs)
     return {"whole_ms": round(whole, 3), "call_overhead_ms": round(overhead, 4), "ops": ops}
 
 
@@ -167,6 +180,64 @@ def onnx_profile(path: Path, threads: int, runs: int, work: Path) -> dict:
         for (op, node), ts in per_node.items()
     ]
     return {"whole_ms": round(whole, 3), "ops": ops}
+
+
+# Events of an ETDump that hold other events (the call into the delegate, the call of a portable
+# op, the whole method), not ops of their own.
+_ET_CONTAINERS = {"OPERATOR_CALL", "DELEGATE_CALL", "Method::execute"}
+_ET_DELEGATE_OVERHEAD = "XNNPACK delegate call outside its operators (runtime reshape and setup)"
+
+
+def _et_op_name(event: str) -> str:
+    """XNNPACK's operator name without its instance number; a portable op by its ATen name."""
+    if event.startswith("native_call_"):
+        return "portable " + event.removeprefix("native_call_").removesuffix(".out")
+    # XNNPACK's profiler has no name for its int8 h-swish (a table lookup): it says "Invalid Unary Op".
+    return re.sub(r" #\d+$", "", event).replace("Invalid Unary Op", "HardSwish (QS8, table lookup)")
+
+
+def executorch_profile(path: Path, img_size: int, threads: int, runs: int, work: Path) -> dict:
+    """Per-op medians from ExecuTorch's event tracer; the whole program timed in blocks of 10 calls
+    without it (as tflite_profile times LiteRT)."""
+    from executorch.devtools import Inspector
+    from executorch.extension.pybindings import portable_lib
+    from executorch.runtime import Runtime
+
+    x = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (1, img_size, img_size, 3), dtype=np.uint8))
+    plain = Runtime.get().load_program(Path(path)).load_method("forward")  # as skipnet's runtime calls it
+    whole = _ms_per_call(lambda: plain.execute([x]), runs)
+    module = portable_lib._load_for_executorch(str(path), enable_etdump=True)
+    warmup = 5
+    for _ in range(warmup + runs):
+        module.forward((x,))
+    dump = work / (Path(path).stem + ".etdp")
+    module.write_etdump_result_to_file(str(dump))
+    with _quiet_devtools():
+        frame = Inspector(etdump_path=str(dump)).to_dataframe()
+    frame = frame[frame.event_block_name == "Execute"]
+
+    def median_of(event: str) -> float:
+        return sum(statistics.median(raw[warmup:]) for raw in frame[frame.event_name == event].raw)
+
+    ops = [
+        {"op": _et_op_name(name), "event": name, "ms": round(statistics.median(raw[warmup:]), 4)}
+        for name, raw in zip(frame.event_name, frame.raw)
+        if name not in _ET_CONTAINERS
+    ]
+    # ExecuTorch's delegate reshapes and sets up the XNNPACK runtime on every call (LiteRT's only
+    # when an input's shape changes): the delegate call's time outside its operators.
+    inside = sum(o["ms"] for o in ops if not o["op"].startswith("portable"))
+    ops.append({"op": _ET_DELEGATE_OVERHEAD, "ms": round(median_of("DELEGATE_CALL") - inside, 4)})
+    return {"whole_ms": round(whole, 3), "program_ms": round(median_of("Method::execute"), 3), "ops": ops}
+
+
+@contextlib.contextmanager
+def _quiet_devtools():
+    """Inspector prints its parsing notes on stdout and warns that the dump holds no tensors (none
+    were asked for: timings only)."""
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        yield
 
 
 def by_type(profile: dict) -> dict[str, dict]:
@@ -200,6 +271,56 @@ def table(profiles: dict, model: str, runtime: str, fmts: tuple[str, str]) -> li
     return lines
 
 
+# Op types of both XNNPACK runtimes (LiteRT's TFLite names, ExecuTorch's XNNPACK operator names)
+# by what they do, so the int8 files compare kind by kind: the first pattern that matches wins.
+KINDS = (
+    ("input cast uint8 -> float (ExecuTorch portable kernel)", r"^portable"),
+    ("delegate call outside its operators (ExecuTorch reshapes XNNPACK's runtime every call)", r"^XNNPACK delegate"),
+    ("depthwise convolution", r"^DEPTHWISE_CONV_2D$|DWConv"),
+    ("convolution and fully connected (GEMM)", r"^CONV_2D$|^FULLY_CONNECTED$|IGEMM|GEMM"),
+    ("explicit padding", r"^PAD$"),
+    ("h-swish", r"HARD_SWISH|HardSwish"),
+    ("add, multiply, clamp", r"^ADD$|^MUL$|^Add|^Multiply|^Clamp"),
+    ("pooling and means", r"AVERAGE_POOL|^MEAN$|Average Pooling|^Mean"),
+    ("layout and type conversions", r"QUANTIZE|Transpose|Convert|Reshape|RESHAPE"),
+)
+
+
+def kind_of(op: str) -> str:
+    return next((kind for kind, pattern in KINDS if re.search(pattern, op)), "other")
+
+
+def kinds_table(profiles: dict, model: str) -> list[str]:
+    """The int8 files of LiteRT and ExecuTorch, kind by kind (see KINDS)."""
+    fmts = ("tflite-int8", "executorch-int8")
+    sums = {f: collections.Counter() for f in fmts}
+    for f in fmts:
+        for o in profiles[(model, f)]["ops"]:
+            sums[f][kind_of(o["op"])] += o["ms"]
+    lines = [
+        f"### {model}, int8: LiteRT against ExecuTorch by kind of op",
+        "",
+        "| kind | LiteRT int8: ms | ExecuTorch int8: ms | ExecuTorch - LiteRT: ms |",
+        "|---|---|---|---|",
+    ]
+    for kind in [k for k, _ in KINDS] + ["other"]:
+        a, b = sums["tflite-int8"][kind], sums["executorch-int8"][kind]
+        if a or b:
+            lines.append(f"| {kind} | {a:.3f} | {b:.3f} | {b - a:+.3f} |")
+    totals = [sum(sums[f].values()) for f in fmts]
+    wholes = [profiles[(model, f)]["whole_ms"] for f in fmts]
+    lines += [
+        f"| **sum of ops** | {totals[0]:.3f} | {totals[1]:.3f} | {totals[1] - totals[0]:+.3f} |",
+        f"| **whole model, one call** | {wholes[0]:.3f} | {wholes[1]:.3f} | {wholes[1] - wholes[0]:+.3f} |",
+        "",
+        f"Under its event tracer ExecuTorch's program took {profiles[(model, fmts[1])]['program_ms']:.3f} ms per "
+        "call (Method::execute: its ops, the delegate's per-call work and the recording); the whole call "
+        "above is timed without the tracer.",
+        "",
+    ]
+    return lines
+
+
 def _main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", default="skipnet_m,mobilenet_v3_large")
@@ -211,6 +332,7 @@ def _main(argv: list[str]) -> int:
     out = study_out(a.out)
     command = "python benchmarks/op_profile.py" + "".join(f" {arg}" for arg in sys.argv[1:])
     calib = calibration_pixels(64, a.img_size)
+    size_thread_pool(a.threads)  # before the .pte exports lower anything: one pool size per process
     profiles = {}
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,11 +341,12 @@ def _main(argv: list[str]) -> int:
             files = model_files(model, list(FORMATS), a.img_size, calib, work)
             for fmt, path in files.items():
                 print(f"profiling {model} {fmt}", file=sys.stderr)
-                profiles[(model, fmt)] = (
-                    tflite_profile(path, a.threads, a.runs)
-                    if fmt.startswith("tflite")
-                    else onnx_profile(path, a.threads, a.runs, work)
-                )
+                if fmt.startswith("tflite"):
+                    profiles[(model, fmt)] = tflite_profile(path, a.threads, a.runs)
+                elif fmt.startswith("onnx"):
+                    profiles[(model, fmt)] = onnx_profile(path, a.threads, a.runs, work)
+                else:
+                    profiles[(model, fmt)] = executorch_profile(path, a.img_size, a.threads, a.runs, work)
     lines = [
         f"# Per-op time, {a.img_size}x{a.img_size}, {a.threads} thread{'s' if a.threads > 1 else ''}",
         "",
@@ -231,12 +354,15 @@ def _main(argv: list[str]) -> int:
         "",
         f"Machine: {cpu_name()}; {date.today()}. Milliseconds per call summed over the ops of each type "
         "(LiteRT: each op timed alone, less the interpreter's per-call cost; onnxruntime: its profiler's "
-        "kernel times). See the script's docstring for the method.",
+        "kernel times; ExecuTorch: its event tracer, in the whole program's run). The methods differ, so "
+        "compare kinds of op within a runtime, and across runtimes only as shares of each one's sum. "
+        "See the script's docstring for the method.",
         "",
     ]
     for model in a.models.split(","):
-        lines += table(profiles, model, "LiteRT (XNNPACK)", ("tflite", "tflite-int8"))
-        lines += table(profiles, model, "onnxruntime (CPU)", ("onnx", "onnx-int8"))
+        for fp, runtime in RUNTIMES.items():
+            lines += table(profiles, model, runtime, (fp, f"{fp}-int8"))
+        lines += kinds_table(profiles, model)
     write_study(
         out,
         "\n".join(lines) + "\n",

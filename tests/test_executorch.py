@@ -141,3 +141,22 @@ def test_bench_times_pte_files_at_two_threads(tmp_path):
     rows = rows["rows"] if isinstance(rows, dict) else rows
     assert {(row["format"], row["threads"]) for row in rows} == {("executorch", 2), ("executorch-int8", 2)}
     assert all(row["p50_ms"] > 0 for row in rows)
+
+
+def test_op_profile_reads_executorch_event_tracer(pte, tmp_path):
+    """benchmarks/op_profile.py's ExecuTorch column: every event of the int8 program is an op of a
+    known kind, the delegate's per-call work is its own row, and the uint8 cast is the portable op."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "op_profile.py"
+    spec = importlib.util.spec_from_file_location("op_profile", path)
+    op_profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(op_profile)
+    prof = op_profile.executorch_profile(pte["int8"].path, 64, 1, 3, tmp_path)
+    kinds = {o["op"]: op_profile.kind_of(o["op"]) for o in prof["ops"]}
+    assert "other" not in kinds.values(), kinds
+    assert {"depthwise convolution", "convolution and fully connected (GEMM)"} <= set(kinds.values())
+    assert [op for op in kinds if op.startswith("portable")] == ["portable _to_dim_order_copy"]
+    assert kinds[op_profile._ET_DELEGATE_OVERHEAD].startswith("delegate call outside")
+    assert prof["whole_ms"] > 0 and prof["program_ms"] > 0
