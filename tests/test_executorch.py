@@ -35,7 +35,7 @@ def test_float_pte_is_the_pytorch_model(pte, folder_run, small_folder):
     side = json.loads(r.sidecar.read_text())
     assert side["format"] == "executorch" and side["precision"] == "float32"
     assert side["input"] == {"name": "pixels", "layout": "NHWC", "dtype": "uint8", "shape": [1, 64, 64, 3],
-                             "range": [0, 255], "quantization": None}  # fmt: skip
+                             "batch": 1, "range": [0, 255], "quantization": None}  # fmt: skip
     d = side["delegation"]
     # The whole network in one XNNPACK partition; only the uint8 -> float cast of the input is portable.
     assert d["delegate"] == "XnnpackBackend" and d["partitions"] == 1

@@ -77,17 +77,7 @@ class ExecuTorchExporter:
         size_thread_pool()  # before lowering: the parity and speed checks run the files in this process
         net = _Uint8Pixels(job.pixel_model("nhwc", model=xnnpack_friendly(job.model))).eval()
         example = (torch.zeros((1, job.img_size, job.img_size, 3), dtype=torch.uint8),)
-        spec = {
-            "input": {
-                "name": "pixels",
-                "layout": "NHWC",
-                "dtype": "uint8",
-                "shape": [1, job.img_size, job.img_size, 3],
-                "range": [0, 255],
-                "quantization": None,
-            },
-            "output": {"name": "logits", "dtype": "float32", "quantization": None},
-        }
+        spec = job.pixel_io("NHWC", "uint8", "logits")
         int8 = job.fmt.precision == "int8"
         if not int8 or job.float_copy is not None:
             float_ops = lower(export_program(net, example), job.float_copy if int8 else path)

@@ -29,18 +29,7 @@ class OnnxExporter:
     def write(self, job, path: Path) -> dict[str, Any]:
         batch = 1 if job.options.batch is None else job.options.batch
         fixed = None if batch == DYNAMIC_BATCH else batch
-        spec = {
-            "input": {
-                "name": "pixels",
-                "layout": "NCHW",
-                "dtype": "float32",
-                "shape": [fixed or -1, 3, job.img_size, job.img_size],
-                "batch": batch,
-                "range": [0, 255],
-                "quantization": None,
-            },
-            "output": {"name": "logits", "dtype": "float32", "quantization": None},
-        }
+        spec = job.pixel_io("NCHW", "float32", "logits", batch)
         if job.fmt.precision != "int8":
             export_onnx(job.pixel_model("nchw"), job.img_size, path, job.config, fixed)
         else:

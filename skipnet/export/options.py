@@ -10,7 +10,7 @@ import numpy as np
 from torch import nn
 
 from ..common import UserError
-from ..common.contract import QAT_LR, Format, batch_size
+from ..common.contract import DYNAMIC_BATCH, QAT_LR, Format, batch_size
 from ..models import PixelModel
 
 
@@ -77,3 +77,22 @@ class ExportJob:
     def pixel_model(self, layout: str, model: nn.Module | None = None, probabilities: bool = False) -> PixelModel:
         """``model`` (default: the run's) behind the raw-pixel front end, in ``layout``."""
         return PixelModel(model or self.model, self.config["mean"], self.config["std"], layout, probabilities).eval()
+
+    def pixel_io(self, layout: str, dtype: str, output: str, batch: int | str = 1) -> dict[str, Any]:
+        """The sidecar's "input" and "output" of a file that takes raw RGB pixels 0..255 at this job's
+        size, in ``layout`` ("NHWC" or "NCHW"), ``batch`` images a call ("dynamic": any, -1 in the
+        shape), and gives float32 ``output`` (logits or probabilities). Quantisation: none on either
+        side unless the exporter records one."""
+        n, s = -1 if batch == DYNAMIC_BATCH else batch, self.img_size
+        return {
+            "input": {
+                "name": "pixels",
+                "layout": layout,
+                "dtype": dtype,
+                "shape": [n, s, s, 3] if layout == "NHWC" else [n, 3, s, s],
+                "batch": batch,
+                "range": [0, 255],
+                "quantization": None,
+            },
+            "output": {"name": output, "dtype": "float32", "quantization": None},
+        }

@@ -19,17 +19,7 @@ class TFLiteExporter:
     still float32 (a float softmax after the int8 graph)."""
 
     def write(self, job, path: Path) -> dict[str, Any]:
-        spec = {
-            "input": {
-                "name": "pixels",
-                "layout": "NHWC",
-                "dtype": "float32",
-                "shape": [1, job.img_size, job.img_size, 3],
-                "range": [0, 255],
-                "quantization": None,
-            },
-            "output": {"name": "probabilities", "dtype": "float32", "quantization": None},
-        }
+        spec = job.pixel_io("NHWC", "float32", "probabilities")
         pixel_model = job.pixel_model("nhwc", probabilities=True)
         graph = None
         if job.fmt.precision != "int8":
