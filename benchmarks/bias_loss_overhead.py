@@ -38,10 +38,10 @@ if str(REPO) not in sys.path:  # runnable from a checkout without installing
     sys.path.insert(0, str(REPO))
 
 from skipnet.common.io import write_json  # noqa: E402
+from skipnet.models.features import FeatureTap  # noqa: E402
 from skipnet.models.skipnet import SkipNet  # noqa: E402
 from skipnet.runtime.timing import cpu_name  # noqa: E402
 from skipnet.training.bias_loss import BiasLoss  # noqa: E402
-from skipnet.training.taps import FeatureTap  # noqa: E402
 
 TARGET_PCT = 3.0
 

@@ -1,7 +1,7 @@
 """Bias Loss's premise on the paired runs of bias_vs_ce.py: top-1 by tenths of feature-map variance.
 
 For every finished run of a bias_vs_ce.py study (each model, seed and loss), skipnet-eval
---feature-variance's measurement (skipnet.training.feature_variance): the test images ranked by
+--feature-variance's measurement (skipnet.runtime.feature_variance): the test images ranked by
 the variance of their last feature map, as Bias Loss computes it, cut into ten equal bins, each
 with its top-1; and the share of images whose Bias Loss weight is below 1. The table and plot
 give the mean over seeds per model and loss.
@@ -25,8 +25,9 @@ from pathlib import Path
 from skipnet.bench.core import cpu_name, study_out, write_study
 from skipnet.common import UserError, read_json, write_json
 from skipnet.common.cli import run_cli
-from skipnet.training import LOSS_NAMES, feature_variance, is_finished
-from skipnet.training.feature_variance import plot_deciles
+from skipnet.common.contract import LOSS_NAMES
+from skipnet.runtime.feature_variance import feature_variance, plot_deciles
+from skipnet.training import is_finished
 
 
 def measure(run: Path, data: str, data_dir: str | None) -> dict:

@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from skipnet.models.features import FeatureTap, unwrap_model
 from skipnet.models.skipnet import SkipNet
 from skipnet.training.bias_loss import BiasLoss
-from skipnet.training.taps import FeatureTap, unwrap_model
 
 ALPHA, BETA = 0.3, 0.3
 

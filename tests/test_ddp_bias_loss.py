@@ -18,9 +18,9 @@ import pytest
 import torch
 import torch.distributed as dist
 
+from skipnet.models.features import FeatureTap
 from skipnet.models.skipnet import SkipNet
 from skipnet.training.bias_loss import BiasLoss
-from skipnet.training.taps import FeatureTap
 
 WORLD = 2
 GLOBAL_BATCH = 8

@@ -68,7 +68,7 @@ def test_on_image_folders(capsys, folder_run, small_folder, tmp_path):
 def test_the_variance_is_the_feature_layers(small_run):
     """The lowest and highest variances reported are those of the images' own feature maps."""
     from skipnet.data import build_datasets, spread_indices
-    from skipnet.training.feature_variance import feature_variance
+    from skipnet.runtime.feature_variance import feature_variance
 
     r = feature_variance(small_run, "fashion-mnist", limit=100, bins=2)
     model, config = load_checkpoint(small_run)

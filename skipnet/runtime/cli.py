@@ -117,8 +117,8 @@ def _eval(argv: Sequence[str] | None) -> int:
 
 def _feature_variance(a) -> int:
     from ..common import write_json
-    from ..training.config import LOSS_NAMES
-    from ..training.feature_variance import feature_variance, plot_deciles
+    from ..common.contract import LOSS_NAMES
+    from .feature_variance import feature_variance, plot_deciles
 
     for flag, value in (
         ("--reference", a.reference),

@@ -5,11 +5,10 @@ Usage:
     from skipnet.training import BiasLoss, FeatureTap, TrainConfig, train
 """
 
+from ..models.features import FeatureTap  # the training loop's tap, where the public API has always had it
 from .bias_loss import BiasLoss
 from .config import DEFAULT_RECIPE, LOSS_NAMES, RECIPES, TrainConfig, resolve_config
-from .feature_variance import feature_variance
 from .loop import TrainResult, build_loss, evaluate, is_finished, resume, train
-from .taps import FeatureTap
 
 __all__ = [
     "DEFAULT_RECIPE",
@@ -21,7 +20,6 @@ __all__ = [
     "TrainResult",
     "build_loss",
     "evaluate",
-    "feature_variance",
     "is_finished",
     "resolve_config",
     "resume",

@@ -25,11 +25,11 @@ from pydantic import (
 )
 
 from ..common import UserError, read_yaml_mapping
+from ..common.contract import LOSS_NAMES
 from ..data import dataset_spec, list_datasets
 from .bias_loss import NORMALIZATIONS
 
-LOSS_NAMES = {"bias": "Bias Loss", "ce": "cross-entropy"}  # --loss choices, and what reports call them
-LOSSES = tuple(LOSS_NAMES)
+LOSSES = tuple(LOSS_NAMES)  # --loss choices
 OPTIMIZERS = ("sgd", "adamw", "rmsprop")
 SCHEDULERS = ("cosine", "multistep", "constant")
 DEVICES = ("auto", "cpu", "cuda")

@@ -41,6 +41,7 @@ from ..common.contract import (
 from ..common.io import check_room
 from ..data import SeededDataset, build_datasets, default_img_size, preprocess_config
 from ..models import create_model, read_state_dict, save_weights
+from ..models.features import FeatureTap
 from . import distributed
 from .bias_loss import BiasLoss
 from .config import TrainConfig, check_settings
@@ -48,7 +49,6 @@ from .health import bn_indices, chance_warning, reestimate_bn, smallest_batchnor
 from .sampler import ResumableSampler
 from .sizing import fit_to_data
 from .state import capture_rng, load_state, restore_rng, save_state
-from .taps import FeatureTap
 
 METRIC_COLUMNS = ["epoch", "train_loss", "train_top1", "val_loss", "val_top1", "lr", "seconds"]
 

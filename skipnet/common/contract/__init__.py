@@ -31,6 +31,7 @@ from .paths import (
 )
 from .schemas import (
     DYNAMIC_BATCH,
+    LOSS_NAMES,
     MAX_BATCH,
     QAT_LR,
     RESIZE_INTERPOLATION,
@@ -52,6 +53,7 @@ __all__ = [
     "EXPORT_FORMATS",
     "FORMATS",
     "LOCK_FILE",
+    "LOSS_NAMES",
     "MAX_BATCH",
     "METRICS_FILE",
     "PIPELINE_FILE",

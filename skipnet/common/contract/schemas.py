@@ -45,6 +45,10 @@ class Preprocess(_Written):
     std: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]], Field(min_length=3, max_length=3)]
 
 
+# A run's loss (skipnet-train --loss), and what reports call it.
+LOSS_NAMES = {"bias": "Bias Loss", "ce": "cross-entropy"}
+
+
 class Loss(_Written):
     name: Literal["bias", "ce"]
     alpha: Finite = 0.3

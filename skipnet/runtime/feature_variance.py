@@ -9,9 +9,10 @@ the network's answer for it is close to a guess, so Bias Loss gives it a smaller
 the run's PyTorch model over held-out images and, for each one, takes the feature map the loss
 reads (the model's ``feature_layer``, through FeatureTap) and its variance as the loss computes it
 (``sample_variance``). Images are ranked by that variance and cut into equal bins (deciles by
-default), each with its top-1. The weights are the loss's own (``BiasLoss.weights`` with the run's
-alpha, beta and normalisation), over batches of the run's training batch size in evaluation mode,
-so with no running minimum carried over: the same for a run trained with either loss.
+default), each with its top-1. The weights are the loss's own formula (``bias_weights``, which
+BiasLoss computes with) with the run's alpha and beta, over batches of the run's training batch
+size as the loss weighs a batch outside training: normalised by the batch's own minimum and range,
+with no running minimum carried over, so the same for a run trained with either loss.
 """
 
 from __future__ import annotations
@@ -27,8 +28,7 @@ from tqdm import tqdm
 from ..common import UserError
 from ..data import build_datasets, spread_indices
 from ..models import is_run_dir, load_checkpoint
-from .bias_loss import BiasLoss, sample_variance
-from .taps import FeatureTap
+from ..models.features import FeatureTap, bias_weights, sample_variance
 
 __all__ = ["feature_variance", "plot_deciles"]
 
@@ -61,8 +61,7 @@ def feature_variance(
             f"more (got {len(idx)} images, {bins} bins, batch size {batch_size}): raise --limit"
         )
     loss = config["loss"]
-    bias = BiasLoss(loss["alpha"], loss["beta"], loss["normalization"]).eval()
-    v, z, correct = _measure(model, bias, val, idx, batch_size, progress, os.fspath(run_dir))
+    v, z, correct = _measure(model, loss, val, idx, batch_size, progress, os.fspath(run_dir))
     return {
         "model": os.fspath(run_dir),
         "architecture": config["model"],
@@ -73,9 +72,9 @@ def feature_variance(
         "top1": float(correct.mean()),
         "chance": 1.0 / len(info.class_names),
         "weights": {
-            "alpha": bias.alpha,
-            "beta": bias.beta,
-            "normalization": bias.normalization,
+            "alpha": float(loss["alpha"]),
+            "beta": float(loss["beta"]),
+            "normalization": loss["normalization"],
             "batch_size": batch_size,
             "below_one": float((z < 1).mean()),
             "mean": float(z.mean()),
@@ -99,7 +98,7 @@ def _check_run_dir(run_dir: str | os.PathLike) -> None:
 
 @torch.inference_mode()
 def _measure(
-    model, bias: BiasLoss, val, idx: list[int], batch_size: int, progress: bool, name: str
+    model, loss: dict[str, Any], val, idx: list[int], batch_size: int, progress: bool, name: str
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per image: feature-map variance, Bias Loss weight, and whether the top-1 answer is right."""
     # Batches of a fixed shuffle, as in training: a held-out split stored class by class (image folders)
@@ -113,8 +112,10 @@ def _measure(
         for start in range(0, len(idx), batch_size):
             x, y = zip(*(val[i] for i in idx[start : start + batch_size]))
             logits = model(torch.stack(x))
-            v.append(sample_variance(tap.features))
-            z.append(bias.weights(tap.features))
+            var = sample_variance(tap.features)
+            bmin, bmax = torch.aminmax(var)
+            v.append(var)
+            z.append(bias_weights(var, bmin, bmin, bmax, float(loss["alpha"]), float(loss["beta"])))
             correct.append(logits.argmax(1) == torch.as_tensor(y))
             bar.update(len(y))
     return (torch.cat(v).numpy(), torch.cat(z).numpy(), torch.cat(correct).numpy())
