@@ -80,7 +80,7 @@ def _executorch_vs_litert(by: dict, models: list[str], threads: list[int]) -> li
 
 
 def targets(by: dict) -> list[str]:
-    """The two ExecuTorch targets, measured: (line, met) for SkipNet-M at 1 thread."""
+    """The two ExecuTorch targets for SkipNet-M at 1 thread: one line each, measured, met or not."""
     et, et8, lt8 = (by[(TARGET_MODEL, f, 1)]["times_ms"] for f in ("executorch", "executorch-int8", "tflite-int8"))
     speedup, vs = paired_ratio(et, et8), paired_ratio(et8, lt8)
     return [

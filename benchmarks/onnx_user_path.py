@@ -24,7 +24,7 @@ import numpy as np
 from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, study_out, write_study
 from skipnet.bench.core import _built, _config, _table_format
 from skipnet.common.cli import run_cli
-from skipnet.export.options import ExportJob, ExportOptions
+from skipnet.export import ExportJob, ExportOptions, get_exporter
 from skipnet.runtime.backends import OnnxBackend
 from skipnet.runtime.timing import interleaved_times
 
@@ -57,7 +57,7 @@ def _files(name: str, size: int, calib: np.ndarray, work: Path) -> dict[tuple, P
             calibration = calib if spec.needs_calibration else None
             options = ExportOptions(batch=batch).check()
             job = ExportJob(model, _config(name, size, spec.precision), spec, size, calibration, options)
-            spec.record.exporter_class()().write(job, path)
+            get_exporter(spec.backend).write(job, path)
     return out
 
 

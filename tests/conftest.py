@@ -23,6 +23,15 @@ def binomial_floor(expected: float, n: int, z: float = 5.0) -> float:
     return expected - z * math.sqrt(expected * (1 - expected) / n)
 
 
+def benchmark_script(name: str):
+    """benchmarks/NAME.py imported as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def pytest_configure(config):
     """Each pytest-xdist worker, and every process its tests start, gets its share of the cores.
     Set here, not at import: xdist names the worker count only once the worker is configured, and
@@ -67,12 +76,8 @@ def small_folder(tmp_path_factory):
     64x64 JPEG files, 300 training and 100 validation images per class."""
     if not HAVE_FMNIST:
         pytest.skip("needs Fashion-MNIST")
-    path = Path(__file__).resolve().parent.parent / "benchmarks" / "small_folder.py"
-    spec = importlib.util.spec_from_file_location("small_folder", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     root = tmp_path_factory.mktemp("small") / "data"
-    module.write_folder(root)
+    benchmark_script("small_folder").write_folder(root)
     return root
 
 

@@ -1,7 +1,6 @@
 """The study scripts under benchmarks/ run end to end on small real inputs."""
 
 import copy
-import importlib.util
 import json
 import subprocess
 import sys
@@ -9,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import needs_fmnist
+from conftest import benchmark_script, needs_fmnist
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -206,16 +205,9 @@ def test_fashion_mnist_table_marks_a_partial_study(tmp_path):
     _check_merging_runs(out)
 
 
-def _fashion_mnist_module():
-    spec = importlib.util.spec_from_file_location("fashion_mnist", ROOT / "benchmarks" / "fashion_mnist.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _check_merging_runs(out: Path):
     """A later run that measures other models adds its rows; one with other settings replaces the table."""
-    fm = _fashion_mnist_module()
+    fm = benchmark_script("fashion_mnist")
     (first,) = fm.load_runs(out.with_suffix(".json"))
     later = copy.deepcopy(first)
     later["report"]["models"] = {"skipnet_s": later["report"]["models"].pop("skipnet_xs")}

@@ -6,7 +6,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import needs_fmnist
+from conftest import benchmark_script, needs_fmnist
 
 from skipnet.runtime import ModelLoadError, load
 
@@ -148,13 +148,7 @@ def test_bench_times_pte_files_at_two_threads(tmp_path):
 def test_op_profile_reads_executorch_event_tracer(pte, tmp_path):
     """benchmarks/op_profile.py's ExecuTorch column: every event of the int8 program is an op of a
     known kind, the delegate's per-call work is its own row, and the uint8 cast is the portable op."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "op_profile.py"
-    spec = importlib.util.spec_from_file_location("op_profile", path)
-    op_profile = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(op_profile)
+    op_profile = benchmark_script("op_profile")
     prof = op_profile.executorch_profile(pte["int8"].path, 64, 1, 3, tmp_path)
     kinds = {o["op"]: op_profile.kind_of(o["op"]) for o in prof["ops"]}
     assert "other" not in kinds.values(), kinds
