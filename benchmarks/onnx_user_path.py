@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, study_out, write_study
-from skipnet.bench.core import _built, _config, _table_format
+from skipnet.bench.core import built_model, export_file
 from skipnet.common.cli import run_cli
-from skipnet.export import ExportJob, ExportOptions, get_exporter
+from skipnet.export import ExportOptions
 from skipnet.runtime.backends import OnnxBackend
 from skipnet.runtime.timing import interleaved_times
 
@@ -48,16 +48,12 @@ SESSIONS = {
 
 
 def _files(name: str, size: int, calib: np.ndarray, work: Path) -> dict[tuple, Path]:
-    model, _ = _built(name, calib)
+    model, _ = built_model(name, calib)
     out = {}
     for fmt in ("onnx", "onnx-int8"):
-        spec = _table_format(fmt)
         for batch in (1, "dynamic"):
             path = out[(fmt, batch)] = work / f"{name}_{fmt}_{batch}.onnx"
-            calibration = calib if spec.needs_calibration else None
-            options = ExportOptions(batch=batch).check()
-            job = ExportJob(model, _config(name, size, spec.precision), spec, size, calibration, options)
-            get_exporter(spec.backend).write(job, path)
+            export_file(model, name, fmt, size, calib, path, ExportOptions(batch=batch).check())
     return out
 
 

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from skipnet.bench import calibration_pixels, cpu_name, paired_ratio, study_out, write_study
-from skipnet.bench.core import _built, _export
+from skipnet.bench.core import _export, built_model
 from skipnet.common.cli import run_cli
 from skipnet.models import count_macs
 from skipnet.runtime.timing import file_runner, interleaved_times
@@ -49,13 +49,13 @@ def _relu_base(model: torch.nn.Module) -> None:
 def _variants(calib) -> dict[str, torch.nn.Module]:
     out = {}
     for label in ("skipnet_m", "no-skip-blocks", "relu-base", "no-skip-relu-base"):
-        model, _ = _built("skipnet_m", calib)
+        model, _ = built_model("skipnet_m", calib)
         if "no-skip" in label:
             model.forward_features = types.MethodType(_without_skips, model)
         if "relu" in label:
             _relu_base(model)
         out[label] = model
-    out["mobilenet_v3_large"] = _built("mobilenet_v3_large", calib)[0]
+    out["mobilenet_v3_large"] = built_model("mobilenet_v3_large", calib)[0]
     return out
 
 

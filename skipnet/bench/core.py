@@ -90,8 +90,6 @@ ARM_NOT_TIMED = (
 def _export(fmt: str, model: torch.nn.Module, name: str, size: int, calib: np.ndarray, work: Path) -> dict[str, Any]:
     """Write ``fmt``'s file once (timed at every thread count) with the export stage's own exporter:
     path, config, runtime name and, for TFLite, LiteRT's own MAC estimate."""
-    from ..export import ExportJob, ExportOptions, get_exporter
-
     spec = _table_format(fmt)
     config = _config(name, size, spec.precision)
     if not spec.exported:
@@ -99,11 +97,24 @@ def _export(fmt: str, model: torch.nn.Module, name: str, size: int, calib: np.nd
     path = work / export_name(name, spec)
     built = {"path": path, "config": config, "runtime": _runtime_name(fmt)}
     if not path.exists():  # a backend's variants time the same file
-        job = ExportJob(model, config, spec, size, calib if spec.needs_calibration else None, ExportOptions())
-        written = get_exporter(spec.backend).write(job, path)
+        written = export_file(model, name, fmt, size, calib, path)
         built["config"] = dict(config, input=written["input"], output=written["output"])
         built["macs_litert"] = written.get("macs_litert")
     return built
+
+
+def export_file(
+    model: torch.nn.Module, name: str, fmt: str, size: int, calib: np.ndarray, path: Path, options=None
+) -> dict[str, Any]:
+    """Write ``model`` (``name``, built by ``built_model``) as ``fmt``'s file at ``path`` with the export
+    stage's own exporter and ``options`` (an ExportOptions; default: the CLI's); returns the exporter's
+    record of the file (its input, output and, for TFLite, LiteRT's MAC estimate)."""
+    from ..export import ExportJob, ExportOptions, get_exporter
+
+    spec = _table_format(fmt)
+    calibration = calib if spec.needs_calibration else None
+    job = ExportJob(model, _config(name, size, spec.precision), spec, size, calibration, options or ExportOptions())
+    return get_exporter(spec.backend).write(job, path)
 
 
 def _runtime_name(fmt: str) -> str:
@@ -337,7 +348,7 @@ def _census_on_arm64(timed: dict[tuple, tuple]) -> None:
         )
 
 
-def _built(name: str, calib: np.ndarray) -> tuple[torch.nn.Module, PixelModel]:
+def built_model(name: str, calib: np.ndarray) -> tuple[torch.nn.Module, PixelModel]:
     """``name`` freshly initialised (seed 0, 1000 classes) with BatchNorm statistics from ``calib``."""
     torch.manual_seed(0)
     model = create_model(name, 1000).eval()
@@ -349,7 +360,7 @@ def _built(name: str, calib: np.ndarray) -> tuple[torch.nn.Module, PixelModel]:
 def model_files(name: str, formats: list[str], img_size: int, calib: np.ndarray, work: Path) -> dict[str, Path]:
     """The files ``benchmark`` times for ``name`` (formats: "tflite", "tflite-int8", "onnx", "onnx-int8"),
     written under ``work`` by the export stage's exporters: for per-op profiles of the same files."""
-    model, _ = _built(name, calib)
+    model, _ = built_model(name, calib)
     return {fmt: _export(fmt, model, name, img_size, calib, work)["path"] for fmt in formats}
 
 
@@ -369,7 +380,7 @@ def _export_all(
     timed = {}
     host = {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0))}
     for name in tqdm(models, desc="export", disable=not progress):
-        model, pm = _built(name, calib)
+        model, pm = built_model(name, calib)
         params, macs = count_params(model), count_macs(model, img_size)
         for fmt in formats:
             base = {"model": name, "format": fmt, "params": params, "macs": macs, "img_size": img_size, **host}
