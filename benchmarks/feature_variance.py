@@ -25,16 +25,22 @@ from pathlib import Path
 from skipnet.bench.core import cpu_name, study_out, write_study
 from skipnet.common import UserError, read_json, write_json
 from skipnet.common.cli import run_cli
-from skipnet.common.contract import LOSS_NAMES
+from skipnet.common.contract import LOSS_NAMES, WEIGHTS_FILE
+from skipnet.common.io import file_record
 from skipnet.runtime.feature_variance import feature_variance, plot_deciles
 from skipnet.training import is_finished
 
 
 def measure(run: Path, data: str, data_dir: str | None) -> dict:
+    """The run's report, reused from RUN_feature_variance.json when that was measured on the same weights
+    and data (a run trained again, or another --data, is measured again)."""
     cached = run.with_name(run.name + "_feature_variance.json")
+    key = {"weights_sha256": file_record(run / WEIGHTS_FILE)["sha256"], "data": data, "data_dir": data_dir}
     if cached.exists():
-        return read_json(cached)
-    report = feature_variance(run, data, data_dir)
+        old = read_json(cached)
+        if all(old.get(k) == v for k, v in key.items()):
+            return old
+    report = {**feature_variance(run, data, data_dir), **key}
     write_json(cached, report)
     return report
 

@@ -116,6 +116,13 @@ def test_bias_vs_ce_runs_cifar100_with_the_paper_recipe(tmp_path):
     assert set(rows) == {"bias", "ce"} and all(len(s["bin_top1"]) == 10 and s["seeds"] == 2 for s in rows.values())
     assert "| skipnet_xs | Bias Loss | 2 |" in fv.read_text() and "| skipnet_xs | cross-entropy | 2 |" in fv.read_text()
     assert fv.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    # each run's measurement is kept beside it, and measured again when the run's weights differ from it
+    cache = tmp_path / "runs" / "cifar100" / "skipnet_xs" / "seed0_bias_feature_variance.json"
+    kept = json.loads(cache.read_text())
+    assert len(kept["weights_sha256"]) == 64 and kept["data"] == "cifar100"
+    cache.write_text(json.dumps({**kept, "weights_sha256": "0" * 64, "top1": 7.0}))
+    r = subprocess.run(r.args, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and json.loads(cache.read_text()) == kept, r.stderr[-2000:]
 
 
 def test_bias_vs_ce_needs_two_seeds(tmp_path):
