@@ -247,7 +247,49 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float, second
     )
 
 
-def _main(argv) -> int:
+def study_model(model: str, args) -> tuple[dict | None, float, float]:
+    """Train (or resume, or read) ``model``'s pairs of runs; returns its row of the table (None when no
+    pair has finished) and the runs' training seconds: quiet (quiet_seconds) and wall clock."""
+    top1: dict[str, list[float]] = {"bias": [], "ce": []}
+    int8: dict[str, list[float]] = {"bias": [], "ce": []}
+    seconds: list[float] = []
+    seeds: list[int] = []
+    wall = 0.0
+    for seed in range(args.seeds):
+        runs = {loss: Path(args.work) / args.data / model / f"seed{seed}_{loss}" for loss in ("bias", "ce")}
+        if args.report_only and not all(is_finished(r) for r in runs.values()):
+            continue  # a pair counts only when both of its runs are done
+        seeds.append(seed)
+        for loss, out in runs.items():
+            overrides = dict(model=model, data=args.data, data_dir=args.data_dir, recipe=args.recipe, loss=loss,
+                             seed=seed, epochs=args.epochs, limit_train=args.limit_train)  # fmt: skip
+            if not is_finished(out):
+                record_host(Path(args.work), out)
+            acc, epochs = run_one(out, overrides)
+            top1[loss].append(acc)
+            seconds.append(round(quiet_seconds(epochs), 1))
+            wall += sum(epochs)
+            line = f"{model} seed {seed} {loss}: top-1 {100 * acc:.2f}% ({seconds[-1]:.0f} s of training)"
+            if args.int8:
+                int8[loss].append(int8_top1(out, args.data, args.data_dir))
+                line += f", int8 TFLite {100 * int8[loss][-1]:.2f}%"
+            print(line, flush=True)
+    if not seconds:
+        print(f"{model}: no finished pair yet", flush=True)
+        return None, 0.0, 0.0
+    row = {**paired_summary(top1["bias"], top1["ce"]), "seeds": seeds, "seconds": seconds}
+    if args.int8:
+        drops = {loss: [f - q for f, q in zip(top1[loss], int8[loss])] for loss in int8}
+        row["int8"] = {**paired_summary(int8["bias"], int8["ce"]), "drop": paired_summary(drops["bias"], drops["ce"])}
+    print(
+        f"{model}: bias {row['bias_mean']:.2f} ce {row['ce_mean']:.2f} diff {row['diff_mean']:+.2f} "
+        f"CI [{row['ci95'][0]:+.2f}, {row['ci95'][1]:+.2f}] over {row['n']} seeds",
+        flush=True,
+    )
+    return row, sum(seconds), wall
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", default="skipnet_s,mobilenet_v3_large,resnet18")
     p.add_argument("--seeds", type=int, default=3)
@@ -269,67 +311,24 @@ def _main(argv) -> int:
         default=True,
         help="also export each run as int8 TFLite (post-training quantised) and measure its top-1",
     )
-    args = p.parse_args(argv)
+    return p
+
+
+def _main(argv) -> int:
+    args = _parser().parse_args(argv)
     if args.seeds < 2:
         raise UserError("--seeds must be at least 2 for a standard deviation and a confidence interval")
     report = study_out(args.out)
     command = "python benchmarks/bias_vs_ce.py " + " ".join(argv if argv is not None else sys.argv[1:])
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
     t_start = time.perf_counter()
-    rows, train_seconds, wall_seconds = {}, 0.0, 0.0
-    for model in models:
-        top1: dict[str, list[float]] = {"bias": [], "ce": []}
-        int8: dict[str, list[float]] = {"bias": [], "ce": []}
-        seconds: list[float] = []
-        seeds: list[int] = []
-        for seed in range(args.seeds):
-            runs = {loss: Path(args.work) / args.data / model / f"seed{seed}_{loss}" for loss in ("bias", "ce")}
-            if args.report_only and not all(is_finished(r) for r in runs.values()):
-                continue  # a pair counts only when both of its runs are done
-            seeds.append(seed)
-            for loss, out in runs.items():
-                overrides = {
-                    "model": model,
-                    "data": args.data,
-                    "data_dir": args.data_dir,
-                    "recipe": args.recipe,
-                    "loss": loss,
-                    "seed": seed,
-                    "epochs": args.epochs,
-                    "limit_train": args.limit_train,
-                }
-                if not is_finished(out):
-                    record_host(Path(args.work), out)
-                acc, epochs = run_one(out, overrides)
-                secs = quiet_seconds(epochs)
-                top1[loss].append(acc)
-                train_seconds += secs
-                wall_seconds += sum(epochs)
-                seconds.append(round(secs, 1))
-                line = f"{model} seed {seed} {loss}: top-1 {100 * acc:.2f}% ({secs:.0f} s of training)"
-                if args.int8:
-                    int8[loss].append(int8_top1(out, args.data, args.data_dir))
-                    line += f", int8 TFLite {100 * int8[loss][-1]:.2f}%"
-                print(line, flush=True)
-        if not seconds:
-            print(f"{model}: no finished pair yet", flush=True)
-            continue
-        rows[model] = {**paired_summary(top1["bias"], top1["ce"]), "seeds": seeds, "seconds": seconds}
-        if args.int8:
-            drops = {loss: [f - q for f, q in zip(top1[loss], int8[loss])] for loss in int8}
-            rows[model]["int8"] = {
-                **paired_summary(int8["bias"], int8["ce"]),
-                "drop": paired_summary(drops["bias"], drops["ce"]),
-            }
-        s = rows[model]
-        print(
-            f"{model}: bias {s['bias_mean']:.2f} ce {s['ce_mean']:.2f} diff {s['diff_mean']:+.2f} "
-            f"CI [{s['ci95'][0]:+.2f}, {s['ci95'][1]:+.2f}] over {s['n']} seeds",
-            flush=True,
-        )
+    rows, quiet, wall = {}, 0.0, 0.0
+    for model in (m.strip() for m in args.models.split(",") if m.strip()):
+        row, model_quiet, model_wall = study_model(model, args)
+        if row is not None:
+            rows[model], quiet, wall = row, quiet + model_quiet, wall + model_wall
     if not rows:
         raise UserError(f"no finished pair of runs under {args.work}: leave --report-only out to train them")
-    write_report(report, args, command, rows, time.perf_counter() - t_start, (train_seconds, wall_seconds))
+    write_report(report, args, command, rows, time.perf_counter() - t_start, (quiet, wall))
     print(f"wrote {report.with_suffix('.md')}")
     return 0
 
