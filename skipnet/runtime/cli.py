@@ -32,9 +32,8 @@ def predict_main(argv: Sequence[str] | None = None) -> int:
     return run_cli(_predict, argv, prog="skipnet-predict")
 
 
-def _eval(argv: Sequence[str] | None) -> int:
-    from ..common import write_json
-    from .evaluate import SPLITS, check_gates, evaluate, gate_failures, plot_confusion
+def _eval_parser() -> ArgumentParser:
+    from .evaluate import SPLITS
 
     p = ArgumentParser(prog="skipnet-eval", description="Accuracy of a run directory or exported model, with CI gates.")
     p.add_argument("model", help="run directory, .onnx, .tflite or .mlpackage (macOS)")
@@ -79,6 +78,14 @@ def _eval(argv: Sequence[str] | None) -> int:
         "how many images Bias Loss down-weights, for a run directory (docs/training.md)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def _eval(argv: Sequence[str] | None) -> int:
+    from ..common import write_json
+    from .evaluate import check_gates, evaluate, gate_failures, plot_confusion
+
+    p = _eval_parser()
     a = p.parse_args(argv)
     if a.feature_variance:
         return _feature_variance(a)

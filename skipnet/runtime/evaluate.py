@@ -48,6 +48,33 @@ def _same_task(model: Predictor, other: Predictor, what: str) -> None:
             )
 
 
+def _reference_report(ref: Predictor, name: str, ref_logits, logits, labels, top1: float) -> dict[str, Any]:
+    """The --reference model on the same images: its accuracy, the drop from it to the evaluated
+    model's ``top1`` and how often their predictions agree."""
+    acc = _accuracy(ref_logits, labels, ref.labels)
+    return {
+        "model": name,
+        "format": ref.format,
+        "precision": ref.precision,
+        "top1": acc["top1"],
+        "top5": acc["top5"],
+        "drop_points": round(100 * (acc["top1"] - top1), 4),
+        "top1_agreement": _agreement(ref_logits, logits),
+    }
+
+
+def _host_report(host: Predictor, host_logits, logits, labels, seconds: float) -> dict[str, Any]:
+    """The same model on this machine (--compare-host): its top-1 and how closely it matches."""
+    return {
+        "platform": platform_name(host),
+        "top1": _accuracy(host_logits, labels, host.labels)["top1"],
+        "top1_agreement": _agreement(host_logits, logits),
+        "max_abs_logit_diff": float(np.abs(host_logits - logits).max()),
+        "seconds": round(seconds, 2),
+        "delegation": getattr(host.backend, "delegation", None),
+    }
+
+
 def evaluate(
     model: str | os.PathLike,
     data: str,
@@ -107,25 +134,9 @@ def evaluate(
     if census is not None:
         report["delegation"] = census
     if ref is not None:
-        ref_acc = _accuracy(logits[1], labels, predictor.labels)
-        report["reference"] = {
-            "model": os.fspath(reference),
-            "format": ref.format,
-            "precision": ref.precision,
-            "top1": ref_acc["top1"],
-            "top5": ref_acc["top5"],
-            "drop_points": round(100 * (ref_acc["top1"] - report["top1"]), 4),
-            "top1_agreement": _agreement(logits[1], logits[0]),
-        }
+        report["reference"] = _reference_report(ref, os.fspath(reference), logits[1], logits[0], labels, report["top1"])
     if host is not None:
-        report["host"] = {
-            "platform": platform_name(host),
-            "top1": _accuracy(logits[2], labels, host.labels)["top1"],
-            "top1_agreement": _agreement(logits[2], logits[0]),
-            "max_abs_logit_diff": float(np.abs(logits[2] - logits[0]).max()),
-            "seconds": round(seconds[2], 2),
-            "delegation": getattr(host.backend, "delegation", None),
-        }
+        report["host"] = _host_report(host, logits[2], logits[0], labels, seconds[2])
     report["gates"] = _gates(report, min_top1, max_drop)
     report["passed"] = all(g["passed"] for g in report["gates"])
     return report
