@@ -10,7 +10,7 @@ difference (Bias - CE) with a 95% confidence interval (Student's t over the per-
     python benchmarks/bias_vs_ce.py --data cifar100 --recipe paper --models resnet18 --seeds 3   # GPU-sized
 
     python benchmarks/bias_vs_ce.py --recipe full --models skipnet_xs,mobilenet_v3_small --seeds 3 \\
-        --work /work/bvc --out benchmarks/results/bias_vs_ce_full.md              # ~5 h on 2 cores
+        --work W --out benchmarks/results/bias_vs_ce_full.md     # ~6 h on 2 cores, ~30 min a run
 
 Runs live under --work (one run directory per model/seed/loss, and hosts.json: the CPUs that
 trained each); an interrupted study started again with the same flags resumes unfinished runs
