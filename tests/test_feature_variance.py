@@ -104,3 +104,5 @@ def test_bad_input(capsys, small_run, tmp_path):
     _bad(capsys, [small_run, *fv, "--json", tmp_path], "--json")
     (tmp_path / "weights.txt").write_text("mine")
     _bad(capsys, [small_run, *fv, "--plot", tmp_path / "weights.txt" / "p.png"], "--plot")
+    _bad(capsys, [small_run, *fv, "--plot", tmp_path / "fv.txt"], "must end in .png")  # a PNG under another name
+    assert not (tmp_path / "fv.txt").exists()

@@ -89,6 +89,7 @@ def image(tmp_path):
 )
 def test_bad_output_path_is_refused_before_work(capfd, tmp_path, small_run, pair, command, flag, kind):
     ext = {"skipnet-export": ".onnx", "skipnet-eval": ".json", "skipnet-bench": ".json"}.get(command, "")
+    ext = ".png" if flag == "--plot" else ext
     (tmp_path / "afile").write_text("mine")
     (tmp_path / f"adir{ext}").mkdir()
     target = {

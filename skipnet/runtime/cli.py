@@ -94,7 +94,7 @@ def _eval(argv: Sequence[str] | None) -> int:
         p.error(f"--threads must be positive, got {a.threads}; leave it out for the runtime's default")
     for flag, path in (("--json", a.json), ("--plot", a.plot)):
         if path is not None:
-            check_output_file(path, flag)
+            check_output_file(path, flag, suffix=".png" if flag == "--plot" else None)
     r = evaluate(
         a.model,
         a.data,
@@ -144,7 +144,7 @@ def _feature_variance(a) -> int:
         raise UserError("--limit must be positive and --batch-size at least 2 (a variance range needs two images)")
     for flag, path in (("--json", a.json), ("--plot", a.plot)):
         if path is not None:
-            check_output_file(path, flag)
+            check_output_file(path, flag, suffix=".png" if flag == "--plot" else None)
     r = feature_variance(a.model, a.data, a.data_dir, a.limit, batch_size=a.batch_size, progress=not a.quiet)
     w = r["weights"]
     print(

@@ -64,9 +64,14 @@ def check_writable_dir(path: str | os.PathLike, flag: str, shown: str | os.PathL
         raise UserError(f"{flag} {shown}: cannot write in {base} ({e.strerror}); choose a writable location") from None
 
 
-def check_output_file(path: str | os.PathLike, flag: str, directory_ok: bool = False) -> Path:
-    """``path`` can be written as a file (or, with ``directory_ok``, a package directory), before any work."""
+def check_output_file(
+    path: str | os.PathLike, flag: str, directory_ok: bool = False, suffix: str | None = None
+) -> Path:
+    """``path`` can be written as a file (or, with ``directory_ok``, a package directory), before any work;
+    with ``suffix``, its name must end in it (a PNG plot under another name would mislead)."""
     raw, path = os.fspath(path), Path(path)
+    if suffix is not None and path.suffix.lower() != suffix:
+        raise UserError(f"{flag} {path} must end in {suffix}: the file is written as {suffix[1:].upper()}")
     if raw.endswith(("/", os.sep)) or path.name in ("", ".", ".."):
         raise UserError(f"{flag} {path} names a directory; give a file path")
     if path.is_dir() and not directory_ok:
