@@ -35,6 +35,7 @@ from pathlib import Path
 from skipnet.bench.core import cpu_name, study_out, write_study
 from skipnet.common import UserError, read_json, write_json
 from skipnet.common.cli import run_cli
+from skipnet.common.contract.paths import check_writable_dir
 from skipnet.training import DEFAULT_RECIPE, RECIPES, is_finished, resolve_config, resume, train
 
 # Two-sided 95% quantiles of Student's t by degrees of freedom (the CI of a mean over few seeds).
@@ -103,6 +104,7 @@ def quiet_seconds(epochs: list[float]) -> float:
     return statistics.quantiles(epochs, n=4)[0] * len(epochs) if len(epochs) > 1 else sum(epochs)
 
 
+LOSSES = ("bias", "ce")
 HOSTS_FILE = "hosts.json"  # in --work: each run's CPU, as the runs may be trained in pieces on several hosts
 
 
@@ -123,7 +125,7 @@ def trained_on(work: Path, data: str, rows: dict) -> str:
     count: dict[str, int] = {}
     for model, row in rows.items():
         for seed in row["seeds"]:
-            for loss in ("bias", "ce"):
+            for loss in LOSSES:
                 for cpu in hosts.get(f"{data}/{model}/seed{seed}_{loss}", ["not recorded"]):
                     count[cpu] = count.get(cpu, 0) + 1
     return "; ".join(f"{cpu} ({n} runs)" for cpu, n in count.items())
@@ -195,12 +197,13 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float, second
         f"Runs trained on: {trained_on(Path(args.work), args.data, rows)}.",
         "",
     ]
-    partial = {m: r["seeds"] for m, r in rows.items() if len(r["seeds"]) < args.seeds}
+    done = {m: rows.get(m, {}).get("seeds", []) for m in (m.strip() for m in args.models.split(",")) if m}
+    partial = {m: seeds for m, seeds in done.items() if len(seeds) < args.seeds}  # a model with no pair is partial too
     if partial:
         lines += [
             "**Partial: the study is still running.** Only pairs whose two runs have finished are in the "
             "table: "
-            + "; ".join(f"{m} seeds {', '.join(map(str, s))}" for m, s in partial.items())
+            + "; ".join(f"{m} seeds {', '.join(map(str, s)) or 'none'}" for m, s in partial.items())
             + f" of {args.seeds}.",
             "",
         ]
@@ -247,6 +250,32 @@ def write_report(path: Path, args, command: str, rows: dict, wall: float, second
     )
 
 
+def run_dir(args, model: str, seed: int, loss: str) -> Path:
+    return Path(args.work) / args.data / model / f"seed{seed}_{loss}"
+
+
+def overrides(args, model: str, seed: int, loss: str) -> dict:
+    """The run's skipnet-train settings (None: the recipe's)."""
+    return dict(model=model, data=args.data, data_dir=args.data_dir, recipe=args.recipe, loss=loss, seed=seed,
+                epochs=args.epochs, limit_train=args.limit_train)  # fmt: skip
+
+
+def check_study(args, models: list[str]) -> None:
+    """Every run still to train is a valid skipnet-train run, checked before the first one starts: a
+    wrong name in --models is found now, not after hours of training the models before it."""
+    if not models:
+        raise UserError("--models names no model; e.g. --models skipnet_xs,mobilenet_v3_small")
+    check_writable_dir(Path(args.work), "--work")
+    if args.report_only:
+        return
+    for model in models:
+        for seed in range(args.seeds):
+            for loss in LOSSES:
+                out = run_dir(args, model, seed, loss)
+                if not (out / "trainer_state.pt").exists():  # a run begun is resumed with its own settings
+                    resolve_config({**overrides(args, model, seed, loss), "out": str(out)}).validate()
+
+
 def study_model(model: str, args) -> tuple[dict | None, float, float]:
     """Train (or resume, or read) ``model``'s pairs of runs; returns its row of the table (None when no
     pair has finished) and the runs' training seconds: quiet (quiet_seconds) and wall clock."""
@@ -256,16 +285,14 @@ def study_model(model: str, args) -> tuple[dict | None, float, float]:
     seeds: list[int] = []
     wall = 0.0
     for seed in range(args.seeds):
-        runs = {loss: Path(args.work) / args.data / model / f"seed{seed}_{loss}" for loss in ("bias", "ce")}
+        runs = {loss: run_dir(args, model, seed, loss) for loss in LOSSES}
         if args.report_only and not all(is_finished(r) for r in runs.values()):
             continue  # a pair counts only when both of its runs are done
         seeds.append(seed)
         for loss, out in runs.items():
-            overrides = dict(model=model, data=args.data, data_dir=args.data_dir, recipe=args.recipe, loss=loss,
-                             seed=seed, epochs=args.epochs, limit_train=args.limit_train)  # fmt: skip
             if not is_finished(out):
                 record_host(Path(args.work), out)
-            acc, epochs = run_one(out, overrides)
+            acc, epochs = run_one(out, overrides(args, model, seed, loss))
             top1[loss].append(acc)
             seconds.append(round(quiet_seconds(epochs), 1))
             wall += sum(epochs)
@@ -321,8 +348,10 @@ def _main(argv) -> int:
     report = study_out(args.out)
     command = "python benchmarks/bias_vs_ce.py " + " ".join(argv if argv is not None else sys.argv[1:])
     t_start = time.perf_counter()
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    check_study(args, models)
     rows, quiet, wall = {}, 0.0, 0.0
-    for model in (m.strip() for m in args.models.split(",") if m.strip()):
+    for model in models:
         row, model_quiet, model_wall = study_model(model, args)
         if row is not None:
             rows[model], quiet, wall = row, quiet + model_quiet, wall + model_wall
