@@ -27,6 +27,8 @@ from skipnet.common import UserError, read_json, write_json
 from skipnet.common.cli import run_cli
 from skipnet.common.contract import LOSS_NAMES, WEIGHTS_FILE
 from skipnet.common.io import file_record
+from skipnet.data import list_datasets
+from skipnet.models import list_models
 from skipnet.runtime.feature_variance import feature_variance, plot_deciles
 from skipnet.training import is_finished
 
@@ -113,6 +115,19 @@ def write_report(out: Path, command: str, rows: dict, wall: float, args) -> None
     )
 
 
+def check_args(args, models: list[str]) -> None:
+    """One line and exit 2 for what cannot name a study's runs, before any measuring."""
+    unknown = [m for m in models if m not in list_models()]
+    if not models or unknown:
+        raise UserError(f"unknown --models {','.join(unknown) or '(none)'}; choose from {', '.join(list_models())}")
+    if args.data not in list_datasets():
+        raise UserError(f"unknown --data {args.data!r}; choose one of: {', '.join(list_datasets())}")
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {args.seeds}")
+    if not Path(args.work).is_dir():
+        raise UserError(f"--work {args.work} is not a folder: give bias_vs_ce.py's --work folder")
+
+
 def _main(argv) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--work", required=True, help="bias_vs_ce.py's --work folder")
@@ -123,10 +138,12 @@ def _main(argv) -> int:
     p.add_argument("--out", default="benchmarks/results/feature_variance.md")
     args = p.parse_args(argv)
     report = study_out(args.out)
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    check_args(args, models)
     command = "python benchmarks/feature_variance.py " + " ".join(argv if argv is not None else sys.argv[1:])
     t0 = time.perf_counter()
     rows: dict[str, dict] = {}
-    for model in (m.strip() for m in args.models.split(",") if m.strip()):
+    for model in models:
         for loss in LOSS_NAMES:
             runs = [Path(args.work) / args.data / model / f"seed{seed}_{loss}" for seed in range(args.seeds)]
             done = [r for r in runs if is_finished(r)]

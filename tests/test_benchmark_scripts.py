@@ -121,6 +121,9 @@ def test_bias_vs_ce_runs_cifar100_with_the_paper_recipe(tmp_path):
     assert "| skipnet_xs | Bias Loss | 2 |" in fv.read_text() and "| skipnet_xs | cross-entropy | 2 |" in fv.read_text()
     assert fv.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     # each run's measurement is kept beside it, and measured again when the run's weights differ from it
+    for bad, says in [(["--models", "skipnet_xs,nope"], "unknown --models nope"), (["--seeds", "0"], "at least 1")]:
+        b = subprocess.run(r.args + bad, capture_output=True, text=True, timeout=600)
+        assert b.returncode == 2 and b.stderr.count("\n") == 1 and says in b.stderr, b.stderr
     cache = tmp_path / "runs" / "cifar100" / "skipnet_xs" / "seed0_bias_feature_variance.json"
     kept = json.loads(cache.read_text())
     assert len(kept["weights_sha256"]) == 64 and kept["data"] == "cifar100"
