@@ -35,6 +35,7 @@ from pathlib import Path
 from skipnet.bench.core import cpu_name, study_out, write_study
 from skipnet.common import UserError, read_json, write_json
 from skipnet.common.cli import run_cli
+from skipnet.common.contract import STATE_FILE
 from skipnet.common.contract.paths import check_writable_dir
 from skipnet.training import DEFAULT_RECIPE, RECIPES, is_finished, resolve_config, resume, train
 
@@ -86,7 +87,7 @@ def paired_summary(bias: list[float], ce: list[float]) -> dict:
 def run_one(out: Path, overrides: dict) -> tuple[float, list[float]]:
     """Train (or resume, or just read) one run; returns (final val top-1, its per-epoch wall seconds
     from metrics.csv, so a run resumed in pieces counts each piece once)."""
-    if (out / "trainer_state.pt").exists():
+    if (out / STATE_FILE).exists():
         result = resume(out, progress=False)  # a finished run only reports
     else:
         result = train(resolve_config({**overrides, "out": str(out)}).validate(), progress=False)
@@ -272,15 +273,15 @@ def check_study(args, models: list[str]) -> None:
         for seed in range(args.seeds):
             for loss in LOSSES:
                 out = run_dir(args, model, seed, loss)
-                if not (out / "trainer_state.pt").exists():  # a run begun is resumed with its own settings
+                if not (out / STATE_FILE).exists():  # a run begun is resumed with its own settings
                     resolve_config({**overrides(args, model, seed, loss), "out": str(out)}).validate()
 
 
 def study_model(model: str, args) -> tuple[dict | None, float, float]:
     """Train (or resume, or read) ``model``'s pairs of runs; returns its row of the table (None when no
     pair has finished) and the runs' training seconds: quiet (quiet_seconds) and wall clock."""
-    top1: dict[str, list[float]] = {"bias": [], "ce": []}
-    int8: dict[str, list[float]] = {"bias": [], "ce": []}
+    top1: dict[str, list[float]] = {loss: [] for loss in LOSSES}
+    int8: dict[str, list[float]] = {loss: [] for loss in LOSSES}
     seconds: list[float] = []
     seeds: list[int] = []
     wall = 0.0

@@ -180,9 +180,9 @@ def _checked(p: ArgumentParser, a) -> tuple[list[str], list[str], dict[str, Any]
     formats = [f.strip() for f in a.formats.split(",") if f.strip()]
     if not models or not formats:
         p.error(f"--models and --formats each need at least one name, e.g. --models {DEFAULT_MODELS.split(',')[0]}")
-    for flag, path in (("--json", a.json), ("--csv", a.csv), ("--plot", a.plot)):
+    for flag, path, suffix in (("--json", a.json, None), ("--csv", a.csv, None), ("--plot", a.plot, ".png")):
         if path is not None:
-            check_output_file(path, flag, suffix=".png" if flag == "--plot" else None)
+            check_output_file(path, flag, suffix=suffix)
     if (android or a.platform == "arm64") and a.formats == p.get_default("formats"):
         formats = formats_for(android=bool(android), platform=a.platform if a.platform != "host" else None)
     return models, formats, android

@@ -81,6 +81,13 @@ def _eval_parser() -> ArgumentParser:
     return p
 
 
+def _check_outputs(a) -> None:
+    """skipnet-eval's --json and --plot can be written, before any work."""
+    for flag, path, suffix in (("--json", a.json, None), ("--plot", a.plot, ".png")):
+        if path is not None:
+            check_output_file(path, flag, suffix=suffix)
+
+
 def _eval(argv: Sequence[str] | None) -> int:
     from ..common import write_json
     from .evaluate import check_gates, evaluate, gate_failures, plot_confusion
@@ -92,9 +99,7 @@ def _eval(argv: Sequence[str] | None) -> int:
     check_gates(a.min_top1, a.max_drop, a.reference)  # before minutes of evaluation
     if a.threads is not None and a.threads < 1:
         p.error(f"--threads must be positive, got {a.threads}; leave it out for the runtime's default")
-    for flag, path in (("--json", a.json), ("--plot", a.plot)):
-        if path is not None:
-            check_output_file(path, flag, suffix=".png" if flag == "--plot" else None)
+    _check_outputs(a)
     r = evaluate(
         a.model,
         a.data,
@@ -142,9 +147,7 @@ def _feature_variance(a) -> int:
             )
     if a.limit is not None and a.limit < 1 or a.batch_size is not None and a.batch_size < 2:
         raise UserError("--limit must be positive and --batch-size at least 2 (a variance range needs two images)")
-    for flag, path in (("--json", a.json), ("--plot", a.plot)):
-        if path is not None:
-            check_output_file(path, flag, suffix=".png" if flag == "--plot" else None)
+    _check_outputs(a)
     r = feature_variance(a.model, a.data, a.data_dir, a.limit, batch_size=a.batch_size, progress=not a.quiet)
     w = r["weights"]
     print(
